@@ -1,0 +1,74 @@
+"""The ``lexrag`` command line: a click group; plugins add commands via ``register_commands``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import LexragError, cli_exit_code, cli_message
+from ._app import App, pass_app
+
+
+class _Group(click.Group):
+    """Turns every :class:`LexragError` into one line on stderr and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LexragError as exc:
+            click.echo(cli_message(exc), err=True)
+            ctx.exit(cli_exit_code(exc))
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, "--version", prog_name="lexrag")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: $LEXRAG_CONFIG, then ./lexrag.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """lexrag: retrieval-augmented chat over Vietnamese legal documents."""
+    ctx.obj = App(config_path)
+
+
+def _add_builtin_commands() -> None:
+    from . import config_cmds, plugin_cmds
+
+    for module in (config_cmds, plugin_cmds):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    for name in ("index_cmds", "serve_cmds", "chat_cmds"):
+        try:
+            module = __import__(f"{__name__}.{name}", fromlist=["COMMANDS"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+def _add_plugin_commands() -> None:
+    from ..plugins import make_plugin_manager
+
+    make_plugin_manager().hook.register_commands(cli=cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _add_builtin_commands()
+    try:
+        _add_plugin_commands()
+    except LexragError as exc:
+        click.echo(cli_message(exc), err=True)
+        sys.exit(cli_exit_code(exc))
+    cli.main(args=argv, prog_name="lexrag")
+
+
+__all__ = ["App", "cli", "main", "pass_app"]

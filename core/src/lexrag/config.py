@@ -1,0 +1,418 @@
+"""The configuration: one TOML file, the seed's environment variables, CLI flags.
+
+Precedence, lowest first: built-in defaults < the file < environment < CLI flags.
+Every value remembers where it came from, for ``lexrag config show``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .errors import ConfigError, PluginError
+from .prompt import DEFAULT_CONTEXT_HEADER, DEFAULT_PASSAGE_TEMPLATE, DEFAULT_SYSTEM_PROMPT
+
+if TYPE_CHECKING:
+    from .plugins import Kind, Registry
+
+CONFIG_FILE_NAME = "lexrag.toml"
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LLMSettings(_Table):
+    provider: str = "extractive"
+    """The provider that answers; ``LLM_PROVIDER`` overrides it."""
+    fallback: list[str] = Field(default_factory=list)
+    """Providers tried in order when the chosen one fails after its retries."""
+    deadline_s: float = Field(default=120.0, gt=0)
+    """Time a request may take, retries and fallbacks included."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of a transient failure before falling back."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Failures within ``breaker_window_s`` that put a provider in cool-down."""
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class RetrievalSettings(_Table):
+    enabled: bool = True
+    """False passes chat requests through to the provider unchanged."""
+    retriever: str = "hybrid"
+    embedder: str = "minilm"
+    top_k: int = Field(default=5, ge=1, le=100)
+
+
+class IndexSettings(_Table):
+    dir: Path = Path(".lexrag/index")
+
+
+class ServerSettings(_Table):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Bearer keys; empty means no authentication. ``LEXRAG_API_KEYS`` (comma-separated)."""
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_tokens: int = Field(default=4096, ge=1)
+    """Largest ``max_tokens`` a request may ask for."""
+    max_concurrency: int = Field(default=64, ge=1)
+    """Requests served at once; more are answered 429 with Retry-After."""
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class PromptSettings(_Table):
+    system: str = DEFAULT_SYSTEM_PROMPT
+    context_header: str = DEFAULT_CONTEXT_HEADER
+    passage: str = DEFAULT_PASSAGE_TEMPLATE
+
+
+class LoggingSettings(_Table):
+    level: str = "INFO"
+    log_bodies: bool = False
+    """Log message bodies in the call log (off: only ids, sizes and timings)."""
+
+
+class Settings(_Table):
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    embedders: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    retrievers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+PLUGIN_TABLES = ("providers", "embedders", "retrievers")
+
+#: The seed's variables and lexrag's own, each to the key it sets.
+ENV_OVERRIDES: dict[str, str] = {
+    "LLM_PROVIDER": "llm.provider",
+    "LOCAL_LLM_API_URL": "providers.local.url",
+    "OPENAI_API_KEY": "providers.openai.api_key",
+    "OPENAI_BASE_URL": "providers.openai.base_url",
+    "LEXRAG_INDEX_DIR": "index.dir",
+    "LEXRAG_API_KEYS": "server.api_keys",
+}
+_LIST_ENV = {"LEXRAG_API_KEYS"}
+
+MASK = "********"
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_leaves(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif isinstance(value, Mapping):
+            base[key] = {}
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def find_config_file(explicit: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, str]:
+    """The file to read and what chose it: ``--config``, ``LEXRAG_CONFIG``, ``./lexrag.toml``."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        return path, "--config"
+    if env.get("LEXRAG_CONFIG"):
+        path = Path(env["LEXRAG_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"LEXRAG_CONFIG={path}: no such file")
+        return path, "LEXRAG_CONFIG"
+    path = Path(CONFIG_FILE_NAME)
+    if path.is_file():
+        return path, "./lexrag.toml"
+    return None, "defaults"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def _where(path: str) -> str:
+    """``providers.openai.model`` → ``[providers.openai] model``."""
+    parts = path.split(".")
+    if parts[0] in PLUGIN_TABLES and len(parts) > 2:
+        table, key = ".".join(parts[:2]), ".".join(parts[2:])
+    elif len(parts) > 1:
+        table, key = parts[0], ".".join(parts[1:])
+    else:
+        return f"[{parts[0]}]"
+    return f"[{table}] {key}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (dict, list)):
+        return repr(value)[:80]
+    return repr(value)
+
+
+@dataclass
+class Config:
+    """The validated settings, where each value came from, and the plugin tables
+    validated against the registered classes (see :meth:`check`)."""
+
+    settings: Settings
+    origins: dict[str, str]
+    path: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    _plugin_settings: dict[tuple[str, str], BaseModel] = field(default_factory=dict)
+
+    def origin(self, dotted: str) -> str:
+        return self.origins.get(dotted, "default")
+
+    def _describe(self, dotted: str, value: Any) -> str:
+        origin = self.origin(dotted)
+        where = _where(dotted)
+        shown = MASK if _is_secret_key(dotted) else _show(value)
+        if origin.startswith("env:"):
+            return f"{origin[4:]}={shown} (sets {where})"
+        if origin == "cli":
+            return f"command-line flag for {where} = {shown}"
+        return f"{self.path or CONFIG_FILE_NAME}: {where} = {shown}"
+
+    def error(self, dotted: str, value: Any, message: str) -> ConfigError:
+        return ConfigError(f"{self._describe(dotted, value)}: {message}")
+
+    def check(self, registry: Registry) -> Config:
+        """Validate the plugin tables and the names that select plugins."""
+        kinds: dict[str, Kind[Any]] = registry.kinds()
+        for table in PLUGIN_TABLES:
+            kind = kinds[table]
+            for name, values in getattr(self.settings, table).items():
+                if name not in kind:
+                    origins = [o for p, o in self.origins.items() if p.startswith(f"{table}.{name}.")]
+                    if origins and all(o.startswith("env:") for o in origins):
+                        continue  # e.g. OPENAI_API_KEY set while the plugin is not installed
+                    raise ConfigError(
+                        f"{self.path or CONFIG_FILE_NAME}: [{table}.{name}]: no {kind.kind} named "
+                        f"{name!r} is installed (installed: {', '.join(kind.names()) or 'none'})"
+                    )
+                self._validate_plugin(table, name, kind.get(name), values)
+        for dotted, kind_name in (
+            ("llm.provider", "providers"),
+            ("retrieval.retriever", "retrievers"),
+            ("retrieval.embedder", "embedders"),
+        ):
+            value = self._lookup(dotted)
+            if value not in kinds[kind_name]:
+                raise self.error(
+                    dotted,
+                    value,
+                    f"no {kinds[kind_name].kind} named {value!r} is installed "
+                    f"(installed: {', '.join(kinds[kind_name].names()) or 'none'})",
+                )
+        for i, name in enumerate(self.settings.llm.fallback):
+            if name not in registry.providers:
+                raise self.error(
+                    "llm.fallback",
+                    self.settings.llm.fallback,
+                    f"entry {i} names no installed provider {name!r} "
+                    f"(installed: {', '.join(registry.providers.names())})",
+                )
+        return self
+
+    def _lookup(self, dotted: str) -> Any:
+        node: Any = self.settings
+        for part in dotted.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    def _validate_plugin(self, table: str, name: str, cls: type[Any], values: dict[str, Any]) -> BaseModel:
+        model: type[BaseModel] = getattr(cls, "Settings")
+        try:
+            validated = model.model_validate(values)
+        except ValidationError as exc:
+            raise self._translate(exc, model, prefix=f"{table}.{name}.") from None
+        self._plugin_settings[(table, name)] = validated
+        return validated
+
+    def plugin_settings(self, table: str, name: str, cls: type[Any]) -> BaseModel:
+        """The validated ``[table.name]`` settings for ``cls`` (its defaults if absent)."""
+        key = (table, name)
+        if key not in self._plugin_settings:
+            values = getattr(self.settings, table).get(name, {})
+            self._validate_plugin(table, name, cls, values)
+        return self._plugin_settings[key]
+
+    def _translate(self, exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        dotted = prefix + ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            return ConfigError(
+                f"{self._origin_file(dotted)}: {_where(dotted)}: unknown key "
+                f"(valid keys: {', '.join(sorted(model.model_fields))})"
+            )
+        return self.error(dotted, err.get("input"), err["msg"])
+
+    def _origin_file(self, dotted: str) -> str:
+        origin = self.origin(dotted)
+        if origin.startswith("env:"):
+            return origin[4:]
+        return str(self.path or CONFIG_FILE_NAME)
+
+    # --- presentation -----------------------------------------------------------
+
+    def effective(self, registry: Registry | None = None) -> list[tuple[str, Any, str]]:
+        """(dotted key, value with secrets masked, origin) for every setting."""
+        tree: dict[str, Any] = self.settings.model_dump(mode="python", exclude=set(PLUGIN_TABLES))
+        for table in PLUGIN_TABLES:
+            names = set(getattr(self.settings, table))
+            if registry is not None:
+                names |= set(registry.kinds()[table].names())
+            for name in sorted(names):
+                if registry is not None and name in registry.kinds()[table]:
+                    cls = registry.kinds()[table].get(name)
+                    tree.setdefault(table, {})[name] = self.plugin_settings(table, name, cls).model_dump(
+                        mode="python"
+                    )
+                else:
+                    tree.setdefault(table, {})[name] = getattr(self.settings, table).get(name, {})
+        rows = []
+        for dotted, value in _leaves(tree).items():
+            rows.append((dotted, _mask(dotted, value), self.origin(dotted)))
+        return rows
+
+
+def _is_secret_key(dotted: str) -> bool:
+    leaf = dotted.rsplit(".", 1)[-1]
+    return any(word in leaf for word in ("key", "secret", "token", "password"))
+
+
+def _mask(dotted: str, value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, list) and any(isinstance(v, SecretStr) for v in value):
+        return [MASK for _ in value]
+    if _is_secret_key(dotted) and value:
+        return MASK
+    return value
+
+
+def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    tree: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for var, dotted in ENV_OVERRIDES.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        value: Any = [v.strip() for v in raw.split(",") if v.strip()] if var in _LIST_ENV else raw
+        _set(tree, dotted, value)
+        origins[dotted] = f"env:{var}"
+    return tree, origins
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the file, apply the environment and ``overrides`` (dotted key → value,
+    from CLI flags), validate the core tables. Call :meth:`Config.check` with a
+    registry to validate the plugin tables too."""
+    env = os.environ if env is None else env
+    file_path, _ = find_config_file(path, env)
+    raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if file_path is not None:
+        file_tree = _read_toml(file_path)
+        _merge(raw, file_tree)
+        origins.update({k: f"file:{file_path}" for k in _leaves(file_tree)})
+    env_tree, env_origins = _env_layer(env)
+    _merge(raw, env_tree)
+    origins.update(env_origins)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set(raw, dotted, value)
+        origins[dotted] = "cli"
+    partial = Config(settings=Settings(), origins=origins, path=file_path, raw=raw)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise _core_error(partial, exc, raw) from None
+    return Config(settings=settings, origins=origins, path=file_path, raw=raw)
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        info = model.model_fields.get(part)
+        if info is None or not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+            return None
+        model = info.annotation
+    return model
+
+
+def _core_error(partial: Config, exc: ValidationError, raw: Mapping[str, Any]) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    dotted = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        valid = sorted(model.model_fields) if model is not None else []
+        where = _where(dotted) if len(loc) > 1 else f"[{loc[0]}]"
+        return ConfigError(
+            f"{partial._origin_file(dotted)}: {where}: unknown "
+            f"{'key' if len(loc) > 1 else 'table'} (valid: {', '.join(valid)})"
+        )
+    if err["type"] in ("model_type", "dict_type") and len(loc) == 1:
+        return ConfigError(f"{partial._origin_file(dotted)}: {loc[0]} must be a table, e.g. [{loc[0]}]")
+    return partial.error(dotted, err.get("input"), err["msg"])
+
+
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "ENV_OVERRIDES",
+    "Config",
+    "IndexSettings",
+    "LLMSettings",
+    "LoggingSettings",
+    "PromptSettings",
+    "RetrievalSettings",
+    "ServerSettings",
+    "Settings",
+    "find_config_file",
+    "load_config",
+]

@@ -1,0 +1,1 @@
+"""Plugins that ship with the core and register through the same hooks as any other."""

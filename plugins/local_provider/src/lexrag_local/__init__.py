@@ -1,0 +1,1 @@
+"""Local Frog (Llama-3) provider: optimum export and ONNX Runtime generation."""

@@ -1,0 +1,1 @@
+"""LLM provider for the OpenAI API and any OpenAI-compatible server."""
