@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from .errors import ConfigError, PluginError
+from .errors import ConfigError
 from .prompt import DEFAULT_CONTEXT_HEADER, DEFAULT_PASSAGE_TEMPLATE, DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
@@ -93,6 +93,11 @@ class Settings(_Table):
 
 
 PLUGIN_TABLES = ("providers", "embedders", "retrievers")
+_SELECTORS = {
+    "llm.provider": "providers",
+    "retrieval.retriever": "retrievers",
+    "retrieval.embedder": "embedders",
+}
 
 #: The seed's variables and lexrag's own, each to the key it sets.
 ENV_OVERRIDES: dict[str, str] = {
@@ -228,19 +233,7 @@ class Config:
                         f"{name!r} is installed (installed: {', '.join(kind.names()) or 'none'})"
                     )
                 self._validate_plugin(table, name, kind.get(name), values)
-        for dotted, kind_name in (
-            ("llm.provider", "providers"),
-            ("retrieval.retriever", "retrievers"),
-            ("retrieval.embedder", "embedders"),
-        ):
-            value = self._lookup(dotted)
-            if value not in kinds[kind_name]:
-                raise self.error(
-                    dotted,
-                    value,
-                    f"no {kinds[kind_name].kind} named {value!r} is installed "
-                    f"(installed: {', '.join(kinds[kind_name].names()) or 'none'})",
-                )
+        self.select(registry, "llm.provider")
         for i, name in enumerate(self.settings.llm.fallback):
             if name not in registry.providers:
                 raise self.error(
@@ -251,6 +244,19 @@ class Config:
                 )
         return self
 
+    def select(self, registry: Registry, dotted: str) -> type[Any]:
+        """The class that the setting ``dotted`` (``llm.provider``, ``retrieval.retriever``,
+        ``retrieval.embedder``) names, or an error naming where the name was set."""
+        kind: Kind[Any] = registry.kinds()[_SELECTORS[dotted]]
+        value = self._lookup(dotted)
+        if value not in kind:
+            raise self.error(
+                dotted,
+                value,
+                f"no {kind.kind} named {value!r} is installed (installed: {', '.join(kind.names()) or 'none'})",
+            )
+        return kind.get(value)
+
     def _lookup(self, dotted: str) -> Any:
         node: Any = self.settings
         for part in dotted.split("."):
@@ -258,7 +264,7 @@ class Config:
         return node
 
     def _validate_plugin(self, table: str, name: str, cls: type[Any], values: dict[str, Any]) -> BaseModel:
-        model: type[BaseModel] = getattr(cls, "Settings")
+        model: type[BaseModel] = cls.Settings
         try:
             validated = model.model_validate(values)
         except ValidationError as exc:
@@ -358,7 +364,7 @@ def load_config(
     if file_path is not None:
         file_tree = _read_toml(file_path)
         _merge(raw, file_tree)
-        origins.update({k: f"file:{file_path}" for k in _leaves(file_tree)})
+        origins.update(dict.fromkeys(_leaves(file_tree), f"file:{file_path}"))
     env_tree, env_origins = _env_layer(env)
     _merge(raw, env_tree)
     origins.update(env_origins)
@@ -379,7 +385,11 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
     model: type[BaseModel] = Settings
     for part in loc[:-1]:
         info = model.model_fields.get(part)
-        if info is None or not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+        if (
+            info is None
+            or not isinstance(info.annotation, type)
+            or not issubclass(info.annotation, BaseModel)
+        ):
             return None
         model = info.annotation
     return model
@@ -398,7 +408,10 @@ def _core_error(partial: Config, exc: ValidationError, raw: Mapping[str, Any]) -
             f"{'key' if len(loc) > 1 else 'table'} (valid: {', '.join(valid)})"
         )
     if err["type"] in ("model_type", "dict_type") and len(loc) == 1:
-        return ConfigError(f"{partial._origin_file(dotted)}: {loc[0]} must be a table, e.g. [{loc[0]}]")
+        return ConfigError(
+            f"{partial._origin_file(dotted)}: {loc[0]} = {_show(err.get('input'))}: "
+            f"must be a table, e.g. [{loc[0]}]"
+        )
     return partial.error(dotted, err.get("input"), err["msg"])
 
 

@@ -7,7 +7,8 @@ calls it once per class it offers; two plugins offering the same name is an erro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from .types import ChatCompletion, ChatCompletionChunk, ChatMessage, Source
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .plugins import Registry
 
 
 class NoSettings(BaseModel):
@@ -95,4 +99,15 @@ class Provider(ABC):
         return None
 
 
-__all__ = ["GenerationParams", "NoSettings", "Provider", "ProviderRequest"]
+def build_provider(config: Config, registry: Registry, name: str | None = None) -> Provider:
+    """The provider ``name`` (default: ``[llm] provider``) built with its validated settings."""
+    if name is None:
+        cls = config.select(registry, "llm.provider")
+        name = config.settings.llm.provider
+    else:
+        cls = registry.providers.get(name)
+    provider: Provider = cls(name, config.plugin_settings("providers", name, cls))
+    return provider
+
+
+__all__ = ["GenerationParams", "NoSettings", "Provider", "ProviderRequest", "build_provider"]

@@ -16,6 +16,7 @@ from .providers import NoSettings
 from .types import Source
 
 if TYPE_CHECKING:
+    from .config import Config
     from .plugins import Registry
 
 
@@ -103,7 +104,7 @@ class Embedder(ABC):
         """Vectors for ``texts``, shape (len(texts), dim), float32, unit length."""
 
     def embed_query(self, text: str) -> FloatArray:
-        return self.embed([text])[0]
+        return np.asarray(self.embed([text])[0], dtype=np.float32)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the texts take (for usage); an estimate where no tokenizer is at hand."""
@@ -116,7 +117,7 @@ class RetrievalContext:
 
     index_dir: Path
     registry: Registry
-    config: Any
+    config: Config
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -144,6 +145,29 @@ class Retriever(ABC):
         return None
 
 
+def build_embedder(config: Config, registry: Registry, name: str | None = None) -> Embedder:
+    """The embedder ``name`` (default: ``[retrieval] embedder``) with its validated settings."""
+    if name is None:
+        cls = config.select(registry, "retrieval.embedder")
+        name = config.settings.retrieval.embedder
+    else:
+        cls = registry.embedders.get(name)
+    embedder: Embedder = cls(name, config.plugin_settings("embedders", name, cls))
+    return embedder
+
+
+def build_retriever(config: Config, registry: Registry, name: str | None = None) -> Retriever:
+    """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``."""
+    if name is None:
+        cls = config.select(registry, "retrieval.retriever")
+        name = config.settings.retrieval.retriever
+    else:
+        cls = registry.retrievers.get(name)
+    context = RetrievalContext(index_dir=config.settings.index.dir, registry=registry, config=config)
+    retriever: Retriever = cls(name, config.plugin_settings("retrievers", name, cls), context)
+    return retriever
+
+
 __all__ = [
     "Chunk",
     "Citation",
@@ -152,4 +176,6 @@ __all__ = [
     "Hit",
     "RetrievalContext",
     "Retriever",
+    "build_embedder",
+    "build_retriever",
 ]

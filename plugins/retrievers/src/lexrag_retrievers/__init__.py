@@ -1,1 +1,1 @@
-"""Retrievers for lexrag."""
+"""Retrievers for lexrag: ONNX embedders, hnswlib dense index, BM25, hybrid fusion."""

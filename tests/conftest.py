@@ -1,0 +1,64 @@
+"""Shared fixtures: a clean environment per test and one fresh plugin manager."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from lexrag.config import ENV_OVERRIDES
+from lexrag.plugins import Registry, make_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CORPUS = SHARED / "data" / "vn-legal" / "docs"
+DEV_QUESTIONS = SHARED / "data" / "vn-legal" / "dev.jsonl"
+
+_ENV_VARS = [*ENV_OVERRIDES, "LEXRAG_CONFIG"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """No lexrag variable leaks in from the developer's shell; cwd is a fresh directory."""
+    for var in _ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+@pytest.fixture
+def pm() -> pluggy.PluginManager:
+    """A fresh plugin manager: the core's default plugins and every installed entry point.
+    Tests register their own plugins on it with ``pm.register(obj)``."""
+    return make_plugin_manager()
+
+
+@pytest.fixture
+def registry(pm: pluggy.PluginManager) -> Registry:
+    return Registry(pm)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, python: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``lexrag`` command line in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    full_env.update(env or {})
+    return subprocess.run(
+        [python or sys.executable, "-m", "lexrag", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
