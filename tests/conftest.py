@@ -21,6 +21,9 @@ DEV_QUESTIONS = SHARED / "data" / "vn-legal" / "dev.jsonl"
 
 _ENV_VARS = [*ENV_OVERRIDES, "LEXRAG_CONFIG"]
 
+# Each area keeps its fixtures in its own module, so parallel work does not collide here.
+pytest_plugins = ["tests.fixtures_retrieval", "tests.fixtures_server", "tests.fixtures_local"]
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:

@@ -1,0 +1,1 @@
+"""Fixtures for the local tests (loaded by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the retrieval tests (loaded by conftest.py)."""

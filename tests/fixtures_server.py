@@ -1,0 +1,1 @@
+"""Fixtures for the server tests (loaded by conftest.py)."""
