@@ -1,1 +1,143 @@
-"""Fixtures for the local tests (loaded by conftest.py)."""
+"""Fixtures for the local tests (loaded by conftest.py).
+
+``tiny_llama_dir``: a random 2-layer Llama saved as a Hugging Face checkpoint, with a
+byte-level BPE tokenizer trained here on Vietnamese lines, the Llama-3 special tokens,
+the Llama-3 chat template, and a generation_config.json with a list of eos ids (as Frog's).
+``tiny_onnx_dir``: that model exported by ``lexrag model export``'s code path (fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+VIETNAMESE_LINES = [
+    "Người lao động có quyền nghỉ hằng năm, hưởng nguyên lương theo hợp đồng lao động.",
+    "Điều 20. Người thành niên là người từ đủ mười tám tuổi trở lên.",
+    "Doanh nghiệp phải đăng ký thay đổi nội dung đăng ký doanh nghiệp với cơ quan đăng ký kinh doanh.",
+    "Người điều khiển phương tiện giao thông đường bộ phải đi bên phải theo chiều đi của mình.",
+    "Hợp đồng dân sự là sự thỏa thuận giữa các bên về việc xác lập, thay đổi hoặc chấm dứt quyền, nghĩa vụ.",
+    "Thời giờ làm việc bình thường không quá 08 giờ trong 01 ngày và không quá 48 giờ trong 01 tuần.",
+    "Chương III. Cá nhân. Mục 1. Năng lực pháp luật dân sự, năng lực hành vi dân sự của cá nhân.",
+    "Tiếng Việt có dấu: ă â đ ê ô ơ ư, huyền sắc hỏi ngã nặng; ví dụ: quyền, nghĩa vụ, trách nhiệm.",
+]
+
+#: Llama-3's special tokens, in Llama-3's order (ids 0.. here instead of 128000..).
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_2|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+]
+#: Frog's eos ids are <|end_of_text|>, <|eom_id|>, <|eot_id|>.
+EOS_TOKENS = ["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"]
+
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    path: Path
+    eos_token_ids: list[int]
+    bos_token_id: int
+    context_window: int
+
+
+def build_tokenizer(out_dir: Path):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from lexrag_local.chat_template import LLAMA3_CHAT_TEMPLATE
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(VIETNAMESE_LINES * 4, trainer)
+    bos = "<|begin_of_text|>"
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (bos, "<|eot_id|>")],
+        chat_template=LLAMA3_CHAT_TEMPLATE,
+        model_input_names=["input_ids", "attention_mask"],
+        clean_up_tokenization_spaces=False,
+    )
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_llama(out_dir: Path, *, context_window: int = 384, seed: int = 0) -> TinyModel:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer(out_dir)
+    eos = [tokenizer.convert_tokens_to_ids(t) for t in EOS_TOKENS]
+    bos = tokenizer.bos_token_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context_window,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    GenerationConfig(
+        bos_token_id=bos, eos_token_id=eos, do_sample=True, temperature=0.6, top_p=0.9
+    ).save_pretrained(out_dir)
+    return TinyModel(out_dir, eos, bos, context_window)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_llama: TinyModel) -> Path:
+    """A tiny random Llama-3-style Hugging Face checkpoint (tokenizer, chat template, eos list)."""
+    return tiny_llama.path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    from lexrag_local.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("tiny-onnx")
+    return export(ExportOptions(source=str(tiny_llama_dir), out_dir=out), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(tiny_export) -> Path:
+    """``tiny_llama_dir`` exported to ONNX (fp32) by ``lexrag model export``'s code path."""
+    return tiny_export.out_dir

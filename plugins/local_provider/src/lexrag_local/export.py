@@ -1,0 +1,251 @@
+"""``lexrag model export``: optimum export, last-position logits, quantization, tokenizer and
+generation config beside the model, parity check, and a manifest that makes re-runs free."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from lexrag.errors import ModelExportError
+
+from .memory import GB, available_bytes, needed_bytes, parameter_count
+from .model_files import MANIFEST_FILE, MODEL_FILE
+from .parity import Parity
+
+#: Bump when the export pipeline changes what it writes, so old exports are redone.
+PIPELINE_VERSION = 1
+
+Device = Literal["cpu", "cuda"]
+DType = Literal["fp32", "fp16"]
+Quantize = Literal["none", "int8", "int4"]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    source: str
+    out_dir: Path
+    device: Device = "cpu"
+    dtype: DType = "fp32"
+    quantize: Quantize = "none"
+    revision: str = "main"
+    check_memory: bool = True
+    parity: bool = True
+
+    @property
+    def precision(self) -> str:
+        return self.quantize if self.quantize != "none" else self.dtype
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    reused: bool
+    manifest: dict[str, Any]
+
+    def summary(self) -> list[str]:
+        m = self.manifest
+        lines = [
+            f"{'reused' if self.reused else 'exported'} {m['source']} → {self.out_dir} "
+            f"({m['options']['precision']}, {m['options']['device']}, {m['size_bytes'] / GB:.2f} GB on disk)",
+        ]
+        parity = m.get("parity")
+        if parity:
+            lines.append(Parity(**{k: v for k, v in parity.items() if k != "ok"}).summary())
+        lines.append(f"use it: [providers.local] model_dir = {str(self.out_dir)!r}")
+        return lines
+
+
+def validate(options: ExportOptions) -> None:
+    """Refuse impossible combinations before any work."""
+    if options.dtype == "fp16" and options.device != "cuda":
+        raise ModelExportError(
+            "fp16 export needs --device cuda: optimum exports fp16 only on a GPU. "
+            "On a CPU machine export fp32, optionally with --quantize int8 or int4"
+        )
+    if options.dtype == "fp16" and options.quantize != "none":
+        raise ModelExportError("--quantize applies to fp32 exports; use --dtype fp32 with --quantize")
+    if options.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ModelExportError(
+                "--device cuda: PyTorch sees no CUDA GPU on this machine (CPU build of torch, or no GPU). "
+                "Export with --device cpu --dtype fp32 here, or run the export on a GPU machine"
+            )
+
+
+def _fingerprint(source: str, revision: str) -> str:
+    """A hash of the source: its files (content for small ones, size and mtime for weights)."""
+    digest = hashlib.sha256()
+    path = Path(source)
+    if not path.is_dir():
+        digest.update(f"hub:{source}@{revision}".encode())
+        return digest.hexdigest()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}".encode())
+        if stat.st_size < 64 * 1024**2:
+            digest.update(file.read_bytes())
+        else:
+            digest.update(str(stat.st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+def _key(options: ExportOptions, fingerprint: str) -> str:
+    payload = {
+        "pipeline": PIPELINE_VERSION,
+        "source": fingerprint,
+        "device": options.device,
+        "dtype": options.dtype,
+        "quantize": options.quantize,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _reusable(options: ExportOptions, key: str) -> dict[str, Any] | None:
+    path = options.out_dir / MANIFEST_FILE
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("key") != key:
+        return None
+    if not all((options.out_dir / f).is_file() for f in manifest.get("files", [])):
+        return None
+    return manifest
+
+
+class _Progress:
+    """One line per step with its time; a spinner while it runs (on stderr)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.console = Console(stderr=True, quiet=quiet)
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with self.console.status(f"{title}…"):
+            yield
+        self.console.print(f"[green]✓[/] {title} ({time.perf_counter() - start:.1f} s)")
+
+
+def _check_memory(options: ExportOptions, load: dict[str, Any]) -> None:
+    params = parameter_count(options.source, **load)
+    need, step = needed_bytes(params, dtype=options.dtype, device=options.device, quantize=options.quantize)
+    have = available_bytes()
+    if have is not None and need > have:
+        raise ModelExportError(
+            f"exporting {options.source} ({params / 1e9:.2f} B parameters) needs about {need / GB:.1f} GB "
+            f"of RAM at its peak ({step}), and only {have / GB:.1f} GB is available. Run it on a machine "
+            "with more memory (a 3B model needs 30 GB or more) and copy the output directory here, "
+            "or pass --no-memory-check to try anyway"
+        )
+
+
+def _clear_models(out_dir: Path) -> None:
+    for old in out_dir.glob("model.onnx*"):
+        old.unlink()
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+
+
+def _save_companions(source: str, out_dir: Path, load: dict[str, Any]) -> None:
+    """Tokenizer (with its chat template), config and generation config beside the model."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    AutoTokenizer.from_pretrained(source, **load).save_pretrained(out_dir)
+    AutoConfig.from_pretrained(source, **load).save_pretrained(out_dir)
+    try:
+        GenerationConfig.from_pretrained(source, **load).save_pretrained(out_dir)
+    except OSError:
+        pass  # no generation_config.json: the engine falls back to config.json's eos id
+
+
+def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
+    """Export ``options.source`` into ``options.out_dir`` (or reuse what is there)."""
+    validate(options)
+    load: dict[str, Any] = {} if Path(options.source).is_dir() else {"revision": options.revision}
+    key = _key(options, _fingerprint(options.source, options.revision))
+    manifest = _reusable(options, key)
+    if manifest is not None:
+        return ExportResult(options.out_dir, True, manifest)
+    if options.check_memory:
+        _check_memory(options, load)
+
+    from .graph import last_position_logits
+    from .quantize import QUANTIZERS
+
+    progress = _Progress(quiet)
+    out = options.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_models(out)
+    work = out / ".export-tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with progress.step(f"optimum export of {options.source} ({options.dtype}, {options.device})"):
+            _optimum_export(options, work)
+        with progress.step("LM head on the last position only"):
+            last_position_logits(work / MODEL_FILE)
+        if options.quantize == "none":
+            for file in work.glob("model.onnx*"):
+                file.rename(out / file.name)
+        else:
+            with progress.step(f"{options.quantize} quantization"):
+                QUANTIZERS[options.quantize](work / MODEL_FILE, out / MODEL_FILE)
+        with progress.step("tokenizer, chat template and generation config"):
+            _save_companions(options.source, out, load)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    parity = None
+    if options.parity:
+        from .parity import check
+
+        with progress.step("parity check against PyTorch"):
+            parity = check(options.source, out, options.precision, options.device, **load)
+    files = sorted(str(p.relative_to(out)) for p in out.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {
+        "key": key,
+        "source": options.source,
+        "options": {**asdict(options), "out_dir": str(out), "precision": options.precision},
+        "files": files,
+        "size_bytes": sum((out / f).stat().st_size for f in files),
+        "parity": parity.as_dict() if parity else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if parity is not None and not parity.ok:
+        raise ModelExportError(
+            f"the export in {out} does not match PyTorch: {parity.summary()}; "
+            "check the source model, or try another --quantize"
+        )
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return ExportResult(out, False, manifest)
+
+
+def _optimum_export(options: ExportOptions, work: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    try:
+        main_export(
+            options.source,
+            output=work,
+            task="text-generation-with-past",
+            device=options.device,
+            dtype=options.dtype,
+            revision=options.revision,
+            do_validation=False,  # the parity check below replaces optimum's (silent) validation
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelExportError(f"optimum could not export {options.source}: {exc}") from None
+    if not (work / MODEL_FILE).is_file():
+        raise ModelExportError(f"optimum wrote no {MODEL_FILE} for {options.source}; is it a causal LM?")
+
+
+__all__ = ["ExportOptions", "ExportResult", "export", "validate"]
