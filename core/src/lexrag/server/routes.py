@@ -1,0 +1,136 @@
+"""The HTTP API: OpenAI's chat, embeddings and models; health; the seed's ``/v1/generate``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..errors import LexragError, NotFoundError
+from ..types import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ModelList,
+)
+from .sse import chunk_events
+from .state import state_of
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 500, 502, 503, 504)
+}
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _json(model: Any, exclude_sources: bool = False) -> Response:
+    body = model.model_dump_json(exclude={"sources"} if exclude_sources else None)
+    return Response(body, media_type="application/json")
+
+
+@router.post(
+    "/v1/chat/completions",
+    responses={200: {"model": ChatCompletion, "description": "A chat.completion, or SSE chunks"}, **_ERRORS},
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    """OpenAI chat completions with retrieval; the cited passages come back as ``sources``."""
+    pipeline = state_of(request).pipeline
+    if body.stream:
+        stream = pipeline.chat_stream(body)
+        try:
+            # The first chunk is awaited here so that a failure before any output is an
+            # ordinary HTTP error with its status, not a 200 with an error event.
+            first = await anext(stream)
+        except BaseException:
+            await stream.aclose()  # type: ignore[attr-defined]
+            raise
+        return StreamingResponse(
+            chunk_events(first, stream), media_type="text/event-stream", headers=_SSE_HEADERS
+        )
+    completion = await pipeline.chat(body)
+    return _json(completion, exclude_sources=completion.sources is None)
+
+
+@router.post("/v1/embeddings", responses={200: {"model": EmbeddingResponse}, **_ERRORS})
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    """Vectors from lexrag's configured embedder, in OpenAI's shape."""
+    state = state_of(request)
+    embedder = await asyncio.to_thread(state.embedder)
+    if body.model and body.model not in (embedder.name, embedder.model_id):
+        raise NotFoundError(
+            f"embedding model {body.model!r} is not served here; use {embedder.name!r} or omit model",
+            param="model",
+            code="model_not_found",
+        )
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+
+    def run() -> tuple[Any, int]:
+        return embedder.embed(texts), embedder.count_tokens(texts)
+
+    vectors, tokens = await asyncio.to_thread(run)
+    data = []
+    for i, vector in enumerate(vectors):
+        array = np.asarray(vector, dtype="<f4")
+        value: list[float] | str = (
+            base64.b64encode(array.tobytes()).decode() if body.encoding_format == "base64" else array.tolist()
+        )
+        data.append(Embedding(index=i, embedding=value))
+    response = EmbeddingResponse(
+        data=data, model=embedder.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    )
+    return _json(response)
+
+
+@router.get("/v1/models", responses={200: {"model": ModelList}})
+async def models(request: Request) -> Response:
+    """Every configured provider, and the model ids each serves."""
+    return _json(ModelList(data=await state_of(request).pipeline.router.model_cards()))
+
+
+@router.post("/v1/generate", responses={200: {"model": GenerateResponse}, **_ERRORS})
+async def generate(body: GenerateRequest, request: Request) -> Response:
+    """The seed's llm-service API: the prompt goes to the configured provider as it is."""
+    return _json(await state_of(request).pipeline.generate(body))
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    """Each provider's and the index's state; 503 when the default provider is down."""
+    state = state_of(request)
+    pipeline = state.pipeline
+    providers = await pipeline.router.health()
+    index: dict[str, Any]
+    if not state.config.settings.retrieval.enabled and not pipeline.retriever_loaded:
+        index = {"status": "disabled"}
+    else:
+        try:
+            retriever = await asyncio.to_thread(lambda: pipeline.retriever)
+            index = await asyncio.to_thread(retriever.health)
+        except LexragError as exc:
+            index = {"status": "down", "error": exc.message}
+    default = pipeline.router.default_provider
+    states = [p.get("status") for p in providers.values()] + [index.get("status")]
+    overall = "ok" if all(s in ("ok", "disabled") for s in states) else "degraded"
+    if providers.get(default, {}).get("status") == "down":
+        overall = "down"
+    body = {"status": overall, "provider": default, "providers": providers, "index": index}
+    return JSONResponse(body, status_code=503 if overall == "down" else 200)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+__all__ = ["router"]
