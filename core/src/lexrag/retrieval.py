@@ -141,6 +141,12 @@ class Retriever(ABC):
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}
 
+    def sync(self) -> None:
+        """Bring derived structures (vector graph, lexical index) up to date with the index
+        directory. ``lexrag ingest`` calls it at the end so the first search is fast; a
+        retriever that has none keeps this no-op."""
+        return None
+
     def close(self) -> None:
         return None
 

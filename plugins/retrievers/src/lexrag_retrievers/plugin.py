@@ -1,3 +1,29 @@
-"""Hook implementations of lexrag-retrievers (registered through the `lexrag` entry point)."""
+"""Hook implementations of lexrag-retrievers (registered through the `lexrag` entry point).
+
+The modules registered here import their heavy libraries (onnxruntime, hnswlib, bm25s,
+optimum) inside functions, so loading the plugin keeps ``lexrag --help`` fast.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lexrag.hookspecs import hookimpl
+
+from .dense import DenseRetriever
+from .hybrid import HybridRetriever
+from .lexical import BM25Retriever
+from .onnx_embedder import OnnxEmbedder
+
+
+@hookimpl
+def register_embedders(register: Callable[[str, type[Any]], None]) -> None:
+    register("minilm", OnnxEmbedder)
+
+
+@hookimpl
+def register_retrievers(register: Callable[[str, type[Any]], None]) -> None:
+    register("dense", DenseRetriever)
+    register("bm25", BM25Retriever)
+    register("hybrid", HybridRetriever)

@@ -1,0 +1,299 @@
+"""The index's source of truth: one SQLite file of documents, chunks and their embeddings.
+
+Each document is written in one transaction (its chunks, their vectors and a bumped
+``generation``), so a crash leaves the store as it was before or after that document.
+Derived structures (the hnswlib graph, the BM25 index) record the generation they were
+built from and are rebuilt or reconciled when it moved on.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RetrievalError
+from .retrieval import Chunk, Citation, FloatArray
+
+DB_NAME = "lexrag.sqlite3"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    n_chunks INTEGER NOT NULL,
+    ingested_at REAL NOT NULL
+);
+-- AUTOINCREMENT: a deleted chunk's rowid is never reused, so derived indexes can key on it.
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    part TEXT,
+    chapter TEXT,
+    section TEXT,
+    article INTEGER,
+    article_title TEXT,
+    clauses TEXT NOT NULL,
+    text TEXT NOT NULL,
+    embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc);
+"""
+
+_CHUNK_COLUMNS = "c.rowid, c.id, c.doc, d.title, c.part, c.chapter, c.section, c.article, c.article_title, c.clauses, c.text"
+
+
+def db_path(index_dir: Path) -> Path:
+    return Path(index_dir) / DB_NAME
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: str
+    title: str
+    path: str
+    sha256: str
+    n_chunks: int
+
+
+def _chunk_of(row: sqlite3.Row | tuple[object, ...]) -> tuple[int, Chunk]:
+    rowid, cid, doc, title, part, chapter, section, article, article_title, clauses, text = row
+    citation = Citation(
+        doc=str(doc),
+        doc_title=str(title),
+        part=part if isinstance(part, str) else None,
+        chapter=chapter if isinstance(chapter, str) else None,
+        section=section if isinstance(section, str) else None,
+        article=article if isinstance(article, int) else None,
+        article_title=article_title if isinstance(article_title, str) else None,
+        clauses=tuple(json.loads(str(clauses))),
+    )
+    return int(str(rowid)), Chunk(id=str(cid), citation=citation, text=str(text))
+
+
+class Store:
+    """The SQLite file of one index directory.
+
+    ``Store.open(dir, create=False)`` raises :class:`RetrievalError` when there is no index
+    there yet, telling the user to run ``lexrag ingest``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, index_dir: Path, *, create: bool = False) -> Store:
+        path = db_path(index_dir)
+        if not path.is_file():
+            if not create:
+                raise RetrievalError(
+                    f"no index in {index_dir}: run `lexrag ingest PATH...` first "
+                    "(or point --index / LEXRAG_INDEX_DIR at an existing one)"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise RetrievalError(
+                f"the index {path} is unreadable ({exc}); delete {index_dir} and run `lexrag ingest` again"
+            ) from None
+        if schema is None or schema[0] != SCHEMA_VERSION:
+            raise RetrievalError(
+                f"the index {path} has schema {schema[0] if schema else 'none'}, this lexrag "
+                f"needs {SCHEMA_VERSION}; delete {index_dir} and run `lexrag ingest` again"
+            )
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- meta -------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every committed change; derived indexes compare theirs to it."""
+        return int(self.meta("generation") or 0)
+
+    def embedder(self) -> tuple[str, int] | None:
+        """(model id, dimension) of the embedder the stored vectors came from, if any."""
+        model, dim = self.meta("embedder"), self.meta("dim")
+        return None if model is None or dim is None else (model, int(dim))
+
+    def check_embedder(self, model_id: str, dim: int) -> None:
+        """Raise :class:`RetrievalError` unless the stored vectors came from this embedder."""
+        recorded = self.embedder()
+        if recorded is not None and recorded != (model_id, dim):
+            raise RetrievalError(
+                f"the index in {self.path.parent} was built with the embedder {recorded[0]!r} "
+                f"({recorded[1]}-d) but the configured one is {model_id!r} ({dim}-d); set "
+                "[retrieval] embedder / [embedders.*] back, or ingest into a new --index directory"
+            )
+
+    # --- documents --------------------------------------------------------------------
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        row = self.conn.execute(
+            "SELECT id, title, path, sha256, n_chunks FROM documents WHERE id=?", (doc_id,)
+        ).fetchone()
+        return None if row is None else DocumentRecord(*row)
+
+    def documents(self) -> list[DocumentRecord]:
+        rows = self.conn.execute("SELECT id, title, path, sha256, n_chunks FROM documents ORDER BY id")
+        return [DocumentRecord(*row) for row in rows]
+
+    def put_document(
+        self,
+        record: DocumentRecord,
+        chunks: Sequence[Chunk],
+        vectors: FloatArray | None,
+        embedder: tuple[str, int] | None,
+    ) -> None:
+        """Replace the document ``record.id`` with ``chunks`` (and their ``vectors``), atomically."""
+        if vectors is not None and len(vectors) != len(chunks):
+            raise ValueError("one vector per chunk")
+        with self._transaction():
+            if embedder is not None:
+                self.check_embedder(*embedder)
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('embedder', ?)", (embedder[0],))
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(embedder[1]),))
+            self.conn.execute("DELETE FROM documents WHERE id=?", (record.id,))
+            self.conn.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.title, record.path, record.sha256, len(chunks), time.time()),
+            )
+            rows = []
+            for seq, chunk in enumerate(chunks):
+                c = chunk.citation
+                blob = (
+                    None
+                    if vectors is None
+                    else np.ascontiguousarray(vectors[seq], dtype=np.float32).tobytes()
+                )
+                rows.append(
+                    (
+                        chunk.id,
+                        record.id,
+                        seq,
+                        c.part,
+                        c.chapter,
+                        c.section,
+                        c.article,
+                        c.article_title,
+                        json.dumps(list(c.clauses)),
+                        chunk.text,
+                        blob,
+                    )
+                )
+            self.conn.executemany(
+                "INSERT INTO chunks (id, doc, seq, part, chapter, section, article, article_title, "
+                "clauses, text, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._bump()
+
+    def delete_document(self, doc_id: str) -> bool:
+        with self._transaction():
+            deleted = self.conn.execute("DELETE FROM documents WHERE id=?", (doc_id,)).rowcount > 0
+            if deleted:
+                self._bump()
+        return deleted
+
+    def _bump(self) -> None:
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    # --- chunks -----------------------------------------------------------------------
+
+    def count_chunks(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def chunk_rowids(self) -> list[int]:
+        return [int(r[0]) for r in self.conn.execute("SELECT rowid FROM chunks ORDER BY rowid")]
+
+    def chunks(self, rowids: Sequence[int] | None = None) -> list[tuple[int, Chunk]]:
+        """(rowid, chunk) for ``rowids`` in that order (missing ones left out), or all of them."""
+        sql = f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.doc"
+        if rowids is None:
+            return [_chunk_of(r) for r in self.conn.execute(sql + " ORDER BY c.rowid")]
+        found: dict[int, Chunk] = {}
+        ids = list(rowids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(f"{sql} WHERE c.rowid IN ({marks})", part):
+                rowid, chunk = _chunk_of(row)
+                found[rowid] = chunk
+        return [(r, found[r]) for r in ids if r in found]
+
+    def iter_vectors(
+        self, rowids: Sequence[int] | None = None, batch: int = 2048
+    ) -> Iterator[tuple[list[int], FloatArray]]:
+        """Batches of (rowids, vectors) of the stored embeddings."""
+        dim = self.embedder()
+        if dim is None:
+            return
+        width = dim[1]
+        if rowids is None:
+            cursor = self.conn.execute("SELECT rowid, embedding FROM chunks WHERE embedding IS NOT NULL")
+            rows = cursor.fetchmany(batch)
+            while rows:
+                yield _vectors(rows, width)
+                rows = cursor.fetchmany(batch)
+            return
+        ids = list(rowids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT rowid, embedding FROM chunks WHERE embedding IS NOT NULL AND rowid IN ({marks})",
+                part,
+            ).fetchall()
+            if rows:
+                yield _vectors(rows, width)
+
+
+def _vectors(rows: list[tuple[int, bytes]], width: int) -> tuple[list[int], FloatArray]:
+    data = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), width)
+    return [int(r[0]) for r in rows], data
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+__all__ = ["DB_NAME", "DocumentRecord", "Store", "db_path"]

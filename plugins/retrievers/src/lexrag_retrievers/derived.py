@@ -1,0 +1,114 @@
+"""Derived index files (hnswlib graph, BM25 matrices) kept beside the SQLite store.
+
+Each build goes into a fresh directory that is renamed into place, and a small pointer file
+``<name>.json`` (replaced atomically) names the current directory and the store generation it
+reflects. A reader that finds no pointer, a missing directory or an old generation rebuilds or
+reconciles from SQLite, so a crash at any moment costs at most a rebuild, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lexrag.retrieval import Hit, Retriever
+from lexrag.store import Store
+
+
+def read_pointer(index_dir: Path, name: str) -> tuple[Path, dict[str, Any]] | None:
+    """(directory, metadata) of the current build of ``name``, or None."""
+    try:
+        meta = json.loads((index_dir / f"{name}.json").read_text())
+        path = index_dir / str(meta["dir"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return (path, meta) if path.is_dir() else None
+
+
+def publish(index_dir: Path, name: str, meta: dict[str, Any], write: Callable[[Path], None]) -> Path:
+    """Write a new build of ``name`` with ``write(directory)`` and make it current."""
+    build = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=index_dir))
+    try:
+        write(build)
+        pointer = dict(meta, dir=build.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".json", dir=index_dir)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(pointer, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, index_dir / f"{name}.json")
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    for old in index_dir.glob(f"{name}-*"):
+        if old != build and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return build
+
+
+def collapse_articles(hits: list[Hit], k: int) -> list[Hit]:
+    """The best hit of each (document, article), best first, at most ``k``; chunks outside any
+    article are kept as they are."""
+    seen: set[tuple[str, int]] = set()
+    out: list[Hit] = []
+    for hit in hits:
+        c = hit.chunk.citation
+        if c.article is not None:
+            key = (c.doc, c.article)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(hit)
+        if len(out) == k:
+            break
+    return out
+
+
+class StoreRetriever(Retriever):
+    """A retriever over the SQLite store of ``context.index_dir`` with a derived structure
+    brought up to date (``_refresh``) whenever the store's generation moved on."""
+
+    _store: Store | None = None
+    _generation: int = -1
+
+    def _setup(self) -> None:
+        self._lock = threading.RLock()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.context.index_dir)
+        return self._store
+
+    def sync(self) -> None:
+        with self._lock:
+            generation = self.store.generation
+            if generation != self._generation:
+                self._refresh(generation)
+                self._generation = generation
+
+    def _refresh(self, generation: int) -> None:
+        raise NotImplementedError
+
+    def health(self) -> dict[str, Any]:
+        try:
+            self.sync()
+            return {"status": "ok", "retriever": self.name, "chunks": self.store.count_chunks()}
+        except Exception as exc:  # health reports every failure rather than raising it
+            return {"status": "down", "retriever": self.name, "error": str(exc)}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._generation = -1
+
+
+__all__ = ["StoreRetriever", "collapse_articles", "publish", "read_pointer"]

@@ -1,0 +1,78 @@
+"""Hybrid retrieval: reciprocal rank fusion of the dense and the lexical rankings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lexrag.retrieval import Hit, RetrievalContext, Retriever, build_retriever
+
+from .derived import collapse_articles
+
+
+class HybridSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dense: str = "dense"
+    """The retriever that gives the dense ranking (its settings: [retrievers.<name>])."""
+    lexical: str = "bm25"
+    """The retriever that gives the lexical ranking."""
+    rrf_k: float = Field(default=60.0, gt=0)
+    """The k of RRF: score = Σ weight / (k + rank)."""
+    dense_weight: float = Field(default=1.0, ge=0)
+    lexical_weight: float = Field(default=1.0, ge=0)
+    candidates: int = Field(default=50, ge=1)
+    """Hits taken from each ranking (after collapsing to one per article) before fusing."""
+    collapse_articles: bool = True
+
+
+class HybridRetriever(Retriever):
+    Settings = HybridSettings
+
+    def __init__(self, name: str, settings: BaseModel, context: RetrievalContext) -> None:
+        super().__init__(name, settings, context)
+        assert isinstance(settings, HybridSettings)
+        self.options = settings
+        self.parts: list[tuple[Retriever, float]] = []
+        for part, weight in (
+            (settings.dense, settings.dense_weight),
+            (settings.lexical, settings.lexical_weight),
+        ):
+            if weight > 0:
+                self.parts.append((build_retriever(context.config, context.registry, part), weight))
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        n = max(k, self.options.candidates)
+        fused: dict[tuple[str, int | str], float] = {}
+        best: dict[tuple[str, int | str], Hit] = {}
+        for retriever, weight in self.parts:
+            for rank, hit in enumerate(retriever.search(query, n)):
+                c = hit.chunk.citation
+                key: tuple[str, int | str] = (
+                    (c.doc, c.article)
+                    if self.options.collapse_articles and c.article is not None
+                    else (c.doc, hit.chunk.id)
+                )
+                fused[key] = fused.get(key, 0.0) + weight / (self.options.rrf_k + rank + 1)
+                best.setdefault(key, hit)
+        order = sorted(fused, key=lambda key: -fused[key])
+        hits = [Hit(best[key].chunk, fused[key]) for key in order]
+        return collapse_articles(hits, k) if self.options.collapse_articles else hits[:k]
+
+    def sync(self) -> None:
+        for retriever, _ in self.parts:
+            retriever.sync()
+
+    def health(self) -> dict[str, Any]:
+        parts = {retriever.name: retriever.health() for retriever, _ in self.parts}
+        statuses = {p.get("status") for p in parts.values()}
+        status = "ok" if statuses == {"ok"} else ("down" if "ok" not in statuses else "degraded")
+        return {"status": status, "retriever": self.name, "parts": parts}
+
+    def close(self) -> None:
+        for retriever, _ in self.parts:
+            retriever.close()
+
+
+__all__ = ["HybridRetriever", "HybridSettings"]

