@@ -37,15 +37,29 @@ def render_llama3(messages: Sequence[ChatMessage], *, bos: str = "<|begin_of_tex
     return "".join(parts)
 
 
+def prerendered(messages: Sequence[ChatMessage], bos: str) -> str | None:
+    """The prompt itself when the messages are one user turn that is already a rendered
+    prompt: what the seed's ``/v1/generate`` receives from a client in HTTP mode."""
+    if len(messages) == 1 and messages[0].role == "user":
+        content = messages[0].content or ""
+        if content.startswith((bos, "<|start_header_id|>")):
+            return content
+    return None
+
+
 def render(messages: Sequence[ChatMessage], tokenizer: Any | None) -> str:
-    """The prompt text: the tokenizer's own chat template when it has one, else Llama-3's."""
+    """The prompt text: the tokenizer's own chat template when it has one, else Llama-3's;
+    a prompt that is already rendered is kept as it is (rendering it twice would nest it)."""
+    bos = getattr(tokenizer, "bos_token", None) or "<|begin_of_text|>"
+    ready = prerendered(messages, bos)
+    if ready is not None:
+        return ready
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         text: str = tokenizer.apply_chat_template(
             as_dicts(messages), tokenize=False, add_generation_prompt=True
         )
         return text
-    bos = getattr(tokenizer, "bos_token", None) or "<|begin_of_text|>"
     return render_llama3(messages, bos=bos)
 
 
-__all__ = ["LLAMA3_CHAT_TEMPLATE", "as_dicts", "render", "render_llama3"]
+__all__ = ["LLAMA3_CHAT_TEMPLATE", "as_dicts", "prerendered", "render", "render_llama3"]

@@ -3,6 +3,7 @@ generation config beside the model, parity check, and a manifest that makes re-r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -163,10 +164,9 @@ def _save_companions(source: str, out_dir: Path, load: dict[str, Any]) -> None:
 
     AutoTokenizer.from_pretrained(source, **load).save_pretrained(out_dir)
     AutoConfig.from_pretrained(source, **load).save_pretrained(out_dir)
-    try:
+    # Without a generation_config.json the engine falls back to config.json's eos id.
+    with contextlib.suppress(OSError):
         GenerationConfig.from_pretrained(source, **load).save_pretrained(out_dir)
-    except OSError:
-        pass  # no generation_config.json: the engine falls back to config.json's eos id
 
 
 def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:

@@ -1,0 +1,84 @@
+"""The ``local`` provider: the Frog model in-process on ONNX Runtime, or a running llm-service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from lexrag.providers import Provider, ProviderRequest
+from lexrag.types import ChatCompletion, ChatCompletionChunk, ChunkFactory, Usage
+
+from .backend import Backend, Outcome
+from .settings import LocalSettings
+
+
+def make_backend(settings: LocalSettings) -> Backend:
+    """HTTP when a URL is configured (``LOCAL_LLM_API_URL``), as in the seed; in-process otherwise."""
+    if settings.url:
+        from .http_client import HttpBackend
+
+        return HttpBackend(settings)
+    from .inprocess import InProcessBackend
+
+    return InProcessBackend(settings)
+
+
+class LocalProvider(Provider):
+    Settings = LocalSettings
+
+    def __init__(self, name: str, settings: BaseModel) -> None:
+        super().__init__(name, settings)
+        assert isinstance(settings, LocalSettings)
+        self.backend = make_backend(settings)
+        self.context_window = self.backend.context_window
+
+    @property
+    def default_model(self) -> str:
+        return self.backend.model_name
+
+    def count_tokens(self, text: str) -> int | None:
+        return self.backend.count_tokens(text)
+
+    async def complete(self, request: ProviderRequest) -> ChatCompletion:
+        parts: list[str] = []
+        outcome = Outcome("stop", None)
+        async for item in self.backend.generate(request.messages, request.params):
+            if isinstance(item, Outcome):
+                outcome = item
+            else:
+                parts.append(item)
+        return ChatCompletion.of_text(
+            request.model or self.default_model, "".join(parts), outcome.finish_reason, outcome.usage
+        )
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
+        chunks = ChunkFactory(request.model or self.default_model)
+        generation = self.backend.generate(request.messages, request.params)
+        usage: Usage | None = None
+        try:
+            first = True
+            async for item in generation:
+                if first:
+                    yield chunks.role()
+                    first = False
+                if isinstance(item, Outcome):
+                    yield chunks.finish(item.finish_reason)
+                    usage = item.usage
+                elif item:
+                    yield chunks.text(item)
+        finally:
+            # Closing this stream (client gone) closes the generation, which cancels it.
+            await generation.aclose()  # type: ignore[attr-defined]
+        if usage is not None:
+            yield chunks.usage(usage)
+
+    async def health(self) -> dict[str, Any]:
+        return await self.backend.health()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+__all__ = ["LocalProvider"]
