@@ -74,13 +74,13 @@ def test_greedy_equals_transformers_and_optimum_token_for_token(
     n = 40
     ours = engine_tokens(engine, prompt, n)
     ids = torch.tensor([prompt])
-    kwargs = dict(
-        attention_mask=torch.ones_like(ids),
-        do_sample=False,
-        max_new_tokens=n,
-        eos_token_id=engine.generation.eos_token_ids,
-        pad_token_id=engine.generation.eos_token_ids[0],
-    )
+    kwargs = {
+        "attention_mask": torch.ones_like(ids),
+        "do_sample": False,
+        "max_new_tokens": n,
+        "eos_token_id": engine.generation.eos_token_ids,
+        "pad_token_id": engine.generation.eos_token_ids[0],
+    }
     reference = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).generate(ids, **kwargs)[0, len(prompt) :]
     ort_model = ORTModelForCausalLM.from_pretrained(tiny_onnx_dir, provider="CPUExecutionProvider")
     optimum = ort_model.generate(ids, **kwargs)[0, len(prompt) :]
