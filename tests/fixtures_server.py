@@ -1,1 +1,88 @@
-"""Fixtures for the server tests (loaded by conftest.py)."""
+"""Fixtures for the server tests (loaded by conftest.py).
+
+- ``fake_upstream``: a :class:`tests.fakes.FakeUpstream` on a loopback port, per test.
+- ``fake_pm``: the ``pm`` fixture with the in-test plugins registered (retrievers
+  ``static``/``broken``, provider ``local-style``, embedder ``hash``).
+- ``running_server(config_text)``: starts the real lexrag server (uvicorn) on 127.0.0.1,
+  a free port, in a background thread, and returns its base URL (``http://127.0.0.1:PORT``).
+  Plugins come from ``pm``; register test plugins on it (or use ``fake_pm``) first.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from lexrag.config import load_config
+from lexrag.plugins import Registry
+
+from .fakes import FakePlugins, FakeUpstream
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def fake_pm(pm: pluggy.PluginManager) -> pluggy.PluginManager:
+    pm.register(FakePlugins(), name="lexrag-test-fakes")
+    return pm
+
+
+class _ServerThread:
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [self.sock]},
+            name=f"lexrag-server-{self.port}",
+            daemon=True,
+        )
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the lexrag server did not start; see the captured log")
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+
+
+@pytest.fixture
+def running_server(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    from lexrag.server import create_app
+
+    threads: list[_ServerThread] = []
+
+    def start(config_text: str) -> str:
+        path = tmp_path / f"lexrag-server-{len(threads)}.toml"
+        path.write_text(config_text, encoding="utf-8")
+        registry = Registry(pm)
+        config = load_config(path, env={}).check(registry)
+        thread = _ServerThread(create_app(config, registry))
+        threads.append(thread)
+        return thread.start()
+
+    yield start
+    for thread in threads:
+        thread.stop()

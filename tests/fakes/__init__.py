@@ -4,11 +4,13 @@ from .plugins import FakePlugins, LocalStyleProvider, StaticRetriever
 from .upstream import Drop, Fail, FakeUpstream, Hang, Malformed, Recorded, Reply, Reset
 
 __all__ = [
+    "CHUNKS",
     "Drop",
     "Fail",
     "FakePlugins",
     "FakeUpstream",
     "Hang",
+    "HashEmbedder",
     "LocalStyleProvider",
     "Malformed",
     "Recorded",

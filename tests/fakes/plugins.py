@@ -7,16 +7,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from lexrag import hookimpl
 from lexrag.providers import Provider, ProviderRequest
-from lexrag.retrieval import Chunk, Citation, Hit, Retriever
+from lexrag.retrieval import Chunk, Citation, Embedder, FloatArray, Hit, Retriever
 from lexrag.types import ChatCompletion, ChatCompletionChunk, ChunkFactory, Usage
 
 ARTICLES = [
@@ -69,10 +72,10 @@ def _words(text: str) -> set[str]:
 class StaticRetriever(Retriever):
     """Every chunk that shares a word with the query, best overlap first."""
 
-    searches: list[str] = []  # noqa: RUF012 - shared on purpose: tests read what was searched
+    searches: list[tuple[str, str]] = []  # noqa: RUF012 - shared on purpose: (query, thread name)
 
     def search(self, query: str, k: int) -> list[Hit]:
-        StaticRetriever.searches.append(query)
+        StaticRetriever.searches.append((query, threading.current_thread().name))
         q = _words(query)
         scored = [(len(q & _words(c.text)) / (len(q) or 1), c) for c in CHUNKS]
         scored = [s for s in scored if s[0] > 0]
@@ -130,12 +133,43 @@ class LocalStyleProvider(Provider):
         yield chunks.usage(self._usage(request))
 
 
+class BrokenRetriever(Retriever):
+    """Fails the way a buggy plugin does: with an exception lexrag did not foresee."""
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        raise RuntimeError("boom: a bug inside a retriever plugin /secret/path.py line 1")
+
+
+class HashEmbedder(Embedder):
+    """Deterministic 16-d unit vectors from the text's hash (no model)."""
+
+    @property
+    def model_id(self) -> str:
+        return "hash-16"
+
+    @property
+    def dim(self) -> int:
+        return 16
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        out = np.zeros((len(texts), 16), dtype=np.float32)
+        for i, text in enumerate(texts):
+            digest = hashlib.sha256(text.encode()).digest()
+            out[i] = np.frombuffer(digest[:16], dtype=np.uint8).astype(np.float32) + 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
 class FakePlugins:
     """Registers the in-test plugins: ``pm.register(FakePlugins())``."""
 
     @hookimpl
     def register_retrievers(self, register: Callable[[str, type[Any]], None]) -> None:
         register("static", StaticRetriever)
+        register("broken", BrokenRetriever)
+
+    @hookimpl
+    def register_embedders(self, register: Callable[[str, type[Any]], None]) -> None:
+        register("hash", HashEmbedder)
 
     @hookimpl
     def register_llm_providers(self, register: Callable[[str, type[Any]], None]) -> None:

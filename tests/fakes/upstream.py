@@ -133,6 +133,9 @@ class FakeUpstream:
         self.default: Behaviour = Reply()
         self.healthy = True
         self.requests: list[Recorded] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most POSTs being answered at once (shows that a client sent them concurrently)."""
         self._script: collections.deque[Behaviour] = collections.deque()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -269,6 +272,14 @@ class FakeUpstream:
         if request.method != "POST" or request.path not in ("/v1/chat/completions", "/v1/generate"):
             await _send_json(writer, 404, _error(f"no route {request.method} {request.path}", "not_found"))
             return True
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._post(request, writer)
+        finally:
+            self.in_flight -= 1
+
+    async def _post(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
         behaviour = self._next()
         stream = bool(request.payload.get("stream")) and request.path == "/v1/chat/completions"
         if isinstance(behaviour, Fail):

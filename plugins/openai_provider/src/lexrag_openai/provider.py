@@ -161,11 +161,21 @@ class OpenAIProvider(Provider):
             args["extra_body"] = {"top_k": p.top_k}  # vLLM and llama.cpp read it; OpenAI has none
         return args
 
-    def _error(self, exc: Exception) -> ProviderError:
-        """The SDK's (or the transport's) failure as a ProviderError with ``retryable`` set."""
+    def _error(self, exc: Exception, *, midway: bool = False) -> ProviderError:
+        """The SDK's (or the transport's) failure as a ProviderError with ``retryable`` set;
+        ``midway``: the answer had started streaming."""
         import openai
 
         where, name = self.where, self.name
+        if midway and isinstance(exc, (openai.APIConnectionError, *self._transport_errors)):
+            if isinstance(exc, openai.APITimeoutError):
+                return ProviderTimeoutError(f"{where} stopped sending mid-answer; try again", provider=name)
+            return ProviderError(
+                f"the connection to {where} broke mid-answer ({exc}); try again",
+                retryable=True,
+                status=502,
+                provider=name,
+            )
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeoutError(
                 f"{where} did not answer within {self.config.timeout:g} s; try again or raise "
@@ -311,7 +321,7 @@ class OpenAIProvider(Provider):
                     if choice.finish_reason:
                         finish = _FINISH.get(choice.finish_reason, "stop")
         except caught as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, midway=True) from exc
         finally:
             await upstream.close()
         if chunks is None or finish is None:
