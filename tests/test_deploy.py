@@ -278,6 +278,23 @@ def test_export_service_writes_fp16_frog_into_the_served_model_volume() -> None:
     }
     assert export["build"]["target"] in {s["name"] for s in _stages(DOCKERFILES["llm-service"])}
 
+    # CPU-only hosts export with the backend image: fp32, then int4 weights for CPU decoding.
+    cpu_export = services["model-export-cpu"]
+    assert cpu_export["profiles"] == ["export-cpu"]
+    assert cpu_export["image"] == services["backend"]["image"]
+    assert cpu_export["command"][:4] == command[:4]
+    assert cpu_export["command"][4:] == [
+        "/app/model",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--quantize",
+        "int4",
+    ]
+    assert _mounts(cpu_export)["/app/model"] == (served_source, "rw")
+    assert not _gpu_devices(cpu_export) and not cpu_export["ports"]
+
 
 def test_env_example_lists_every_variable_and_env_is_ignored() -> None:
     used = set(_VAR.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
@@ -365,7 +382,12 @@ def test_dockerignore_keeps_secrets_and_environments_out() -> None:
         assert _dockerignored(path), f"{path} would be sent to the image builder"
     for path in ("core/src/lexrag/__pycache__/config.cpython-311.pyc", "core/src/lexrag.egg-info/PKG-INFO"):
         assert _dockerignored(path)
-    for path in ("README.md", "core/pyproject.toml", "requirements/constraints.txt", "docker/entrypoint.sh"):
+    for path in (
+        "core/README.md",
+        "core/pyproject.toml",
+        "requirements/constraints.txt",
+        "docker/entrypoint.sh",
+    ):
         assert not _dockerignored(path)
 
 
@@ -410,7 +432,7 @@ def test_entrypoint_copies_output_to_the_log_dir(tmp_path: Path) -> None:
 # --- with the docker tools --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", [None, "cpu", "export"])
+@pytest.mark.parametrize("profile", [None, "cpu", "export", "export-cpu"])
 def test_compose_config_validates(profile: str | None, tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
