@@ -3,6 +3,7 @@ e.g. another ``lexrag serve``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
@@ -46,8 +47,17 @@ class HttpBackend:
                 self.tokenizer_dir, read_json(self.tokenizer_dir / "config.json")
             )
         self.model_name = settings.model_name or "local"
-        timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self._timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop (a CLI may run several loops in turn)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client_loop = loop
+        return self._client
 
     @cached_property
     def tokenizer(self) -> Any | None:
@@ -69,7 +79,7 @@ class HttpBackend:
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            response = await self._client.request(method, self.url + path, json=body)
+            response = await self._http().request(method, self.url + path, json=body)
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(
                 f"llm-service at {self.url} did not answer {path} in time ({type(exc).__name__}); "
@@ -155,7 +165,9 @@ class HttpBackend:
         }
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
