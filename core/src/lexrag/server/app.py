@@ -16,6 +16,7 @@ from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .routes import router
 from .state import ServerState
+from .web import router as web_router
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None = None) -> FastAPI:
-    """The lexrag server for ``config``. The route ``/`` is left free for the web page."""
+    """The lexrag server for ``config``, with the web chat page at ``/``."""
     pipeline = pipeline or Pipeline(config, registry)
     state = ServerState(config, registry, pipeline)
 
@@ -40,6 +41,7 @@ def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None 
     )
     app.state.lexrag = state
     app.include_router(router)
+    app.include_router(web_router)
     install_error_handlers(app)
     server = config.settings.server
     if server.cors_origins:
