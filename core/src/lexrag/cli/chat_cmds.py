@@ -1,0 +1,113 @@
+"""``lexrag ask`` and ``lexrag chat``: answers in the terminal, from the same pipeline as the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ..types import ChatCompletionRequest, ChatMessage, Source
+from ._app import App, pass_app
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+
+def _pipeline(app: App) -> Pipeline:
+    from ..pipeline import Pipeline
+
+    return Pipeline(app.config, app.registry)
+
+
+async def _ask_stream(app: App, request: ChatCompletionRequest) -> tuple[str, list[Source]]:
+    pipeline = _pipeline(app)
+    model = ""
+    sources: list[Source] = []
+    try:
+        async for chunk in pipeline.chat_stream(request):
+            model = chunk.model or model
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    sys.stdout.write(choice.delta.content)
+                    sys.stdout.flush()
+            if chunk.sources is not None:
+                sources = list(chunk.sources)
+    finally:
+        await pipeline.aclose()
+    sys.stdout.write("\n")
+    return model, sources
+
+
+async def _ask_json(app: App, request: ChatCompletionRequest) -> str:
+    pipeline = _pipeline(app)
+    try:
+        completion = await pipeline.chat(request)
+    finally:
+        await pipeline.aclose()
+    return completion.model_dump_json(indent=2)
+
+
+@click.command("ask")
+@click.argument("question")
+@click.option("--provider", help="Provider to answer with (default: [llm] provider).")
+@click.option("--top-k", type=click.IntRange(1, 100), help="Passages to retrieve.")
+@click.option("--no-rag", is_flag=True, help="Ask the provider directly, without retrieval.")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Index directory.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the whole chat.completion (with sources) as JSON."
+)
+@pass_app
+def ask(
+    app: App,
+    question: str,
+    provider: str | None,
+    top_k: int | None,
+    no_rag: bool,
+    index_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Answer QUESTION once, streamed, with its sources listed under it."""
+    app.override({"llm.provider": provider, "index.dir": index_dir})
+    request = ChatCompletionRequest(
+        messages=[ChatMessage(role="user", content=question)],
+        stream=not as_json,
+        top_k=top_k,
+        rag=False if no_rag else None,
+    )
+    if as_json:
+        click.echo(asyncio.run(_ask_json(app, request)))
+        return
+    model, sources = asyncio.run(_ask_stream(app, request))
+    if sources:
+        click.echo(click.style("\nSources:", bold=True))
+        for source in sources:
+            click.echo(f"  [{source.index}] {source.citation}")
+    click.echo(click.style(f"\nAnswered by: {model}", dim=True))
+
+
+@click.command("chat")
+@click.option("--provider", help="Provider to start with (switch with /provider).")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Index directory.")
+@click.option(
+    "--history-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Line history (default: ~/.lexrag/chat_history).",
+)
+@pass_app
+def chat(app: App, provider: str | None, index_dir: str | None, history_file: str | None) -> None:
+    """Chat in the terminal: streamed Markdown answers, a sources panel, slash commands."""
+    from ..repl import Repl
+
+    app.override({"llm.provider": provider, "index.dir": index_dir})
+    path = Path(history_file) if history_file else Path(os.path.expanduser("~/.lexrag/chat_history"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    repl = Repl(_pipeline(app), app.registry.providers.names(), history_file=path)
+    asyncio.run(repl.run())
+
+
+COMMANDS = [ask, chat]
