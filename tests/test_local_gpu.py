@@ -1,0 +1,80 @@
+"""The CUDA path: fp16 export on the GPU, CUDAExecutionProvider, KV buffers in GPU memory.
+
+Runs where ONNX Runtime can start CUDAExecutionProvider (and, for the export, PyTorch sees
+a GPU); elsewhere each test is skipped with the reason (shown by ``pytest -ra``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from lexrag_local.engine import Engine
+from lexrag_local.sampling import Sampler, SamplingParams
+from lexrag_local.session import CUDA, cuda_usable
+
+pytestmark = pytest.mark.gpu
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def cuda() -> None:
+    usable, why = cuda_usable()
+    if not usable:
+        pytest.skip(f"no CUDA for ONNX Runtime here: {why}")
+
+
+@pytest.fixture(scope="module")
+def torch_cuda(cuda) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA GPU (CPU build of torch?): the fp16 export needs one")
+
+
+@pytest.fixture(scope="module")
+def fp16_export(torch_cuda, tiny_llama_dir, tmp_path_factory):
+    from lexrag_local.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("tiny-fp16")
+    return export(
+        ExportOptions(source=str(tiny_llama_dir), out_dir=out, device="cuda", dtype="fp16"), quiet=True
+    )
+
+
+def _greedy(engine: Engine, prompt: list[int], n: int) -> list[int]:
+    return list(engine.decode(prompt, n, Sampler(GREEDY)))
+
+
+PROMPT = [0, 6, 94, 92, 78, 120, 33, 7, 8]
+
+
+def test_fp32_on_cuda_matches_cpu_with_kv_in_gpu_memory(cuda, tiny_onnx_dir):
+    gpu = Engine(tiny_onnx_dir, device="cuda")
+    assert gpu.providers[0] == CUDA and gpu.device == "cuda"
+    tokens = _greedy(gpu, PROMPT, 24)
+    buffers = next(iter(gpu.cache._buffers.values()))
+    assert all(b.ref.device_name().lower() == "cuda" for b in buffers)
+    assert tokens == _greedy(Engine(tiny_onnx_dir, device="cpu"), PROMPT, 24)
+
+
+def test_fp16_export_on_cuda_passes_parity_and_generates(fp16_export):
+    parity = fp16_export.manifest["parity"]
+    assert parity["precision"] == "fp16" and parity["ok"], parity
+    engine = Engine(fp16_export.out_dir, device="cuda")
+    assert engine.providers[0] == CUDA
+    assert engine.dtype.__name__ == "float16"
+    assert len(_greedy(engine, PROMPT, 16)) == 16
+
+
+def test_provider_health_reports_cuda(cuda, tiny_onnx_dir):
+    import asyncio
+
+    from lexrag_local.provider import LocalProvider
+    from lexrag_local.settings import LocalSettings
+
+    provider = LocalProvider("local", LocalSettings(model_dir=tiny_onnx_dir, device="cuda"))
+    health = asyncio.run(provider.health())
+    asyncio.run(provider.aclose())
+    assert health["execution_providers"][0] == CUDA and health["device"] == "cuda"

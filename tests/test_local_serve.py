@@ -1,0 +1,130 @@
+"""``lexrag serve`` with provider "local": as the llm-service of HTTP mode, and end to end
+from ``lexrag model export`` to the real ``openai`` SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from lexrag.providers import GenerationParams, ProviderRequest
+from lexrag.types import ChatMessage
+
+pytest.importorskip("onnxruntime")
+
+from lexrag_local.provider import LocalProvider
+from lexrag_local.settings import LocalSettings
+
+from .conftest import run_cli
+
+QUESTION = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày?"
+
+
+def server_config(model_dir) -> str:
+    return (
+        '[llm]\nprovider = "local"\n[retrieval]\nenabled = false\n'
+        f'[providers.local]\nmodel_dir = "{model_dir}"\n'
+    )
+
+
+def test_http_mode_against_lexrag_serve_equals_in_process(running_server, tiny_onnx_dir):
+    url = running_server(server_config(tiny_onnx_dir))
+    request = ProviderRequest(
+        messages=[
+            ChatMessage(role="system", content="Trả lời ngắn gọn."),
+            ChatMessage(role="user", content=QUESTION),
+        ],
+        params=GenerationParams(temperature=0.0, max_tokens=40),
+    )
+    remote = LocalProvider("local", LocalSettings(url=url, tokenizer_dir=tiny_onnx_dir))
+    direct = LocalProvider("local", LocalSettings(model_dir=tiny_onnx_dir))
+
+    async def go():
+        try:
+            return await remote.complete(request), await direct.complete(request), await remote.health()
+        finally:
+            await remote.aclose()
+            await direct.aclose()
+
+    over_http, in_process, health = asyncio.run(go())
+    assert over_http.text == in_process.text
+    assert over_http.text
+    assert over_http.choices[0].finish_reason == in_process.choices[0].finish_reason == "length"
+    assert over_http.usage == in_process.usage
+    assert health["status"] == "ok"
+    assert health["upstream"]["providers"]["local"]["execution_providers"] == ["CPUExecutionProvider"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
+    import openai
+
+    model_dir = tmp_path / "frog-tiny"
+    exported = run_cli("model", "export", str(tiny_llama_dir), str(model_dir))
+    assert exported.returncode == 0, exported.stderr
+    assert "parity vs PyTorch (fp32" in exported.stdout
+    config = tmp_path / "lexrag.toml"
+    config.write_text(server_config(model_dir))
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LEXRAG_", "LLM_", "LOCAL_LLM", "OPENAI_"))
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(server, base)
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": QUESTION}]
+        whole = client.chat.completions.create(model="local", messages=messages, temperature=0, max_tokens=48)
+        stream = client.chat.completions.create(
+            model="local",
+            messages=messages,
+            temperature=0,
+            max_tokens=48,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        health = httpx.get(base + "/health", timeout=10).json()
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    text = whole.choices[0].message.content
+    assert text and any(ord(c) > 127 for c in text), output
+    assert whole.choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 48
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 48
+    assert health["providers"]["local"]["execution_providers"] == ["CPUExecutionProvider"]
+
+
+def _wait_healthy(server: subprocess.Popen, base: str) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"lexrag serve exited: {server.communicate()[0]}")
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail("lexrag serve did not become healthy in 90 s")
