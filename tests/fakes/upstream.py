@@ -483,3 +483,18 @@ __all__ = [
     "Reply",
     "Reset",
 ]
+
+
+def main() -> None:
+    """Run the fake on its own (``python -m tests.fakes.upstream``): prints its port, answers
+    every POST with the default :class:`Reply` until stdin closes. Benchmarks use this to
+    keep the upstream out of the measuring process."""
+    import sys
+
+    with FakeUpstream() as upstream:
+        print(upstream.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
