@@ -8,7 +8,9 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +22,7 @@ import pytest
 import yaml
 
 from lexrag.config import load_config
+from tests.conftest import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -427,6 +430,131 @@ def test_entrypoint_copies_output_to_the_log_dir(tmp_path: Path) -> None:
         ["bash", entry, "echo", "hello"], capture_output=True, text=True, env=_clean_env(), timeout=60
     )
     assert (plain.returncode, plain.stdout) == (0, "hello\n")
+
+
+# --- the stack without Docker: both images' configs, wired as compose wires them ---------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(config: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``lexrag serve`` as the images' CMD runs it, on a free loopback port."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lexrag", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**_clean_env(), **env, "LEXRAG_CONFIG": str(config), "PYTHONUNBUFFERED": "1"},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=log.parent,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> dict[str, Any]:
+    """What ``curl -f URL/health`` waits for: a 2xx answer."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"lexrag serve exited: {log.read_text(errors='replace')[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.5)
+    raise AssertionError(f"{url}/health never answered 2xx: {log.read_text(errors='replace')[-3000:]}")
+
+
+def _image_config(name: str, tmp: Path, paths: dict[str, str]) -> Path:
+    """docker/NAME with the container paths replaced by this machine's."""
+    text = (ROOT / "docker" / name).read_text(encoding="utf-8")
+    for container_path, here in paths.items():
+        assert f'"{container_path}"' in text, f"docker/{name} no longer names {container_path}"
+        text = text.replace(f'"{container_path}"', json.dumps(here))
+    out = tmp / name
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+@pytest.mark.slow
+def test_backend_answers_through_the_llm_service(
+    tmp_path: Path, tiny_onnx_dir: Path, tiny_llama: Any
+) -> None:
+    """The llm-service image's settings (GPU asked for, CPU here) serve the exported model with
+    retrieval off; the backend image's settings plus the backend's compose environment serve
+    the ingested index and answer a chat request through the llm-service."""
+    from openai import OpenAI
+
+    model = str(tiny_onnx_dir)
+    tiny_context = tiny_llama.context_window
+    index = tmp_path / "index"
+    cache = tmp_path / "cache"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("bo-luat-lao-dong.txt", "bo-luat-dan-su.txt"):
+        shutil.copy(CORPUS / name, docs / name)
+    backend_env = {
+        key: value
+        for key, value in _env_of(_compose()["services"]["backend"]).items()
+        if key not in ("OPENAI_BASE_URL",)
+    }
+    backend_env.update({"LEXRAG_INDEX_DIR": str(index), "LEXRAG_CACHE_DIR": str(cache)})
+
+    llm_config = _image_config("llm-service.toml", tmp_path, {"/app/model": model})
+    backend_config = _image_config("backend.toml", tmp_path, {"/app/model": model, "/app/index": str(index)})
+    # The tiny model's window, which the backend cannot ask the llm-service for (Frog's is 128K).
+    with backend_config.open("a", encoding="utf-8") as fh:
+        fh.write(f"context_window = {tiny_context}\n")
+    ingest = subprocess.run(
+        [sys.executable, "-m", "lexrag", "ingest", str(docs)],
+        env={**_clean_env(), **backend_env, "LEXRAG_CONFIG": str(backend_config)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        llm_log = tmp_path / "llm-service.log"
+        llm, llm_url = _serve(llm_config, {"LEXRAG_CACHE_DIR": str(cache)}, llm_log)
+        procs.append(llm)
+        health = _wait_healthy(llm, llm_url, llm_log)
+        assert health["provider"] == "local" and health["index"]["status"] == "disabled"
+
+        backend_env["LOCAL_LLM_API_URL"] = llm_url
+        backend_log = tmp_path / "backend.log"
+        backend, backend_url = _serve(backend_config, backend_env, backend_log)
+        procs.append(backend)
+        health = _wait_healthy(backend, backend_url, backend_log)
+        assert health["provider"] == "local" and health["status"] == "ok", health
+        # The index ingested through LEXRAG_INDEX_DIR is the one the backend serves.
+        parts = health["index"]["parts"].values()
+        assert parts and all(part["chunks"] > 0 for part in parts), health["index"]
+
+        client = OpenAI(base_url=f"{backend_url}/v1", api_key="unused", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(
+            model="local",
+            messages=[{"role": "user", "content": "Người lao động có quyền nghỉ hằng năm không?"}],
+            max_tokens=8,
+            temperature=0,
+        )
+        assert reply.choices[0].message.content is not None
+        # The generation happened in the llm-service, not in the backend.
+        with urllib.request.urlopen(f"{llm_url}/metrics", timeout=10) as resp:
+            assert "/v1/generate" in resp.read().decode()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # --- with the docker tools --------------------------------------------------------------
