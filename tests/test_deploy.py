@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -579,6 +580,30 @@ def test_compose_config_validates(profile: str | None, tmp_path: Path) -> None:
             [*args, "config", "--services"], capture_output=True, text=True, env=_clean_env(), timeout=120
         )
         assert {"llm-service", "backend"} <= set(listed.stdout.split())
+
+
+def test_scale_out_override_in_the_guide_validates(tmp_path: Path) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no `docker compose` or `docker-compose` CLI (scripts/ci-apt-deploy.sh installs one)")
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", guide, re.S) if "device_ids" in b]
+    override = tmp_path / "docker-compose.gpus.yml"
+    override.write_text(textwrap.dedent(block), encoding="utf-8")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    args = [*cli, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "-f", str(override)]
+    run = subprocess.run(
+        [*args, "--env-file", str(empty), "config", "-q"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    extra = yaml.safe_load(textwrap.dedent(block))["services"]["llm-service-gpu1"]
+    assert extra["networks"]["lexrag"]["aliases"] == ["llm-service"]
+    assert "ports" not in extra
 
 
 def _docker_daemon() -> str | None:
