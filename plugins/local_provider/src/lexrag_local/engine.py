@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .model_files import GenerationDefaults, ModelShape, check_model_dir, read_json
+from .model_files import MODEL_FILE, GenerationDefaults, ModelShape, check_model_dir, read_json
 from .sampling import Sampler
 from .session import CUDA, open_session
 
@@ -72,10 +72,16 @@ class Engine:
     (the provider's worker thread serialises requests)."""
 
     def __init__(
-        self, model_dir: Path, *, device: str = "cpu", threads: int = 0, max_context: int | None = None
+        self,
+        model_dir: Path,
+        *,
+        device: str = "cpu",
+        threads: int = 0,
+        max_context: int | None = None,
+        model_file: str = MODEL_FILE,
     ) -> None:
         self.model_dir = model_dir
-        path = check_model_dir(model_dir)
+        path = check_model_dir(model_dir, model_file)
         config = read_json(model_dir / "config.json")
         self.shape = ModelShape.of(config)
         self.generation = GenerationDefaults.read(model_dir, config)

@@ -77,9 +77,9 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_model_dir(model_dir: Path) -> Path:
+def check_model_dir(model_dir: Path, model_file: str = MODEL_FILE) -> Path:
     """``model_dir``'s ONNX file, or a clear error saying how to make it."""
-    onnx_path = model_dir / MODEL_FILE
+    onnx_path = model_dir / model_file
     if not onnx_path.is_file():
         raise ModelExportError(
             f"{onnx_path} not found: export a model first, e.g. "
