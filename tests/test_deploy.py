@@ -364,6 +364,25 @@ def test_dockerfile_lint(kind: str) -> None:
                     assert not _dockerignored(path), f"{kind}: .dockerignore drops {path}"
 
 
+def test_named_volumes_mount_on_folders_the_image_user_owns() -> None:
+    """A new named volume takes the owner of the folder it is mounted on, so every such folder
+    must belong to the non-root user, or the service (or a later one) cannot write to it."""
+    compose = _compose()
+    for name, svc in compose["services"].items():
+        build = svc["build"]
+        stages = _stages(ROOT / build["context"] / build["dockerfile"])
+        chain = _chain(stages, build.get("target") or stages[-1]["name"])
+        user = _last(chain, "USER")
+        owned: set[str] = set()
+        for stage in chain:
+            for run in (rest for word, rest in stage["ins"] if word == "RUN"):
+                for match in re.finditer(rf"chown (?:-R )?{user}:{user} ((?:/\S+ ?)+)", run):
+                    owned.update(match.group(1).split())
+        for target, (source, _) in _mounts(svc).items():
+            if source in compose["volumes"]:
+                assert target in owned, f"{name}: volume {source} on {target}, which {user} does not own"
+
+
 def test_llm_service_base_image_matches_onnxruntime_build() -> None:
     """The CUDA base image must carry the CUDA major version onnxruntime-gpu was built
     against, with cuDNN; the backend stays on a plain Python image."""
