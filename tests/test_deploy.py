@@ -641,6 +641,10 @@ def test_backend_image_builds_and_serves_health() -> None:
     why = _docker_daemon()
     if why:
         pytest.skip(f"{why}: the backend image is not built here")
+    base = _stages(DOCKERFILES["backend"])[-1]["base"]
+    pull = subprocess.run(["docker", "pull", base], capture_output=True, text=True, timeout=900)
+    if pull.returncode != 0:
+        pytest.skip(f"the Docker daemon cannot pull {base} (offline?): {pull.stderr.strip()[-300:]}")
     tag = f"lexrag-backend:test-{uuid.uuid4().hex[:8]}"
     build = subprocess.run(
         ["docker", "build", "-f", str(DOCKERFILES["backend"]), "-t", tag, str(ROOT)],
