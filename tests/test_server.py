@@ -30,9 +30,11 @@ timeout = {timeout}
 """
 
 
-def config(upstream: FakeUpstream, extra: str = "", *, timeout: float = 5, provider: str = "openai") -> str:
+def config(
+    upstream: FakeUpstream, extra: str = "", *, timeout: float = 5, provider: str = "openai", llm: str = ""
+) -> str:
     return (
-        f'[llm]\nprovider = "{provider}"\n'
+        f'[llm]\nprovider = "{provider}"\n{llm}'
         '[retrieval]\nretriever = "static"\nembedder = "hash"\n'
         f"{extra}\n" + OPENAI_TABLE.format(url=upstream.base_url, timeout=timeout)
     )
@@ -141,9 +143,7 @@ def test_many_concurrent_requests_are_served_together(server, fake_upstream):
 
 def test_fallback_answers_when_the_provider_fails(running_server, fake_pm, fake_upstream):
     base = running_server(
-        config(fake_upstream, "[providers.extractive]\n").replace(
-            '[llm]\nprovider = "openai"\n', '[llm]\nprovider = "openai"\nfallback = ["extractive"]\n'
-        )
+        config(fake_upstream, "[providers.extractive]\n", llm='fallback = ["extractive"]\nmax_retries = 0\n')
     )
     fake_upstream.script(Fail(503))
     completion = sdk(base).chat.completions.create(model="openai", messages=ask())
@@ -259,7 +259,9 @@ def test_unknown_route_and_wrong_method_are_openai_errors(server):
 def test_provider_failures_are_gateway_errors(
     running_server, fake_pm, fake_upstream, behaviour, status, stream
 ):
-    base = running_server(config(fake_upstream, timeout=0.5))
+    # No retries and a short deadline: each failure reaches the client as it is (a
+    # Retry-After longer than the deadline is passed on rather than slept through).
+    base = running_server(config(fake_upstream, timeout=0.5, llm="max_retries = 0\ndeadline_s = 5\n"))
     fake_upstream.script(behaviour)
     response = httpx.post(
         f"{base}/v1/chat/completions", json={"messages": ask(), "stream": stream}, timeout=20

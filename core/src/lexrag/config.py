@@ -41,6 +41,11 @@ class LLMSettings(_Table):
     """Failures within ``breaker_window_s`` that put a provider in cool-down."""
     breaker_window_s: float = Field(default=60.0, gt=0)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    """Seconds a provider in cool-down is skipped before one probe request may try it."""
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    """Backoff window of the first retry; it doubles per retry (full jitter: a random wait in it)."""
+    retry_backoff_max_s: float = Field(default=8.0, gt=0)
+    """Largest backoff window; a longer ``Retry-After`` from the provider is still honoured."""
 
 
 class RetrievalSettings(_Table):
@@ -66,6 +71,9 @@ class ServerSettings(_Table):
     max_concurrency: int = Field(default=64, ge=1)
     """Requests served at once; more are answered 429 with Retry-After."""
     cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser; empty: CORS off."""
+    shutdown_grace_s: float = Field(default=10.0, gt=0)
+    """On SIGTERM, seconds in-flight requests get to finish; streams still open then end cleanly."""
 
 
 class PromptSettings(_Table):

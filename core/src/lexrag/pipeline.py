@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import prompt
-from .errors import InvalidRequestError, ProviderError
+from . import calllog, prompt
+from .errors import InvalidRequestError, LexragError, ProviderError
 from .providers import GenerationParams, Provider, ProviderRequest
 from .retrieval import Retriever, build_retriever
 from .router import Route, Router
@@ -158,7 +159,9 @@ class Pipeline:
         if not self.rag_enabled(request):
             return Prepared(ProviderRequest(messages=list(request.messages), params=params), route)
         provider = self.router.provider(route.provider)
+        started = time.perf_counter()
         messages, sources = await asyncio.to_thread(self._augment, request, provider)
+        calllog.current().retrieved(sources, time.perf_counter() - started)
         return Prepared(ProviderRequest(messages=messages, params=params, sources=sources), route, sources)
 
     # --- answering ------------------------------------------------------------------
@@ -192,6 +195,12 @@ class Pipeline:
                 if pending is not None:
                     yield pending
                 pending = chunk
+        except LexragError:
+            # The text received before a mid-stream failure still reaches the client,
+            # ahead of the error that ends the stream.
+            if pending is not None:
+                yield pending
+            raise
         finally:
             await stream.aclose()
         if pending is None:

@@ -2,19 +2,30 @@
 
 A request's ``model`` names a configured provider (``"openai"``) or one of the model ids
 a configured provider serves (``"gpt-4o-mini"``); none means ``[llm] provider``. The
-router builds providers lazily, resolves names, and calls them in the fallback chain.
+router builds providers lazily, resolves names, and calls them along the chain (the
+chosen provider, then the request's ``fallback`` list or ``[llm] fallback``): transient
+failures are retried (:mod:`lexrag.retry`), a provider that keeps failing is skipped for a
+cool-down (:mod:`lexrag.breaker`), and what happened goes to the call log
+(:mod:`lexrag.calllog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import LexragError, NotFoundError, ProviderError
+from tenacity import RetryCallState
+
+from . import calllog
+from .breaker import Breaker, BreakerSettings, BreakerState
+from .calllog import Attempt, CallRecord
+from .errors import LexragError, NotFoundError, ProviderError, ProviderTimeoutError
 from .providers import Provider, ProviderRequest, build_provider
+from .retry import Deadline, RetryPolicy, with_retries
 from .types import ChatCompletion, ChatCompletionChunk, ModelCard
 
 if TYPE_CHECKING:
@@ -22,6 +33,55 @@ if TYPE_CHECKING:
     from .plugins import Registry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CoolingDown(ProviderError):
+    """The provider's breaker is open: it failed too often lately and is skipped."""
+
+    def __init__(self, provider: str, retry_in: float) -> None:
+        super().__init__(
+            f"provider {provider!r} is cooling down after repeated failures and is skipped for "
+            f"{retry_in:.0f} s more ([llm] breaker_cooldown_s); try again then",
+            retryable=True,
+            status=503,
+            retry_after=retry_in,
+            provider=provider,
+        )
+        self.code = "provider_cooling_down"
+
+
+@dataclass
+class _Opened:
+    """A stream read up to its first token: the chunks so far, and the rest to come."""
+
+    held: list[ChatCompletionChunk]
+    source: AsyncIterator[ChatCompletionChunk]
+
+
+async def _aclose(source: AsyncIterator[ChatCompletionChunk]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _exhausted(errors: list[ProviderError], deadline: Deadline) -> ProviderError:
+    """The error for a chain in which no provider answered."""
+    if not errors:
+        return ProviderTimeoutError(
+            f"no provider answered within the request deadline ({deadline.seconds:g} s, [llm] deadline_s)"
+        )
+    if len(errors) == 1:
+        return errors[0]
+    last = errors[-1]
+    hints = [e.retry_after for e in errors if e.retry_after is not None]
+    message = "no provider could answer: " + "; ".join(f"{e.provider}: {e.message}" for e in errors)
+    combined = ProviderError(
+        message, retryable=True, status=last.status, retry_after=min(hints) if hints else None
+    )
+    combined.code = last.code
+    return combined
 
 
 @dataclass(frozen=True)
@@ -34,15 +94,18 @@ class Route:
 
 
 class Router:
-    """Resolves model names to providers and calls them, falling back along the chain
-    on transient failures."""
+    """Resolves model names to providers and calls them: retries, fallback along the
+    chain and cool-down of failing providers."""
 
-    def __init__(self, config: Config, registry: Registry) -> None:
+    def __init__(
+        self, config: Config, registry: Registry, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.registry = registry
         self._providers: dict[str, Provider] = {}
         self._models: dict[str, list[str]] = {}
-        self._lock = asyncio.Lock()
+        self._breakers: dict[str, Breaker] = {}
+        self._clock = clock
 
     # --- names ----------------------------------------------------------------------
 
@@ -95,8 +158,9 @@ class Router:
     async def model_cards(self) -> list[ModelCard]:
         cards: dict[str, ModelCard] = {}
         for name in self.configured():
+            state = self.breaker(name).state.value
             for model_id in [name, *await self.models_of(name)]:
-                cards.setdefault(model_id, ModelCard(id=model_id, owned_by=name))
+                cards.setdefault(model_id, ModelCard(id=model_id, owned_by=name, state=state))
         return list(cards.values())
 
     def chain(self, route: Route, fallback: Sequence[str] | None) -> list[Route]:
@@ -115,59 +179,221 @@ class Router:
 
     # --- calls ----------------------------------------------------------------------
 
+    def breaker(self, name: str) -> Breaker:
+        """The circuit breaker of provider ``name``."""
+        if name not in self._breakers:
+            llm = self.config.settings.llm
+            settings = BreakerSettings(llm.breaker_failures, llm.breaker_window_s, llm.breaker_cooldown_s)
+            self._breakers[name] = Breaker(settings, self._clock)
+        return self._breakers[name]
+
+    @property
+    def policy(self) -> RetryPolicy:
+        llm = self.config.settings.llm
+        return RetryPolicy(llm.max_retries, llm.retry_backoff_s, llm.retry_backoff_max_s)
+
     def _for(self, route: Route, request: ProviderRequest) -> ProviderRequest:
         return ProviderRequest(
             messages=request.messages, params=request.params, model=route.model, sources=request.sources
         )
 
+    async def _attempt(
+        self, step: Route, call: CallRecord, deadline: Deadline, fn: Callable[[], Awaitable[T]], first: bool
+    ) -> T:
+        """One call of ``step``'s provider within what is left of the deadline; the
+        outcome goes to its breaker and to the call record."""
+        breaker = self.breaker(step.provider)
+        if not first and not breaker.allow():
+            raise CoolingDown(step.provider, breaker.retry_in())
+        started = time.perf_counter()
+
+        def note(outcome: str, status: int | None) -> None:
+            call.attempts.append(Attempt(step.provider, outcome, status, time.perf_counter() - started))
+
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                result = await fn()
+        except TimeoutError:
+            breaker.failure()
+            exc = ProviderTimeoutError(
+                f"the {step.provider} provider did not answer within the request deadline "
+                f"({deadline.seconds:g} s, [llm] deadline_s); try again later",
+                provider=step.provider,
+            )
+            note(exc.code or "timeout", exc.status)
+            raise exc from None
+        except ProviderError as exc:
+            if exc.retryable:
+                breaker.failure()
+            else:
+                breaker.release()
+            note(exc.code or "provider_error", exc.status)
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        breaker.success()
+        note("ok", 200)
+        return result
+
+    async def _first_answer(
+        self,
+        chain: list[Route],
+        open_: Callable[[Route], Awaitable[T]],
+        call: CallRecord,
+    ) -> tuple[int, Route, T]:
+        """Walk the chain: each provider gets its retries, a cooling one is skipped, a
+        permanent failure ends the request at once."""
+        deadline = Deadline(self.config.settings.llm.deadline_s, self._clock)
+        errors: list[ProviderError] = []
+        for i, step in enumerate(chain):
+            if deadline.expired:
+                break
+            breaker = self.breaker(step.provider)
+            if not breaker.allow():
+                call.skipped.append(step.provider)
+                errors.append(CoolingDown(step.provider, breaker.retry_in()))
+                continue
+            attempts = 0
+
+            async def attempt(step: Route = step) -> T:
+                nonlocal attempts
+                attempts += 1
+                return await self._attempt(step, call, deadline, lambda: open_(step), attempts == 1)
+
+            def before_sleep(state: RetryCallState, step: Route = step) -> None:
+                error = state.outcome.exception() if state.outcome else None
+                log.warning(
+                    "provider %s failed (%s); retry %d in %.2f s",
+                    step.provider,
+                    error,
+                    state.attempt_number,
+                    state.upcoming_sleep,
+                )
+
+            try:
+                result = await with_retries(
+                    attempt, policy=self.policy, deadline=deadline, before_sleep=before_sleep
+                )
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                errors.append(exc)
+                if i + 1 < len(chain):
+                    log.warning(
+                        "provider %s failed (%s); falling back to %s", step.provider, exc, chain[i + 1]
+                    )
+                continue
+            return i, step, result
+        raise _exhausted(errors, deadline)
+
     async def complete(
         self, request: ProviderRequest, *, route: Route, fallback: Sequence[str] | None = None
     ) -> ChatCompletion:
-        """A whole answer from the first provider in the chain that gives one."""
-        chain = self.chain(route, fallback)
-        for i, step in enumerate(chain):
-            try:
-                return await self.provider(step.provider).complete(self._for(step, request))
-            except ProviderError as exc:
-                if not exc.retryable or i == len(chain) - 1:
-                    raise
-                log.warning("provider %s failed (%s); falling back to %s", step.provider, exc, chain[i + 1])
-        raise AssertionError("unreachable: the chain is never empty")
+        """A whole answer from the first provider in the chain that gives one, each
+        transient failure retried, all within ``[llm] deadline_s``."""
+        call = calllog.current()
+
+        async def open_(step: Route) -> ChatCompletion:
+            return await self.provider(step.provider).complete(self._for(step, request))
+
+        i, step, completion = await self._first_answer(self.chain(route, fallback), open_, call)
+        call.answered(step.provider, completion.model, fallback=i > 0)
+        call.usage(completion.usage)
+        return completion
 
     async def stream(
         self, request: ProviderRequest, *, route: Route, fallback: Sequence[str] | None = None
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """Chunks from the first provider in the chain that starts answering. A failure
-        before any chunk was yielded falls back; after that it propagates, since the
-        client already holds part of an answer."""
-        chain = self.chain(route, fallback)
-        for i, step in enumerate(chain):
-            started = False
-            source = self.provider(step.provider).stream(self._for(step, request))
-            try:
-                async for chunk in source:
-                    started = True
-                    yield chunk
-                return
-            except ProviderError as exc:
-                if started or not exc.retryable or i == len(chain) - 1:
+        """Chunks from the first provider in the chain that starts answering.
+
+        Until a provider's first token, its chunks are held back, so a failure (retried,
+        then falling back) is invisible to the client; the deadline covers that wait.
+        After it a failure propagates, since the client already holds part of an answer;
+        a provider silent for ``deadline_s`` between two chunks is a failure too.
+        """
+        call = calllog.current()
+
+        async def open_(step: Route) -> _Opened:
+            return await self._open_stream(step, request)
+
+        i, step, opened = await self._first_answer(self.chain(route, fallback), open_, call)
+        call.answered(step.provider, opened.held[0].model, fallback=i > 0)
+        call.first_token()
+        source, idle = opened.source, self.config.settings.llm.deadline_s
+        try:
+            for chunk in opened.held:
+                yield chunk
+            while True:
+                try:
+                    async with asyncio.timeout(idle):
+                        chunk = await anext(source)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    self.breaker(step.provider).failure()
+                    raise ProviderTimeoutError(
+                        f"the {step.provider} provider stopped sending mid-answer for {idle:g} s "
+                        "([llm] deadline_s); try again",
+                        provider=step.provider,
+                    ) from None
+                except ProviderError as exc:
+                    if exc.retryable:
+                        self.breaker(step.provider).failure()
                     raise
-                log.warning("provider %s failed (%s); falling back to %s", step.provider, exc, chain[i + 1])
-            finally:
-                aclose = getattr(source, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                call.usage(chunk.usage)
+                yield chunk
+        finally:
+            await _aclose(source)
+
+    async def _open_stream(self, step: Route, request: ProviderRequest) -> _Opened:
+        """Start ``step``'s stream and read it up to its first token."""
+        source = self.provider(step.provider).stream(self._for(step, request))
+        held: list[ChatCompletionChunk] = []
+        try:
+            while True:
+                try:
+                    chunk = await anext(source)
+                except StopAsyncIteration:
+                    break
+                held.append(chunk)
+                if any(c.delta.content or c.finish_reason for c in chunk.choices):
+                    return _Opened(held, source)
+        except BaseException:
+            await _aclose(source)
+            raise
+        await _aclose(source)
+        raise ProviderError(
+            f"the {step.provider} provider ended the stream before any answer text; try again",
+            retryable=True,
+            status=502,
+            provider=step.provider,
+        )
 
     # --- state ----------------------------------------------------------------------
 
+    def chain_names(self) -> list[str]:
+        """The configured chain: ``[llm] provider`` then ``[llm] fallback``."""
+        llm = self.config.settings.llm
+        return list(dict.fromkeys([llm.provider, *llm.fallback]))
+
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return {name: self.breaker(name).state for name in self.configured()}
+
     async def health(self) -> dict[str, dict[str, Any]]:
-        """Each configured provider's state; a provider that cannot be built is ``down``."""
+        """Each configured provider's state and breaker; a provider that cannot be built
+        is ``down``, one whose breaker is not closed at best ``degraded``."""
         out: dict[str, dict[str, Any]] = {}
         for name in self.configured():
             try:
-                out[name] = await self.provider(name).health()
+                state = dict(await self.provider(name).health())
             except LexragError as exc:
-                out[name] = {"status": "down", "error": exc.message}
+                state = {"status": "down", "error": exc.message}
+            breaker = self.breaker(name).snapshot()
+            if breaker["state"] != BreakerState.CLOSED.value and state.get("status") == "ok":
+                state["status"] = "degraded"
+            state["breaker"] = breaker
+            out[name] = state
         return out
 
     async def aclose(self) -> None:
@@ -176,4 +402,4 @@ class Router:
             await provider.aclose()
 
 
-__all__ = ["Route", "Router"]
+__all__ = ["CoolingDown", "Route", "Router"]

@@ -212,6 +212,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "lexrag"
+    state: Literal["closed", "open", "half_open"] | None = None
+    """lexrag's extra: the serving provider's circuit breaker (``open``: cooling down, skipped)."""
 
 
 class ModelList(BaseModel):

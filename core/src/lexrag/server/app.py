@@ -1,4 +1,4 @@
-"""The app factory: the pipeline, the routes, the limits and the error handlers."""
+"""The app factory: the pipeline, the routes, the middleware and the error handlers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..pipeline import Pipeline
+from .auth import AuthMiddleware
 from .errors import install_error_handlers
-from .limits import BodyLimitMiddleware
-from .metrics import MetricsMiddleware
+from .limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware
+from .openapi import honest_openapi
+from .requests import RequestMiddleware
 from .routes import router
 from .state import ServerState
 from .web import router as web_router
@@ -24,14 +26,18 @@ if TYPE_CHECKING:
 
 
 def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None = None) -> FastAPI:
-    """The lexrag server for ``config``, with the web chat page at ``/``."""
-    pipeline = pipeline or Pipeline(config, registry)
-    state = ServerState(config, registry, pipeline)
+    """The lexrag server for ``config``, with the web chat page at ``/``.
+
+    ``app.state.lexrag`` is the :class:`~lexrag.server.state.ServerState`; its ``reload``
+    swaps in a new config without disturbing requests in flight.
+    """
+    state = ServerState(config, registry, pipeline or Pipeline(config, registry))
+    state.metrics.watch_breakers(lambda: state.pipeline.router.breaker_states())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await pipeline.aclose()
+        await state.aclose()
 
     app = FastAPI(
         title="lexrag",
@@ -43,13 +49,24 @@ def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None 
     app.include_router(router)
     app.include_router(web_router)
     install_error_handlers(app)
+    app.openapi = honest_openapi(app, lambda: bool(state.current.key_digests))  # type: ignore[method-assign]
     server = config.settings.server
+    # Added innermost first: a request passes the request middleware (id, call log,
+    # metrics), CORS, the key check, the concurrency limit, then the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
+    app.add_middleware(
+        ConcurrencyLimitMiddleware, limit=lambda: state.current.config.settings.server.max_concurrency
+    )
+    app.add_middleware(AuthMiddleware, digests=lambda: state.current.key_digests)
     if server.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=server.cors_origins, allow_methods=["*"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id", "x-lexrag-provider", "retry-after"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(RequestMiddleware, state=state)
     return app
 
 

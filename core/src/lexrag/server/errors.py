@@ -6,23 +6,40 @@ The status and body of a :class:`~lexrag.errors.LexragError` come from
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
+from .. import calllog
 from ..errors import InvalidRequestError, LexragError, NotFoundError, http_error
 
 log = logging.getLogger("lexrag.server")
 
 
 def error_response(exc: LexragError) -> JSONResponse:
+    calllog.current().error = exc.code
     status, body, headers = http_error(exc)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def send_error(send: Send, exc: LexragError, headers: Mapping[str, str] | None = None) -> None:
+    """Answer with ``exc`` from plain ASGI middleware (no Request/Response objects)."""
+    calllog.current().error = exc.code
+    status, body, extra = http_error(exc)
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in {**extra, **(headers or {})}.items()
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def internal_error() -> LexragError:
@@ -79,6 +96,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     else:
         error = InvalidRequestError(str(exc.detail))
         error.status = exc.status_code
+    calllog.current().error = error.code
     status, body, headers = http_error(error)
     return JSONResponse(body, status_code=status, headers={**headers, **(exc.headers or {})})
 
@@ -95,4 +113,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unexpected)
 
 
-__all__ = ["error_response", "install_error_handlers", "internal_error", "param_of", "validation_error"]
+__all__ = [
+    "error_response",
+    "install_error_handlers",
+    "internal_error",
+    "param_of",
+    "send_error",
+    "validation_error",
+]

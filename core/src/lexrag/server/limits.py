@@ -1,12 +1,17 @@
-"""Request size limit, as plain ASGI middleware (no per-request overhead beyond a header look-up)."""
+"""Request size and concurrency limits, as plain ASGI middleware (no per-request overhead
+beyond a header look-up and a counter)."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLargeError, http_error
+from ..errors import PayloadTooLargeError, RateLimitError
+from .errors import send_error
+
+#: Seconds a client is told to wait when the server is at its concurrency limit.
+BUSY_RETRY_AFTER_S = 1.0
 
 
 async def _reject(send: Send, limit: int) -> None:
@@ -14,12 +19,36 @@ async def _reject(send: Send, limit: int) -> None:
         f"request body is larger than this server's limit of {limit} bytes ([server] max_body_bytes); "
         "send less text or raise the limit",
     )
-    status, body, headers = http_error(exc)
-    payload = json.dumps(body).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send_error(send, exc)
+
+
+class ConcurrencyLimitMiddleware:
+    """Answers 429 with ``Retry-After`` when ``limit()`` API requests (``/v1/…``) are being
+    served already, rather than queueing them without end. A stream counts until it ends."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        if self.in_flight >= limit:
+            exc = RateLimitError(
+                f"the server is busy: it answers at most {limit} requests at once ([server] "
+                f"max_concurrency); retry after {BUSY_RETRY_AFTER_S:g} s",
+                retry_after=BUSY_RETRY_AFTER_S,
+            )
+            await send_error(send, exc)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class BodyLimitMiddleware:
@@ -66,4 +95,4 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BUSY_RETRY_AFTER_S", "BodyLimitMiddleware", "ConcurrencyLimitMiddleware"]

@@ -1,17 +1,54 @@
-"""A basic ``/metrics`` (Prometheus): request counts and latencies by route and status."""
+"""``/metrics`` (Prometheus), in a registry per app.
+
+Every HTTP request is counted by route and status (``lexrag_http_…``). Each answered
+LLM request (chat completions, ``/v1/generate``) is counted from its call record: by the
+provider that answered and the outcome, with its latency, time to first token (streams),
+tokens, retries, fallbacks and retrieval time. The breakers' states are read when
+scraped.
+"""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..breaker import BreakerState
+    from ..calllog import CallRecord
 
 #: Routes labelled by their path; anything else is counted as ``other`` so a scan of
 #: random URLs cannot blow up the label set.
 ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/generate", "/health", "/metrics", "/"}
 )
+#: Routes whose requests go to an LLM provider.
+LLM_ROUTES = frozenset({"/v1/chat/completions", "/v1/generate"})
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class _BreakerCollector(Collector):
+    """``lexrag_breaker_state{provider}``, read from the live router at scrape time."""
+
+    def __init__(self, states: Callable[[], Mapping[str, BreakerState]]) -> None:
+        self._states = states
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "lexrag_breaker_state",
+            "Circuit breaker of each provider: 0 closed, 1 open (cooling down, skipped), 2 half-open.",
+            labels=["provider"],
+        )
+        for provider, state in self._states().items():
+            family.add_metric([provider], state.gauge)
+        yield family
 
 
 class Metrics:
@@ -19,50 +56,101 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
+        r = self.registry
+        self.http_requests = Counter(
             "lexrag_http_requests_total",
             "HTTP requests answered, by route and status.",
             ["method", "route", "status"],
-            registry=self.registry,
+            registry=r,
         )
-        self.latency = Histogram(
+        self.http_latency = Histogram(
             "lexrag_http_request_duration_seconds",
             "Time from request to the end of the response (whole stream included).",
             ["route"],
-            registry=self.registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
         )
+        self.in_flight = Gauge("lexrag_in_flight_requests", "API requests being served.", registry=r)
+        self.requests = Counter(
+            "lexrag_requests_total",
+            "LLM requests (chat completions, /v1/generate) by the provider that answered (or was "
+            "tried last; 'none' before one was chosen) and status: the HTTP status, or for a stream "
+            "cut after it started, the status of the error that cut it.",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "lexrag_request_duration_seconds",
+            "LLM request latency, retries, fallbacks and the whole stream included.",
+            ["provider"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.ttft = Histogram(
+            "lexrag_time_to_first_token_seconds",
+            "Time from request to the first token of a streamed answer.",
+            ["provider"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.tokens = Counter(
+            "lexrag_tokens_total",
+            "Tokens by provider and kind (prompt, completion).",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "lexrag_retries_total",
+            "Retries of a provider after a transient failure.",
+            ["provider"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "lexrag_fallbacks_total",
+            "Requests answered by a provider later in the chain than the one asked for.",
+            ["provider"],
+            registry=r,
+        )
+        self.retrieval = Histogram(
+            "lexrag_retrieval_duration_seconds",
+            "Time to retrieve passages and fit them into the prompt.",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    def watch_breakers(self, states: Callable[[], Mapping[str, BreakerState]]) -> None:
+        self.registry.register(_BreakerCollector(states))
+
+    def observe_http(self, method: str, path: str, status: int, seconds: float) -> None:
+        route = path if path in ROUTES else "other"
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_latency.labels(route).observe(seconds)
+
+    def observe_call(self, call: CallRecord) -> None:
+        """Count an LLM request from its record."""
+        tried = call.tried
+        provider = call.provider or (tried[-1] if tried else "none")
+        status = call.error_status or call.status or 500
+        self.requests.labels(provider, str(status)).inc()
+        if call.latency_s is not None:
+            self.duration.labels(provider).observe(call.latency_s)
+        if call.ttft_s is not None:
+            self.ttft.labels(provider).observe(call.ttft_s)
+        if call.prompt_tokens:
+            self.tokens.labels(provider, "prompt").inc(call.prompt_tokens)
+        if call.completion_tokens:
+            self.tokens.labels(provider, "completion").inc(call.completion_tokens)
+        for name in tried:
+            retries = sum(1 for a in call.attempts if a.provider == name) - 1
+            if retries:
+                self.retries.labels(name).inc(retries)
+        if call.fallback and call.provider:
+            self.fallbacks.labels(call.provider).inc()
+        if call.retrieval_s is not None:
+            self.retrieval.observe(call.retrieval_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class MetricsMiddleware:
-    """Counts every HTTP request and times it, as plain ASGI middleware."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        route = scope["path"] if scope["path"] in ROUTES else "other"
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-
-
-__all__ = ["ROUTES", "Metrics", "MetricsMiddleware"]
+__all__ = ["LLM_ROUTES", "ROUTES", "Metrics"]

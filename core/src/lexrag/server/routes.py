@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from .. import calllog
 from ..errors import LexragError, NotFoundError
 from ..types import (
     ChatCompletion,
@@ -31,6 +32,7 @@ router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 500, 502, 503, 504)
 }
+_SERVER_ERRORS: dict[int | str, dict[str, Any]] = {500: {"model": ErrorResponse}}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -41,11 +43,27 @@ def _json(model: Any, exclude_sources: bool = False) -> Response:
 
 @router.post(
     "/v1/chat/completions",
-    responses={200: {"model": ChatCompletion, "description": "A chat.completion, or SSE chunks"}, **_ERRORS},
+    responses={
+        200: {
+            "model": ChatCompletion,
+            "description": "A chat.completion, or with stream=true, chat.completion.chunk events (SSE)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **_ERRORS,
+    },
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    """OpenAI chat completions with retrieval; the cited passages come back as ``sources``."""
-    pipeline = state_of(request).pipeline
+    """OpenAI chat completions with retrieval; the cited passages come back as ``sources``.
+
+    The response's ``model`` and the ``x-lexrag-provider`` header name who answered;
+    ``fallback`` (a list of provider names) overrides ``[llm] fallback`` for this request.
+    """
+    state = state_of(request)
+    pipeline = state.pipeline
+    call = calllog.current()
+    call.stream, call.requested_model = body.stream, body.model
+    if state.config.settings.logging.log_bodies:
+        call.keep_messages(body.messages)
     if body.stream:
         stream = pipeline.chat_stream(body)
         try:
@@ -56,9 +74,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             await stream.aclose()  # type: ignore[attr-defined]
             raise
         return StreamingResponse(
-            chunk_events(first, stream), media_type="text/event-stream", headers=_SSE_HEADERS
+            chunk_events(first, stream, stop=state.server.streams_must_end),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
         )
     completion = await pipeline.chat(body)
+    call.usage(completion.usage)
+    call.keep_answer(completion.text)
     return _json(completion, exclude_sources=completion.sources is None)
 
 
@@ -92,21 +114,39 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     return _json(response)
 
 
-@router.get("/v1/models", responses={200: {"model": ModelList}})
+@router.get("/v1/models", responses={200: {"model": ModelList}, **_SERVER_ERRORS})
 async def models(request: Request) -> Response:
-    """Every configured provider, and the model ids each serves."""
+    """Every configured provider, and the model ids each serves; ``state`` is the serving
+    provider's circuit breaker (``open``: cooling down after failures, skipped)."""
     return _json(ModelList(data=await state_of(request).pipeline.router.model_cards()))
 
 
 @router.post("/v1/generate", responses={200: {"model": GenerateResponse}, **_ERRORS})
 async def generate(body: GenerateRequest, request: Request) -> Response:
     """The seed's llm-service API: the prompt goes to the configured provider as it is."""
-    return _json(await state_of(request).pipeline.generate(body))
+    call = calllog.current()
+    call.stream = False
+    if state_of(request).config.settings.logging.log_bodies:
+        call.messages = [{"role": "user", "content": body.prompt}]
+    response = await state_of(request).pipeline.generate(body)
+    call.usage(response.usage)
+    call.keep_answer(response.generated_text)
+    return _json(response)
 
 
-@router.get("/health")
+_HEALTH = {
+    "description": "The server's state: overall status, the provider chain, each provider "
+    "(with its circuit breaker) and the index",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+
+
+@router.get(
+    "/health", responses={200: _HEALTH, 503: {**_HEALTH, "description": "The default provider is down"}}
+)
 async def health(request: Request) -> JSONResponse:
-    """Each provider's and the index's state; 503 when the default provider is down."""
+    """Each provider's and the index's state and the provider chain; 503 when the default
+    provider is down."""
     state = state_of(request)
     pipeline = state.pipeline
     providers = await pipeline.router.health()
@@ -124,7 +164,14 @@ async def health(request: Request) -> JSONResponse:
     overall = "ok" if all(s in ("ok", "disabled") for s in states) else "degraded"
     if providers.get(default, {}).get("status") == "down":
         overall = "down"
-    body = {"status": overall, "provider": default, "providers": providers, "index": index}
+    body = {
+        "status": overall,
+        "provider": default,
+        "chain": pipeline.router.chain_names(),
+        "providers": providers,
+        "index": index,
+        "reloads": state.server.reloads,
+    }
     return JSONResponse(body, status_code=503 if overall == "down" else 200)
 
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from .. import calllog
 from ..errors import LexragError, error_body
-from ..types import ChatCompletionChunk
+from ..types import ChatCompletionChunk, ChunkChoice, Delta
 from .errors import internal_error
 
 log = logging.getLogger("lexrag.server")
 
 DONE = b"data: [DONE]\n\n"
+
+
+class StreamCutShort(LexragError):
+    """The server is shutting down and ends the streams still open."""
+
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
 
 
 def chunk_event(chunk: ChatCompletionChunk) -> bytes:
@@ -25,26 +34,70 @@ def error_event(exc: LexragError) -> bytes:
     return b"data: " + json.dumps(error_body(exc), ensure_ascii=False).encode() + b"\n\n"
 
 
+def _never() -> bool:
+    return False
+
+
+def _error_end(last: ChatCompletionChunk, exc: LexragError) -> list[bytes]:
+    """The end of a stream cut by ``exc``: a chunk with ``finish_reason: "error"`` (unless
+    the answer had finished already) so that a client reading only chunks knows the answer
+    is incomplete, then the error event that OpenAI's SDKs raise."""
+    events = []
+    if not any(c.finish_reason for c in last.choices):
+        finish = ChatCompletionChunk(
+            id=last.id,
+            created=last.created,
+            model=last.model,
+            choices=[ChunkChoice(delta=Delta(), finish_reason="error")],
+        )
+        events.append(chunk_event(finish))
+    events.append(error_event(exc))
+    return events
+
+
 async def chunk_events(
-    first: ChatCompletionChunk, rest: AsyncIterator[ChatCompletionChunk]
+    first: ChatCompletionChunk,
+    rest: AsyncIterator[ChatCompletionChunk],
+    *,
+    stop: Callable[[], bool] = _never,
 ) -> AsyncIterator[bytes]:
-    """The SSE body: every chunk, then ``[DONE]``; a failure mid-stream becomes an error
-    event followed by ``[DONE]``, so the client never hangs or sees a silent truncation."""
+    """The SSE body: every chunk, then ``[DONE]``. A failure mid-stream, or ``stop()``
+    turning true (the server shutting down), ends it with a chunk whose ``finish_reason``
+    is ``"error"``, an error event and ``[DONE]``: the client never hangs or sees a
+    silent truncation. Usage and the answer go to the call record."""
+    call = calllog.current()
+    last = first
+    error: LexragError | None = None
     try:
         yield chunk_event(first)
+        _note(call, first)
         async for chunk in rest:
+            last = chunk
+            _note(call, chunk)
             yield chunk_event(chunk)
+            if stop():
+                raise StreamCutShort("the server is shutting down and ended this answer early; ask again")
     except LexragError as exc:
         log.warning("stream ended by an error: %s", exc.message)
-        yield error_event(exc)
+        error = exc
     except Exception as exc:
         log.error("stream failed", exc_info=exc)
-        yield error_event(internal_error())
+        error = internal_error()
     finally:
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
+    if error is not None:
+        call.error, call.error_status = error.code, error.status
+        for event in _error_end(last, error):
+            yield event
     yield DONE
 
 
-__all__ = ["DONE", "chunk_event", "chunk_events", "error_event"]
+def _note(call: calllog.CallRecord, chunk: ChatCompletionChunk) -> None:
+    call.usage(chunk.usage)
+    for choice in chunk.choices:
+        call.keep_answer(choice.delta.content)
+
+
+__all__ = ["DONE", "StreamCutShort", "chunk_event", "chunk_events", "error_event"]

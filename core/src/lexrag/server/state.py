@@ -1,27 +1,47 @@
-"""What the routes share: the pipeline, the embedder (built on first use) and the metrics."""
+"""What the routes share: the config and pipeline of the moment, the embedder, the metrics.
+
+A config reload (SIGHUP) builds a new :class:`Generation` — config, pipeline, keys —
+and makes it current; every request holds the generation it started with until its
+response (whole stream included) is sent, and the old pipeline is closed once the last
+of its requests is done. So a reload never drops or changes a request in flight.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import TYPE_CHECKING, cast
 
 from fastapi import Request
 
+from ..pipeline import Pipeline
 from ..retrieval import Embedder, build_embedder
+from .auth import digest
 from .metrics import Metrics
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..pipeline import Pipeline
     from ..plugins import Registry
 
+log = logging.getLogger("lexrag.server")
 
-class ServerState:
-    def __init__(self, config: Config, registry: Registry, pipeline: Pipeline) -> None:
+#: The key under ``scope["state"]`` that holds a request's generation.
+SCOPE_KEY = "lexrag_generation"
+
+
+class Generation:
+    """One config and what is built from it."""
+
+    def __init__(self, server: ServerState, config: Config, pipeline: Pipeline) -> None:
+        self.server = server
         self.config = config
-        self.registry = registry
+        self.registry = server.registry
         self.pipeline = pipeline
-        self.metrics = Metrics()
+        self.metrics = server.metrics
+        self.key_digests = [digest(k.get_secret_value()) for k in config.settings.server.api_keys]
+        self.active = 0
+        self.retired = False
         self._embedder: Embedder | None = None
         self._lock = threading.Lock()
 
@@ -32,9 +52,74 @@ class ServerState:
                 self._embedder = build_embedder(self.config, self.registry)
             return self._embedder
 
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
 
-def state_of(request: Request) -> ServerState:
-    return cast(ServerState, request.app.state.lexrag)
+
+class ServerState:
+    """The server's state across reloads."""
+
+    def __init__(self, config: Config, registry: Registry, pipeline: Pipeline) -> None:
+        self.registry = registry
+        self.metrics = Metrics()
+        self.current = Generation(self, config, pipeline)
+        self.reloads = 0
+        self._streams_end_at: float | None = None
+
+    # --- the generation of the moment ---------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.current.pipeline
+
+    def lease(self) -> Generation:
+        """The current generation, held until :meth:`release`."""
+        generation = self.current
+        generation.active += 1
+        return generation
+
+    async def release(self, generation: Generation) -> None:
+        generation.active -= 1
+        if generation.retired and generation.active == 0:
+            await generation.aclose()
+
+    async def reload(self, config: Config) -> None:
+        """Serve new requests with ``config``; requests in flight finish with the old one."""
+        old = self.current
+        self.current = Generation(self, config, Pipeline(config, self.registry))
+        self.reloads += 1
+        old.retired = True
+        log.info(
+            "config reloaded: provider chain %s; %d request(s) in flight finish on the previous config",
+            " -> ".join(self.current.pipeline.router.chain_names()),
+            old.active,
+        )
+        if old.active == 0:
+            await old.aclose()
+
+    # --- shutting down ------------------------------------------------------------
+
+    def end_streams_in(self, seconds: float) -> None:
+        """Streams still open ``seconds`` from now end cleanly (error event, ``[DONE]``)."""
+        self._streams_end_at = time.monotonic() + max(0.0, seconds)
+
+    def streams_must_end(self) -> bool:
+        return self._streams_end_at is not None and time.monotonic() >= self._streams_end_at
+
+    async def aclose(self) -> None:
+        await self.current.aclose()
 
 
-__all__ = ["ServerState", "state_of"]
+def state_of(request: Request) -> Generation:
+    """The generation that serves ``request`` (leased by the request middleware)."""
+    generation = request.scope.get("state", {}).get(SCOPE_KEY)
+    if generation is None:
+        return cast(ServerState, request.app.state.lexrag).current
+    return cast(Generation, generation)
+
+
+__all__ = ["SCOPE_KEY", "Generation", "ServerState", "state_of"]
