@@ -110,7 +110,7 @@ ERROR_CASES = [
     ("[providers.nope]\nx = 1", r"lexrag.toml: \[providers.nope\]: no provider named 'nope' is installed"),
     (
         "[providers.extractive]\nmax_pasages = 3",
-        r"\[providers.extractive\] max_pasages: unknown key \(valid keys: max_passages\)",
+        r"\[providers.extractive\] max_pasages: unknown key \(valid keys: max_passages, max_quote_chars\)",
     ),
     (
         "[providers.extractive]\nmax_passages = 0",
@@ -201,3 +201,13 @@ def test_cli_config_show_sources_and_masking(cli, clean_env):
 def test_cli_version(cli):
     result = cli("--version")
     assert result.returncode == 0 and "lexrag, version 0.1.0" in result.stdout
+
+
+def test_the_shipped_example_config_is_valid(registry):
+    from .conftest import ROOT
+
+    config = load_config(ROOT / "lexrag.toml.example", env={}).check(registry)
+    assert config.settings.llm.fallback == ["extractive"]
+    for table in ("providers", "embedders"):
+        for name in getattr(config.settings, table):
+            config.plugin_settings(table, name, registry.kinds()[table].get(name))
