@@ -53,9 +53,20 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
+def _interpolate_tree(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return _interpolate(node, env)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, env) for key, value in node.items()}
+    return node
+
+
 def _compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """docker-compose.yml as compose sees it with ``env`` (default: no variables set)."""
-    data = yaml.safe_load(_interpolate(COMPOSE_FILE.read_text(encoding="utf-8"), env or {}))
+    """docker-compose.yml as compose sees it with ``env`` (default: no variables set): parsed
+    first, then the strings interpolated, so ``${VAR:-}`` is an empty string, not null."""
+    data = _interpolate_tree(_raw_compose(), env or {})
     assert isinstance(data, dict)
     return data
 
@@ -78,7 +89,8 @@ def _env_of(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    # A null value passes the variable through from compose's own environment: absent here.
+    return {str(k): str(v) for k, v in env.items() if v is not None}
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -546,7 +558,8 @@ def test_backend_answers_through_the_llm_service(
         health = _wait_healthy(llm, llm_url, llm_log)
         assert health["provider"] == "local" and health["index"]["status"] == "disabled"
 
-        backend_env["LOCAL_LLM_API_URL"] = llm_url
+        # As .env would set them: the llm-service's URL, and a key for the public API.
+        backend_env.update({"LOCAL_LLM_API_URL": llm_url, "LEXRAG_API_KEYS": "deploy-test-key"})
         backend_log = tmp_path / "backend.log"
         backend, backend_url = _serve(backend_config, backend_env, backend_log)
         procs.append(backend)
@@ -556,7 +569,7 @@ def test_backend_answers_through_the_llm_service(
         parts = health["index"]["parts"].values()
         assert parts and all(part["chunks"] > 0 for part in parts), health["index"]
 
-        client = OpenAI(base_url=f"{backend_url}/v1", api_key="unused", max_retries=0, timeout=120)
+        client = OpenAI(base_url=f"{backend_url}/v1", api_key="deploy-test-key", max_retries=0, timeout=120)
         reply = client.chat.completions.create(
             model="local",
             messages=[{"role": "user", "content": "Người lao động có quyền nghỉ hằng năm không?"}],
