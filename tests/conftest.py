@@ -22,7 +22,12 @@ DEV_QUESTIONS = SHARED / "data" / "vn-legal" / "dev.jsonl"
 _ENV_VARS = [*ENV_OVERRIDES, "LEXRAG_CONFIG"]
 
 # Each area keeps its fixtures in its own module, so parallel work does not collide here.
-pytest_plugins = ["tests.fixtures_retrieval", "tests.fixtures_server", "tests.fixtures_local"]
+pytest_plugins = [
+    "tests.fixtures_retrieval",
+    "tests.fixtures_server",
+    "tests.fixtures_local",
+    "tests.fixtures_resilience",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -33,14 +33,20 @@ def show(app: App, as_json: bool) -> None:
     """Print every setting, its value (secrets masked) and where it came from."""
     config = app.config
     rows = config.effective(app.registry)
+    llm = config.settings.llm
+    chain = list(dict.fromkeys([llm.provider, *llm.fallback]))
     if as_json:
         payload = {
             "file": str(config.path) if config.path else None,
+            "chain": chain,
             "settings": {key: {"value": _plain(v), "source": src} for key, v, src in rows},
         }
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
-    table = Table(title=f"lexrag settings (file: {config.path or 'none, built-in defaults'})")
+    table = Table(
+        title=f"lexrag settings (file: {config.path or 'none, built-in defaults'})",
+        caption=f"provider chain: {' -> '.join(chain)} (llm.provider, then llm.fallback)",
+    )
     table.add_column("key")
     table.add_column("value", overflow="fold")
     table.add_column("source")
