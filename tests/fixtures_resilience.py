@@ -57,9 +57,11 @@ def chain_config(
     timeout: float = 0.5,
     deadline: float = 4.0,
     max_retries: int = 1,
+    primary_extra: str = "",
 ) -> str:
     """A config with ``openai`` → ``primary`` and (when given) the fallback ``openai-backup``
-    → ``backup``; small timeouts and backoffs so that failures resolve fast."""
+    → ``backup``; small timeouts and backoffs so that failures resolve fast. ``llm`` goes
+    into ``[llm]``, ``primary_extra`` into ``[providers.openai]``, ``extra`` at the end."""
     fallback = '["openai-backup"]' if backup is not None else "[]"
     text = (
         "[llm]\n"
@@ -74,7 +76,7 @@ def chain_config(
         "[providers.openai]\n"
         f'base_url = "{primary.base_url}"\n'
         'model = "primary-model"\n'
-        f"timeout = {timeout}\nconnect_timeout = {timeout}\n"
+        f"timeout = {timeout}\nconnect_timeout = {timeout}\n{primary_extra}"
     )
     if backup is not None:
         text += (
