@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 bash scripts/ci-apt.sh
+bash scripts/ci-apt-deploy.sh
 # Exported models (embedders, tiny test LLMs) are cached inside the clone, nowhere else.
 export LEXRAG_CACHE_DIR="$PWD/.lexrag/cache"
 exec .venv/bin/nox --no-venv -s tests
