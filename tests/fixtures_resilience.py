@@ -278,12 +278,149 @@ __all__ = [
     "PRIMARY_ANSWER",
     "QUESTION",
     "BackupPlugins",
+    "LoadResult",
     "Outcome",
     "Served",
     "ask",
     "call_line",
     "calls_logged",
     "chain_config",
+    "chaos",
     "metric",
+    "run_load",
     "sdk",
 ]
+
+
+# --- load -----------------------------------------------------------------------------
+
+
+def chaos(n: int, rate: float, seed: int = 7) -> list[Any]:
+    """``n`` behaviours for an upstream's script, ``rate`` of them faults of every kind."""
+    import random
+
+    from .fakes import Drop, Fail, Hang, Malformed, Reply, Reset
+
+    faults: list[Any] = [
+        Fail(500),
+        Fail(502),
+        Fail(503),
+        Fail(429, retry_after=0.05),
+        Reset(),
+        Drop(PRIMARY_ANSWER, after=1),
+        Drop(PRIMARY_ANSWER, after=3),
+        Malformed(),
+        Hang(5),
+    ]
+    count = round(n * rate)
+    script = [faults[i % len(faults)] for i in range(count)] + [Reply(PRIMARY_ANSWER)] * (n - count)
+    random.Random(seed).shuffle(script)
+    return script
+
+
+@dataclass
+class LoadResult:
+    """What the clients of a load run got."""
+
+    requests: int = 0
+    answers: int = 0
+    fallbacks: int = 0
+    errors: int = 0
+    """Clean errors: an HTTP error with an OpenAI body, or a stream ended by an error event."""
+    cut: int = 0
+    """Of the errors: streams cut after their first token (error event, finish_reason error)."""
+    hung: int = 0
+    bad: list[str] = field(default_factory=list)
+    """Anything else: a 5xx without an error body, an incomplete "success", a broken connection."""
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"requests {self.requests}, successes {self.answers} (fallbacks {self.fallbacks}), "
+            f"errors {self.errors} (streams cut mid-answer {self.cut}), hung {self.hung}, bad {len(self.bad)}; "
+            f"latency p50 {self.percentile(0.5) * 1000:.0f} ms, p99 {self.percentile(0.99) * 1000:.0f} ms; "
+            f"{self.requests / self.seconds:.1f} req/s"
+        )
+
+
+async def _one(client: Any, i: int, result: LoadResult, limit: float) -> None:
+    import asyncio
+
+    stream = i % 2 == 1
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(limit):
+            raw = await client.chat.completions.with_raw_response.create(
+                model="openai", messages=[{"role": "user", "content": f"{QUESTION} ({i})"}], stream=stream
+            )
+            provider = raw.headers.get("x-lexrag-provider")
+            parsed = raw.parse()
+            finish: list[str] = []
+            if stream:
+                pieces: list[str] = []
+                try:
+                    async for chunk in parsed:
+                        for choice in chunk.choices:
+                            pieces.append(choice.delta.content or "")
+                            if choice.finish_reason:
+                                finish.append(choice.finish_reason)
+                except openai.APIError as exc:
+                    if finish == ["error"] and isinstance(exc.body, dict) and exc.body.get("message"):
+                        result.errors += 1
+                        result.cut += 1
+                    else:
+                        result.bad.append(f"{i}: stream error without a clean end: {exc}")
+                    return
+                text = "".join(pieces)
+            else:
+                text = parsed.choices[0].message.content or ""
+                finish = [parsed.choices[0].finish_reason]
+        expected = BACKUP_ANSWER if provider == "openai-backup" else PRIMARY_ANSWER
+        if text == expected and finish == ["stop"]:
+            result.answers += 1
+            result.fallbacks += provider == "openai-backup"
+            result.latencies.append(time.monotonic() - started)
+        else:
+            result.bad.append(f"{i}: incomplete answer {text!r} {finish} from {provider}")
+    except TimeoutError:
+        result.hung += 1
+    except openai.APIStatusError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error", body)
+        if isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}:
+            result.errors += 1
+        else:
+            result.bad.append(f"{i}: {exc.status_code} without an OpenAI error body")
+    except openai.APIError as exc:
+        result.bad.append(f"{i}: {type(exc).__name__}: {exc}")
+
+
+async def run_load(
+    base: str, *, requests: int = 200, concurrency: int = 32, limit: float = 30.0
+) -> LoadResult:
+    """``requests`` chat requests (half streamed) from ``concurrency`` clients (real async
+    openai SDK) at once; a request taking longer than ``limit`` counts as hung."""
+    import asyncio
+
+    result = LoadResult(requests=requests)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=limit + 5)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await _one(client, queue.get_nowait(), result, limit)
+
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    result.seconds = time.monotonic() - started
+    return result
