@@ -106,6 +106,8 @@ _SELECTORS = {
     "retrieval.retriever": "retrievers",
     "retrieval.embedder": "embedders",
 }
+#: The setting that names the plugin of each table in use.
+_DEFAULT_OF = {table: dotted for dotted, table in _SELECTORS.items()}
 
 #: The seed's variables and lexrag's own, each to the key it sets.
 ENV_OVERRIDES: dict[str, str] = {
@@ -264,6 +266,19 @@ class Config:
                 f"no {kind.kind} named {value!r} is installed (installed: {', '.join(kind.names()) or 'none'})",
             )
         return kind.get(value)
+
+    def plugin(
+        self, registry: Registry, table: str, name: str | None = None
+    ) -> tuple[str, type[Any], BaseModel]:
+        """(name, class, validated settings) of the plugin ``name`` in ``table``; by default
+        the one the config selects (``[llm] provider``, ``[retrieval] retriever``/``embedder``)."""
+        if name is None:
+            dotted = _DEFAULT_OF[table]
+            cls = self.select(registry, dotted)
+            name = str(self._lookup(dotted))
+        else:
+            cls = registry.kinds()[table].get(name)
+        return name, cls, self.plugin_settings(table, name, cls)
 
     def _lookup(self, dotted: str) -> Any:
         node: Any = self.settings

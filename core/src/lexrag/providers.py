@@ -101,12 +101,8 @@ class Provider(ABC):
 
 def build_provider(config: Config, registry: Registry, name: str | None = None) -> Provider:
     """The provider ``name`` (default: ``[llm] provider``) built with its validated settings."""
-    if name is None:
-        cls = config.select(registry, "llm.provider")
-        name = config.settings.llm.provider
-    else:
-        cls = registry.providers.get(name)
-    provider: Provider = cls(name, config.plugin_settings("providers", name, cls))
+    name, cls, settings = config.plugin(registry, "providers", name)
+    provider: Provider = cls(name, settings)
     return provider
 
 

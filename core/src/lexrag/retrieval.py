@@ -153,24 +153,16 @@ class Retriever(ABC):
 
 def build_embedder(config: Config, registry: Registry, name: str | None = None) -> Embedder:
     """The embedder ``name`` (default: ``[retrieval] embedder``) with its validated settings."""
-    if name is None:
-        cls = config.select(registry, "retrieval.embedder")
-        name = config.settings.retrieval.embedder
-    else:
-        cls = registry.embedders.get(name)
-    embedder: Embedder = cls(name, config.plugin_settings("embedders", name, cls))
+    name, cls, settings = config.plugin(registry, "embedders", name)
+    embedder: Embedder = cls(name, settings)
     return embedder
 
 
 def build_retriever(config: Config, registry: Registry, name: str | None = None) -> Retriever:
     """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``."""
-    if name is None:
-        cls = config.select(registry, "retrieval.retriever")
-        name = config.settings.retrieval.retriever
-    else:
-        cls = registry.retrievers.get(name)
+    name, cls, settings = config.plugin(registry, "retrievers", name)
     context = RetrievalContext(index_dir=config.settings.index.dir, registry=registry, config=config)
-    retriever: Retriever = cls(name, config.plugin_settings("retrievers", name, cls), context)
+    retriever: Retriever = cls(name, settings, context)
     return retriever
 
 
