@@ -33,6 +33,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 500, 502, 503, 504)
 }
 _SERVER_ERRORS: dict[int | str, dict[str, Any]] = {500: {"model": ErrorResponse}}
+#: One server-sent event of a streamed answer (OpenAPI before 3.2: the schema of each event).
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A chat.completion.chunk as JSON; an error body as JSON if the stream "
+            "fails after it started; [DONE] last",
+        },
+        "event": {"type": "string"},
+    },
+    "required": ["data"],
+}
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -47,7 +60,7 @@ def _json(model: Any, exclude_sources: bool = False) -> Response:
         200: {
             "model": ChatCompletion,
             "description": "A chat.completion, or with stream=true, chat.completion.chunk events (SSE)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
         },
         **_ERRORS,
     },
