@@ -180,7 +180,9 @@ def copy_bandwidth(threads: int = 2, mb: int = 256) -> float:
 
 
 def weight_bytes(onnx_dir: Path, file: str) -> int:
-    return sum(p.stat().st_size for p in onnx_dir.glob(f"{file}*"))
+    """Bytes of ``file`` and its external data (optimum's fp32 export keeps ``model.onnx_data``)."""
+    data = [*onnx_dir.glob(f"{file}*")] + ([onnx_dir / "model.onnx_data"] if file == "fp32.onnx" else [])
+    return sum(p.stat().st_size for p in data if p.is_file())
 
 
 def main() -> None:
