@@ -84,12 +84,15 @@ class Breaker:
             self._probing = False
             return
         self._failures.append(now)
-        while self._failures and now - self._failures[0] > self.settings.window_s:
-            self._failures.popleft()
+        self._forget_old(now)
         if len(self._failures) >= self.settings.failures:
             self._failures.clear()
             self._opened_at = now
             self.trips += 1
+
+    def _forget_old(self, now: float) -> None:
+        while self._failures and now - self._failures[0] > self.settings.window_s:
+            self._failures.popleft()
 
     def release(self) -> None:
         """The probe ended without a verdict (cancelled, or failed the client's own way):
@@ -98,6 +101,7 @@ class Breaker:
 
     def snapshot(self) -> dict[str, Any]:
         """The state for ``/health``."""
+        self._forget_old(self._clock())
         out: dict[str, Any] = {"state": self.state.value, "recent_failures": len(self._failures)}
         if self._opened_at is not None:
             out["retry_in_s"] = round(self.retry_in(), 3)

@@ -85,11 +85,12 @@ async def with_retries(
     policy: RetryPolicy,
     deadline: Deadline,
     before_sleep: Callable[[RetryCallState], None] | None = None,
+    retry_if: Callable[[BaseException], bool] = transient,
 ) -> T:
-    """``attempt()`` until it succeeds, fails permanently, runs out of retries, or the
-    next wait would pass ``deadline``; then its last error is raised as it was."""
+    """``attempt()`` until it succeeds, fails in a way ``retry_if`` refuses, runs out of
+    retries, or the next wait would pass ``deadline``; then its last error is raised as it was."""
     retrying = AsyncRetrying(
-        retry=retry_if_exception(transient),
+        retry=retry_if_exception(retry_if),
         stop=stop_after_attempt(policy.max_retries + 1) | _StopBeforeDeadline(deadline),
         wait=_BackoffOrRetryAfter(policy),
         before_sleep=before_sleep,

@@ -25,7 +25,7 @@ from .breaker import Breaker, BreakerSettings, BreakerState
 from .calllog import Attempt, CallRecord
 from .errors import LexragError, NotFoundError, ProviderError, ProviderTimeoutError
 from .providers import Provider, ProviderRequest, build_provider
-from .retry import Deadline, RetryPolicy, with_retries
+from .retry import Deadline, RetryPolicy, transient, with_retries
 from .types import ChatCompletion, ChatCompletionChunk, ModelCard
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ class CoolingDown(ProviderError):
             provider=provider,
         )
         self.code = "provider_cooling_down"
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A transient failure, unless the provider's breaker has opened meanwhile."""
+    return transient(exc) and not isinstance(exc, CoolingDown)
 
 
 @dataclass
@@ -236,6 +241,49 @@ class Router:
         note("ok", 200)
         return result
 
+    async def _retried(
+        self, step: Route, call: CallRecord, deadline: Deadline, open_: Callable[[Route], Awaitable[T]]
+    ) -> T:
+        """``step``'s provider, its transient failures retried within the deadline."""
+        attempts = 0
+        failure: ProviderError | None = None
+
+        async def attempt() -> T:
+            nonlocal attempts, failure
+            attempts += 1
+            try:
+                return await self._attempt(step, call, deadline, lambda: open_(step), attempts == 1)
+            except CoolingDown:
+                raise
+            except ProviderError as exc:
+                failure = exc
+                raise
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "provider %s failed (%s); retry %d in %.2f s",
+                step.provider,
+                error,
+                state.attempt_number,
+                state.upcoming_sleep,
+            )
+
+        try:
+            return await with_retries(
+                attempt,
+                policy=self.policy,
+                deadline=deadline,
+                before_sleep=before_sleep,
+                retry_if=_worth_retrying,
+            )
+        except CoolingDown:
+            # The breaker opened on this request's own failures: the client hears about
+            # those, not about the cool-down they caused.
+            if failure is not None:
+                raise failure from None
+            raise
+
     async def _first_answer(
         self,
         chain: list[Route],
@@ -254,27 +302,8 @@ class Router:
                 call.skipped.append(step.provider)
                 errors.append(CoolingDown(step.provider, breaker.retry_in()))
                 continue
-            attempts = 0
-
-            async def attempt(step: Route = step) -> T:
-                nonlocal attempts
-                attempts += 1
-                return await self._attempt(step, call, deadline, lambda: open_(step), attempts == 1)
-
-            def before_sleep(state: RetryCallState, step: Route = step) -> None:
-                error = state.outcome.exception() if state.outcome else None
-                log.warning(
-                    "provider %s failed (%s); retry %d in %.2f s",
-                    step.provider,
-                    error,
-                    state.attempt_number,
-                    state.upcoming_sleep,
-                )
-
             try:
-                result = await with_retries(
-                    attempt, policy=self.policy, deadline=deadline, before_sleep=before_sleep
-                )
+                result = await self._retried(step, call, deadline, open_)
             except ProviderError as exc:
                 if not exc.retryable:
                     raise
