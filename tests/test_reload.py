@@ -208,3 +208,13 @@ def test_sigterm_lets_requests_finish_and_ends_long_streams_cleanly(serve):
     assert long.failure is None and long.done and long.finish == ["error"]
     assert long.errors and long.errors[0]["code"] == "server_shutting_down"
     assert long.text and LONG.startswith(long.text) and long.text != LONG
+
+
+def test_config_show_prints_the_chain(cli, tmp_path):
+    path = tmp_path / "lexrag.toml"
+    path.write_text('[llm]\nprovider = "openai"\nfallback = ["extractive"]\n', encoding="utf-8")
+    shown = cli("--config", str(path), "config", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["chain"] == ["openai", "extractive"]
+    table = cli("--config", str(path), "config", "show", env={"COLUMNS": "200"})
+    assert "provider chain: openai -> extractive" in table.stdout
