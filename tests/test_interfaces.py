@@ -200,3 +200,14 @@ def test_web_page_streams_answer_and_sources(running_server, demo_index: Path, t
             assert error.inner_text().startswith("Lỗi: Không tìm thấy mô hình")
         finally:
             context.close()
+
+
+def test_ask_falls_back_when_the_provider_is_unreachable(demo_index: Path) -> None:
+    # Nothing listens on port 9 of loopback: the openai provider fails at connect.
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    args = ["ask", QUESTION, "--index", str(demo_index), "--provider", "openai"]
+    failed = run_cli(*args, env=env)
+    assert failed.returncode == 1 and failed.stderr.startswith("Error: ") and "Traceback" not in failed.stderr
+    rescued = run_cli(*args, "--fallback", "extractive", env=env)
+    assert rescued.returncode == 0, rescued.stderr
+    assert "180 ngày" in rescued.stdout and "Answered by: extractive" in rescued.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -32,10 +33,24 @@ class _Group(click.Group):
     default=None,
     help="Config file (default: $LEXRAG_CONFIG, then ./lexrag.toml).",
 )
+@click.option("-v", "--verbose", count=True, help="Log warnings (-v) or everything (-vv) to stderr.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """lexrag: retrieval-augmented chat over Vietnamese legal documents."""
+    _quiet_logs(verbose)
     ctx.obj = App(config_path)
+
+
+def _quiet_logs(verbose: int) -> None:
+    """A command's own output and its one-line errors are what a terminal user reads;
+    lexrag's log (retries, fallbacks) joins them only when asked for. ``lexrag serve``
+    sets its own level from ``[logging] level``."""
+    logger = logging.getLogger("lexrag")
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lexrag: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel({0: logging.ERROR, 1: logging.WARNING}.get(verbose, logging.DEBUG))
 
 
 def _add_builtin_commands() -> None:

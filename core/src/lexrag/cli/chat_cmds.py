@@ -54,6 +54,11 @@ async def _ask_json(app: App, request: ChatCompletionRequest) -> str:
 @click.command("ask")
 @click.argument("question")
 @click.option("--provider", help="Provider to answer with (default: [llm] provider).")
+@click.option(
+    "--fallback",
+    multiple=True,
+    help="Provider to try when the first fails (repeatable; default: [llm] fallback).",
+)
 @click.option("--top-k", type=click.IntRange(1, 100), help="Passages to retrieve.")
 @click.option("--no-rag", is_flag=True, help="Ask the provider directly, without retrieval.")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Index directory.")
@@ -65,6 +70,7 @@ def ask(
     app: App,
     question: str,
     provider: str | None,
+    fallback: tuple[str, ...],
     top_k: int | None,
     no_rag: bool,
     index_dir: str | None,
@@ -77,6 +83,7 @@ def ask(
         stream=not as_json,
         top_k=top_k,
         rag=False if no_rag else None,
+        fallback=list(fallback) or None,
     )
     if as_json:
         click.echo(asyncio.run(_ask_json(app, request)))
