@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from .genai_builder import GENAI_PYTHON_ENV, GENAI_VERSION
+from .quantize import DEFAULT_CPU_QUANTIZE, default_quantize
+
 
 @click.group("model")
 def model_group() -> None:
@@ -26,9 +29,25 @@ def model_group() -> None:
 @click.option(
     "--quantize",
     type=click.Choice(["none", "int8", "int4"]),
-    default="none",
+    default=None,
+    help=f"Weight quantization: int8 dynamic (fastest prefill) or int4 MatMulNBits (fastest decode). "
+    f"Default: {DEFAULT_CPU_QUANTIZE} with --device cpu (the lower end-to-end RAG latency in "
+    "bench/bench_local.py), none with --device cuda.",
+)
+@click.option(
+    "--builder",
+    type=click.Choice(["optimum", "genai"]),
+    default="optimum",
     show_default=True,
-    help="CPU weight quantization: int8 dynamic (fastest prefill) or int4 MatMulNBits (fastest decode).",
+    help="optimum: optimum's export. genai: onnxruntime-genai's model builder, a fused graph "
+    "(GroupQueryAttention, packed projections) that decodes faster; it runs under --genai-python.",
+)
+@click.option(
+    "--genai-python",
+    envvar=GENAI_PYTHON_ENV,
+    default=None,
+    help=f"Python interpreter with onnxruntime-genai=={GENAI_VERSION} installed, for --builder genai "
+    f"(default: ${GENAI_PYTHON_ENV}, else this one). Keep it in its own virtual environment.",
 )
 @click.option("--revision", default="main", show_default=True, help="Hub revision when SOURCE is a hub id.")
 @click.option(
@@ -40,7 +59,9 @@ def export_command(
     out_dir: Path,
     device: str,
     dtype: str,
-    quantize: str,
+    quantize: str | None,
+    builder: str,
+    genai_python: str | None,
     revision: str,
     no_memory_check: bool,
     no_parity: bool,
@@ -56,7 +77,9 @@ def export_command(
         out_dir=out_dir,
         device=device,  # type: ignore[arg-type]
         dtype=dtype,  # type: ignore[arg-type]
-        quantize=quantize,  # type: ignore[arg-type]
+        quantize=quantize or (default_quantize(device) if dtype == "fp32" else "none"),  # type: ignore[arg-type]
+        builder=builder,  # type: ignore[arg-type]
+        genai_python=genai_python,
         revision=revision,
         check_memory=not no_memory_check,
         parity=not no_parity,

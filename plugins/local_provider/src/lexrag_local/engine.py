@@ -1,10 +1,16 @@
-"""The decode loop over an optimum ``text-generation-with-past`` export.
+"""The decode loop over a ``text-generation-with-past`` graph (optimum's export, or
+onnxruntime-genai's builder's fused one).
 
 Each step runs the graph on the new token(s) with the KV cache of the steps before
 (``past_key_values.*``) and gets the next cache back (``present.*``). The cache lives in
-two preallocated buffers per tensor, on the device that runs the model: the graph
-reads one and writes the other through IO binding, and they swap each step, so no
-cache tensor is allocated or copied to the host while decoding.
+preallocated buffers on the device that runs the model, bound through IO binding, so no
+cache tensor is allocated or copied to the host while decoding:
+
+- optimum's graph concatenates past and new keys into a new tensor: two buffers per
+  tensor, the graph reads one and writes the other, and they swap each step;
+- a graph whose attention is ``GroupQueryAttention`` (the genai builder's) appends the new
+  keys in place when past and present are the same buffer of the full capacity: one
+  buffer per tensor and no per-step copy of the cache at all.
 """
 
 from __future__ import annotations
@@ -34,13 +40,15 @@ class _Buffer:
 
 
 class KVCache:
-    """Ping-pong buffers for every ``past_key_values.{i}.{key,value}`` tensor."""
+    """Buffers for every ``past_key_values.{i}.{key,value}`` tensor: a ping-pong pair, or one
+    buffer read and written in place when ``shared``."""
 
-    def __init__(self, names: list[str], shape: ModelShape, dtype: Any, device: str) -> None:
+    def __init__(self, names: list[str], shape: ModelShape, dtype: Any, device: str, shared: bool) -> None:
         self.names = names
         self.shape = shape
         self.dtype = dtype
         self.device = device
+        self.shared = shared
         self.capacity = 0
         self._buffers: dict[str, tuple[_Buffer, _Buffer]] = {}
 
@@ -50,7 +58,10 @@ class KVCache:
             return
         self.capacity = -(-tokens // 256) * 256
         size = self.shape.num_kv_heads * self.capacity * self.shape.head_dim
-        self._buffers = {name: (self._alloc(size), self._alloc(size)) for name in self.names}
+        self._buffers = {}
+        for name in self.names:
+            first = self._alloc(size)
+            self._buffers[name] = (first, first if self.shared else self._alloc(size))
 
     def _alloc(self, size: int) -> _Buffer:
         if self.device == "cuda":
@@ -98,7 +109,9 @@ class Engine:
             raise ValueError(f"{path} is not a text-generation-with-past export (no past_key_values inputs)")
         self.dtype = _ORT_TYPES[inputs[self._past_names[0]].type]
         self._has_positions = "position_ids" in inputs
-        self.cache = KVCache(self._past_names, self.shape, self.dtype, self.device)
+        #: Past and present share one buffer (GroupQueryAttention appends in place).
+        self.shared_kv = _attention_in_place(path)
+        self.cache = KVCache(self._past_names, self.shape, self.dtype, self.device, self.shared_kv)
 
     def decode(self, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` sampled ids; the caller stops early by closing the
@@ -127,21 +140,33 @@ class Engine:
         if self._has_positions:
             binding.bind_cpu_input("position_ids", np.arange(past, total, dtype=np.int64)[None, :])
         kv, hd = self.shape.num_kv_heads, self.shape.head_dim
+        # In place, both views span the whole buffer: GroupQueryAttention takes the valid
+        # length from the attention mask and writes the new keys after it.
+        past_len, present_len = (self.cache.capacity,) * 2 if self.shared_kv else (past, total)
         for name in self._past_names:
             read, write = self.cache.pair(name, step)
-            binding.bind_input(name, self.device, 0, self.dtype, [1, kv, past, hd], read)
+            binding.bind_input(name, self.device, 0, self.dtype, [1, kv, past_len, hd], read)
             binding.bind_output(
                 name.replace("past_key_values", "present"),
                 self.device,
                 0,
                 self.dtype,
-                [1, kv, total, hd],
+                [1, kv, present_len, hd],
                 write,
             )
         self.session.run_with_iobinding(binding)
         logits: np.ndarray = binding.get_outputs()[0].numpy()
         # An export without the last-position rewrite has logits for every position.
         return logits[0, -1]
+
+
+def _attention_in_place(path: Path) -> bool:
+    """Whether ``path``'s attention is ``GroupQueryAttention`` (which can append to its
+    cache in place); the graph is read without its weights."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type == "GroupQueryAttention" for node in graph.node)
 
 
 __all__ = ["Engine", "KVCache"]

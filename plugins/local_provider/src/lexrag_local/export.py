@@ -1,5 +1,6 @@
-"""``lexrag model export``: optimum export, last-position logits, quantization, tokenizer and
-generation config beside the model, parity check, and a manifest that makes re-runs free."""
+"""``lexrag model export``: optimum export (or onnxruntime-genai's builder), last-position
+logits, quantization, tokenizer and generation config beside the model, parity check, and a
+manifest that makes re-runs free."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ PIPELINE_VERSION = 1
 Device = Literal["cpu", "cuda"]
 DType = Literal["fp32", "fp16"]
 Quantize = Literal["none", "int8", "int4"]
+Builder = Literal["optimum", "genai"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class ExportOptions:
     revision: str = "main"
     check_memory: bool = True
     parity: bool = True
+    #: optimum's export (one op per PyTorch op), or onnxruntime-genai's builder (fused graph).
+    builder: Builder = "optimum"
+    #: The interpreter that runs the genai builder (None: $LEXRAG_GENAI_PYTHON, or this one).
+    genai_python: str | None = None
 
     @property
     def precision(self) -> str:
@@ -54,9 +60,11 @@ class ExportResult:
 
     def summary(self) -> list[str]:
         m = self.manifest
+        builder = m["options"].get("builder", "optimum")
         lines = [
             f"{'reused' if self.reused else 'exported'} {m['source']} → {self.out_dir} "
-            f"({m['options']['precision']}, {m['options']['device']}, {m['size_bytes'] / GB:.2f} GB on disk)",
+            f"({m['options']['precision']}, {m['options']['device']}, {builder} graph, "
+            f"{m['size_bytes'] / GB:.2f} GB on disk)",
         ]
         parity = m.get("parity")
         if parity:
@@ -108,6 +116,7 @@ def _key(options: ExportOptions, fingerprint: str) -> str:
         "device": options.device,
         "dtype": options.dtype,
         "quantize": options.quantize,
+        "builder": options.builder,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -184,22 +193,46 @@ def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
     from .quantize import QUANTIZERS
 
     progress = _Progress(quiet)
+    genai_python = None
+    if options.builder == "genai":
+        from .genai_builder import builder_python
+
+        genai_python = builder_python(options.genai_python)
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
     _clear_models(out)
     work = out / ".export-tmp"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        with progress.step(f"optimum export of {options.source} ({options.dtype}, {options.device})"):
-            _optimum_export(options, work)
+        if genai_python is not None:
+            from .genai_builder import build, builder_precision
+
+            precision = builder_precision(options.dtype, options.quantize)
+            with progress.step(
+                f"onnxruntime-genai builder on {options.source} ({precision}, {options.device})"
+            ):
+                build(
+                    options.source,
+                    work,
+                    python=genai_python,
+                    precision=precision,
+                    device=options.device,
+                    revision=options.revision,
+                )
+            # The builder quantizes int4 itself; int8 is built at fp32 and quantized below.
+            quantize = "int8" if options.quantize == "int8" else "none"
+        else:
+            with progress.step(f"optimum export of {options.source} ({options.dtype}, {options.device})"):
+                _optimum_export(options, work)
+            quantize = options.quantize
         with progress.step("LM head on the last position only"):
             last_position_logits(work / MODEL_FILE)
-        if options.quantize == "none":
+        if quantize == "none":
             for file in work.glob("model.onnx*"):
                 file.rename(out / file.name)
         else:
-            with progress.step(f"{options.quantize} quantization"):
-                QUANTIZERS[options.quantize](work / MODEL_FILE, out / MODEL_FILE)
+            with progress.step(f"{quantize} quantization"):
+                QUANTIZERS[quantize](work / MODEL_FILE, out / MODEL_FILE)
         with progress.step("tokenizer, chat template and generation config"):
             _save_companions(options.source, out, load)
     finally:

@@ -11,6 +11,15 @@ from lexrag.errors import ModelExportError
 INT4_BLOCK = 32
 INT4_ACCURACY_LEVEL = 4
 
+#: The CPU quantization ``lexrag model export`` uses when none is given, chosen by
+#: bench/bench_local.py's end-to-end RAG latency (1,000-token prompt + 200 new tokens).
+DEFAULT_CPU_QUANTIZE = "int8"
+
+
+def default_quantize(device: str) -> str:
+    """The quantization used when none is asked for: ``DEFAULT_CPU_QUANTIZE`` on CPU, none on CUDA."""
+    return DEFAULT_CPU_QUANTIZE if device == "cpu" else "none"
+
 
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization of every MatMul (weights int8, activations quantized per call)."""
@@ -46,4 +55,12 @@ def quantize_int4(src: Path, dst: Path) -> None:
 
 QUANTIZERS = {"int8": quantize_int8, "int4": quantize_int4}
 
-__all__ = ["INT4_ACCURACY_LEVEL", "INT4_BLOCK", "QUANTIZERS", "quantize_int4", "quantize_int8"]
+__all__ = [
+    "DEFAULT_CPU_QUANTIZE",
+    "INT4_ACCURACY_LEVEL",
+    "INT4_BLOCK",
+    "QUANTIZERS",
+    "default_quantize",
+    "quantize_int4",
+    "quantize_int8",
+]
