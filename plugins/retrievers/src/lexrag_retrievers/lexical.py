@@ -14,7 +14,7 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lexrag.retrieval import Chunk, Hit, RetrievalContext
 
 from . import vntext
-from .derived import StoreRetriever, collapse_articles, publish, read_pointer
+from .derived import StoreRetriever, collapse_articles, publish, read_pointer, sum_articles
 from .lay_terms import LAY_TO_LEGAL
 
 NAME = "bm25"
@@ -47,13 +47,39 @@ class BM25Settings(BaseModel):
     """Weight of the expansion terms relative to the query's own."""
     extra_terms: dict[str, str] = Field(default_factory=dict)
     """More lay → legal entries, added to the built-in map."""
+    title_field: float = Field(default=0.3, ge=0)
+    """Weight of a second BM25 index over the article headings alone (a separate field with its
+    own length normalisation, so two query words in a short title count for much), relative to
+    the chunk index's; each score is scaled by its best before they are added. 0: off."""
+    title_field_chapter: bool = False
+    """Put the chapter (Chương) title in that heading field too."""
+    question_words: bool = False
+    """Drop the words that only make a query a question ("bao nhiêu", "là gì", "thì", …)."""
+    chapter_weight: int = Field(default=0, ge=0, le=10)
+    """Times the chapter (Chương) heading's terms count in each chunk (0: not indexed)."""
+    prf_docs: int = Field(default=0, ge=0, le=50)
+    """Pseudo-relevance feedback: expand the query from its best ``prf_docs`` chunks (0: off)."""
+    prf_terms: int = Field(default=10, ge=1, le=100)
+    """Expansion terms taken from those chunks."""
+    prf_weight: float = Field(default=0.3, ge=0)
+    """Weight of the feedback terms relative to the query's own."""
+    article_score: Literal["max", "sum"] = "max"
+    """An article's score from its chunks' scores: the best one, or their sum."""
     candidates: int = Field(default=50, ge=1)
     collapse_articles: bool = True
 
 
 def _tokenizer_key(o: BM25Settings) -> str:
     return json.dumps(
-        {"v": 2, "bigrams": o.bigrams, "accents": o.accents, "title": o.title_weight, "doc": o.doc_title}
+        {
+            "v": 2,
+            "bigrams": o.bigrams,
+            "accents": o.accents,
+            "title": o.title_weight,
+            "doc": o.doc_title,
+            "chapter": o.chapter_weight,
+            "title_field": (o.title_field > 0, o.title_field_chapter),
+        }
     )
 
 
@@ -66,6 +92,7 @@ class BM25Retriever(StoreRetriever):
         self.options = settings
         self._setup()
         self._bm25: Any = None
+        self._titles: Any = None
         self._rowids: np.ndarray = np.zeros(0, dtype=np.int64)
 
     # --- terms ------------------------------------------------------------------------
@@ -80,7 +107,25 @@ class BM25Retriever(StoreRetriever):
         terms = self._terms(body) + self._terms(heading) * self.options.title_weight
         if self.options.doc_title:
             terms += self._terms(c.doc_title)
+        if self.options.chapter_weight and c.chapter:
+            # "Chương XIV. CÁC TỘI XÂM PHẠM …": the title, not the number.
+            title = c.chapter.partition(". ")[2]
+            terms += self._terms(title.lower()) * self.options.chapter_weight
         return terms
+
+    def title_terms(self, chunk: Chunk) -> list[str]:
+        """The terms of one chunk in the heading field."""
+        terms = self._terms(chunk.text.partition("\n")[0])
+        chapter = chunk.citation.chapter
+        if self.options.title_field_chapter and chapter:
+            terms += self._terms(chapter.partition(". ")[2].lower())
+        return terms
+
+    def query_terms(self, query: str) -> list[str]:
+        """The terms of ``query`` itself (question words left out if so configured)."""
+        if self.options.question_words:
+            query = vntext.without_question_words(query)
+        return self._terms(query)
 
     @cached_property
     def _lay_patterns(self) -> list[tuple[re.Pattern[str], str]]:
@@ -107,9 +152,11 @@ class BM25Retriever(StoreRetriever):
     def _refresh(self, generation: int) -> None:
         import bm25s
 
+        self.__dict__.pop("_doc_terms", None)
         index_dir = Path(self.context.index_dir)
         key = _tokenizer_key(self.options)
         params = {"k1": self.options.k1, "b": self.options.b}
+        with_titles = self.options.title_field > 0
         current = read_pointer(index_dir, NAME)
         if current is not None:
             path, meta = current
@@ -119,7 +166,13 @@ class BM25Retriever(StoreRetriever):
                 and meta.get("params") == params
             ):
                 try:
-                    self._bm25 = bm25s.BM25.load(str(path), mmap=False, show_progress=False, verbosity=0)
+                    bm25 = bm25s.BM25.load(str(path), mmap=False, show_progress=False, verbosity=0)
+                    titles = (
+                        bm25s.BM25.load(str(path / "titles"), mmap=False, show_progress=False, verbosity=0)
+                        if with_titles
+                        else None
+                    )
+                    self._bm25, self._titles = bm25, titles
                     self._rowids = np.load(path / "rowids.npy")
                     return
                 except (OSError, ValueError, KeyError):
@@ -127,31 +180,97 @@ class BM25Retriever(StoreRetriever):
         rows = self.store.chunks()
         rowids = np.asarray([r for r, _ in rows], dtype=np.int64)
         bm25 = bm25s.BM25(k1=self.options.k1, b=self.options.b)
+        titles = bm25s.BM25(k1=self.options.k1, b=self.options.b) if with_titles else None
         if rows:
             bm25.index([self.document_terms(chunk) for _, chunk in rows], show_progress=False)
+            if titles is not None:
+                titles.index([self.title_terms(chunk) for _, chunk in rows], show_progress=False)
 
         def write(directory: Path) -> None:
             if rows:
                 bm25.save(str(directory), show_progress=False)
+                if titles is not None:
+                    titles.save(str(directory / "titles"), show_progress=False)
             np.save(directory / "rowids.npy", rowids)
 
         # A read-only index directory: the in-memory index still serves.
         with contextlib.suppress(OSError):
             publish(index_dir, NAME, {"generation": generation, "terms": key, "params": params}, write)
         self._bm25, self._rowids = (bm25 if rows else None), rowids
+        self._titles = titles if rows else None
+
+    def _weighted_scores(self, weights: dict[int, float], index: Any = None) -> np.ndarray:
+        """Σ weight × BM25 contribution of each term id, for every chunk (bm25s keeps the
+        contributions as a term-major sparse matrix)."""
+        scores_of = (index or self._bm25).scores
+        data, indices, indptr = scores_of["data"], scores_of["indices"], scores_of["indptr"]
+        n = len(self._rowids)
+        if not weights:
+            return np.zeros(n, dtype=np.float32)
+        spans = [(indptr[t], indptr[t + 1], w) for t, w in weights.items()]
+        docs = np.concatenate([indices[lo:hi] for lo, hi, _ in spans])
+        values = np.concatenate([w * data[lo:hi] for lo, hi, w in spans])
+        return np.bincount(docs, weights=values, minlength=n).astype(np.float32)
+
+    @cached_property
+    def _doc_terms(self) -> Any:
+        """The contributions as a chunk-major matrix (for feedback terms)."""
+        from scipy.sparse import csc_matrix
+
+        m = self._bm25.scores
+        shape = (len(self._rowids), len(m["indptr"]) - 1)
+        return csc_matrix((m["data"], m["indices"], m["indptr"]), shape=shape).tocsr()
+
+    def _feedback(self, scores: np.ndarray, own: dict[int, float]) -> dict[int, float]:
+        """RM3-style expansion: the terms that weigh most in the best chunks, each chunk's
+        share in proportion to its score, normalised so the best term weighs 1."""
+        o = self.options
+        top = np.argsort(-scores)[: o.prf_docs]
+        top = top[scores[top] > 0]
+        if top.size == 0:
+            return {}
+        rows = self._doc_terms[top]
+        share = scores[top] / scores[top].sum()
+        weights = np.asarray(rows.multiply(share[:, None]).sum(axis=0)).ravel()
+        for term in own:
+            weights[term] = 0
+        best = np.argsort(-weights)[: o.prf_terms]
+        best = best[weights[best] > 0]
+        if best.size == 0:
+            return {}
+        peak = float(weights[best[0]])
+        return {int(t): float(weights[t]) / peak for t in best}
+
+    def _query_weights(self, index: Any, query: str) -> dict[int, float]:
+        """Term id → weight in ``index``: the query's own terms, then its lay-term expansions."""
+        weights: dict[int, float] = {}
+        for term in index.get_tokens_ids(self.query_terms(query)):
+            weights[term] = weights.get(term, 0.0) + 1.0
+        if self.options.lay_weight > 0:
+            extra = [t for phrase in self.expansions(query) for t in self._terms(phrase)]
+            for term in index.get_tokens_ids(extra):
+                weights[term] = weights.get(term, 0.0) + self.options.lay_weight
+        return weights
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed chunk (in ``self._rowids`` order) for ``query``."""
         bm25 = self._bm25
         if bm25 is None:
             return np.zeros(0, dtype=np.float32)
-        own = bm25.get_tokens_ids(self._terms(query))
-        scores = bm25.get_scores_from_ids(own) if own else np.zeros(len(self._rowids), dtype=np.float32)
-        extra = [t for phrase in self.expansions(query) for t in self._terms(phrase)]
-        extra_ids = bm25.get_tokens_ids(extra)
-        if extra_ids and self.options.lay_weight > 0:
-            scores = scores + self.options.lay_weight * bm25.get_scores_from_ids(extra_ids)
-        return np.asarray(scores)
+        weights = self._query_weights(bm25, query)
+        scores = self._weighted_scores(weights)
+        if self.options.prf_docs and self.options.prf_weight > 0:
+            feedback = self._feedback(scores, weights)
+            if feedback:
+                scores = scores + self._weighted_scores(
+                    {t: self.options.prf_weight * w for t, w in feedback.items()}
+                )
+        if self._titles is not None:
+            titles = self._weighted_scores(self._query_weights(self._titles, query), self._titles)
+            top, top_titles = float(scores.max(initial=0.0)), float(titles.max(initial=0.0))
+            if top > 0 and top_titles > 0:
+                scores = scores + (self.options.title_field * top / top_titles) * titles
+        return scores
 
     def ranked(self, query: str, n: int) -> list[Hit]:
         """Up to ``n`` chunk hits with a positive score, best first, before collapsing."""
@@ -170,6 +289,8 @@ class BM25Retriever(StoreRetriever):
 
     def search(self, query: str, k: int) -> list[Hit]:
         hits = self.ranked(query, max(k, self.options.candidates))
+        if self.options.article_score == "sum" and self.options.collapse_articles:
+            hits = sum_articles(hits)
         return collapse_articles(hits, k) if self.options.collapse_articles else hits[:k]
 
 
