@@ -52,6 +52,9 @@ IDEAS: list[tuple[str, str, dict[str, Any]]] = [
     ("bm25: article title weight 4", "bm25", {f"{_B}.title_weight": 4}),
     ("bm25: no accented terms", "bm25", {f"{_B}.accents": False}),
     ("bm25: + document title terms", "bm25", {f"{_B}.doc_title": True}),
+    ("bm25: no heading field (title_field 0, not 0.3)", "bm25", {f"{_B}.title_field": 0.0}),
+    ("bm25: heading field weight 0.5", "bm25", {f"{_B}.title_field": 0.5}),
+    ("bm25: heading field + chapter title", "bm25", {f"{_B}.title_field_chapter": True}),
     ("bm25: question words dropped from queries", "bm25", {f"{_B}.question_words": True}),
     ("bm25: + chapter (Chương) title terms ×1", "bm25", {f"{_B}.chapter_weight": 1}),
     ("bm25: + chapter (Chương) title terms ×2", "bm25", {f"{_B}.chapter_weight": 2}),
@@ -67,10 +70,15 @@ IDEAS: list[tuple[str, str, dict[str, Any]]] = [
     ("hybrid: dense weight 0.5", "hybrid", {f"{_H}.dense_weight": 0.5}),
     ("hybrid: dense weight 1.0", "hybrid", {f"{_H}.dense_weight": 1.0}),
     ("hybrid: dense weight 0 (BM25 alone)", "hybrid", {f"{_H}.dense_weight": 0.0}),
-    ("hybrid: rrf_k 1 (not 3)", "hybrid", {f"{_H}.rrf_k": 1.0}),
-    ("hybrid: rrf_k 10", "hybrid", {f"{_H}.rrf_k": 10.0}),
-    ("hybrid: rrf_k 60 (the usual)", "hybrid", {f"{_H}.rrf_k": 60.0}),
-    ("hybrid: rrf_k 60, dense weight 1.0", "hybrid", {f"{_H}.rrf_k": 60.0, f"{_H}.dense_weight": 1.0}),
+    ("hybrid: RRF k 3 (the previous default)", "hybrid", {f"{_H}.fusion": "rrf"}),
+    ("hybrid: RRF k 1", "hybrid", {f"{_H}.fusion": "rrf", f"{_H}.rrf_k": 1.0}),
+    ("hybrid: RRF k 10", "hybrid", {f"{_H}.fusion": "rrf", f"{_H}.rrf_k": 10.0}),
+    ("hybrid: RRF k 60 (the usual)", "hybrid", {f"{_H}.fusion": "rrf", f"{_H}.rrf_k": 60.0}),
+    (
+        "hybrid: RRF k 60, dense weight 1.0",
+        "hybrid",
+        {f"{_H}.fusion": "rrf", f"{_H}.rrf_k": 60.0, f"{_H}.dense_weight": 1.0},
+    ),
 ]
 
 

@@ -137,6 +137,21 @@ def test_each_retriever_on_dev_questions(sample_index: Path, session_registry: R
     assert retriever.health()["status"] in ("ok", "down")
 
 
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_hybrid_fusions(sample_index: Path, session_registry: Registry, fusion: str) -> None:
+    retriever = _retriever(sample_index, session_registry, "hybrid", {"retrievers.hybrid.fusion": fusion})
+    result = evaluate(retriever, load_questions(DEV_QUESTIONS), 10)
+    assert result["recall@5"] >= 0.95
+    hits = retriever.search("thời giờ làm việc bình thường", 5)
+    retriever.close()
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True) and len({(h.chunk.citation.article) for h in hits}) == 5
+    # Score fusion: each part adds at most its weight (scores scaled to [0, 1]); RRF: weight / (k + 1).
+    ceiling = 0.3 + 1.0 if fusion == "score" else 0.3 / 4 + 1.0 / 4
+    assert 0 < scores[0] <= ceiling + 1e-9
+    assert hits[0].chunk.citation.article == 105
+
+
 def test_reingest_updates_indexes_incrementally(
     sample_index: Path, session_registry: Registry, exported_minilm: Embedder, tmp_path: Path
 ) -> None:

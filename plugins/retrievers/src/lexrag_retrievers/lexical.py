@@ -1,10 +1,15 @@
 """Lexical retrieval: BM25 (bm25s) over Vietnamese-aware terms of the stored chunks.
 
 Terms are accent-folded syllables and syllable bigrams (see :mod:`.vntext`); the article title
-counts ``title_weight`` times; queries are expanded with the lay-to-legal term map
-(:mod:`.lay_terms`). bm25s has no incremental update, so the matrix is rebuilt from SQLite
-when the store's generation moved on (about a second for the six codes) and published
-atomically beside it.
+counts ``title_weight`` times in each chunk, and a second BM25 index over the headings alone
+(``title_field``) adds a field whose length normalisation rewards a short title that holds
+the query's words; queries are expanded with the lay-to-legal term map (:mod:`.lay_terms`).
+bm25s has no incremental update, so the matrices are rebuilt from SQLite when the store's
+generation moved on (about two seconds for the six codes) and published atomically beside it.
+
+Options measured and left off by default (``bench/quality_retrieval.py`` prints their effect):
+question words dropped from queries, chapter titles as a weak field, RM3-style feedback, an
+article scored by the sum of its chunks.
 """
 
 from __future__ import annotations
