@@ -72,9 +72,11 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     import openai
 
     model_dir = tmp_path / "frog-tiny"
-    exported = run_cli("model", "export", str(tiny_llama_dir), str(model_dir))
+    from lexrag_local.quantize import DEFAULT_CPU_QUANTIZE
+
+    exported = run_cli("model", "export", str(tiny_llama_dir), str(model_dir))  # CPU defaults
     assert exported.returncode == 0, exported.stderr
-    assert "parity vs PyTorch (fp32" in exported.stdout
+    assert f"parity vs PyTorch ({DEFAULT_CPU_QUANTIZE}" in exported.stdout
     config = tmp_path / "lexrag.toml"
     config.write_text(server_config(model_dir))
     port = _free_port()

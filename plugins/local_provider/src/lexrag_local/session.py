@@ -61,6 +61,11 @@ def open_session(path: Path, *, device: str, threads: int = 0) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if providers == [CPU]:
+        # Idle intra-op threads would spin between the graph's ops and between decode steps,
+        # taking the cores from the Python loop and from other processes: on 2 cores, decode
+        # ran 1.6× faster without spinning (bench/bench_local.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad or odd files
