@@ -8,7 +8,7 @@ reported last, for the main table only). The reference point is the issue's base
 rebuilt here: BM25 (bm25s) over whole articles, lower-cased, accent-folded tokens plus
 syllable bigrams.
 
-    .venv/bin/python bench/quality_retrieval.py            # everything (~5 min on 2 cores)
+    .venv/bin/python bench/quality_retrieval.py            # everything (~6 min on 2 cores)
     .venv/bin/python bench/quality_retrieval.py --quick    # the main table only
     .venv/bin/python bench/quality_retrieval.py --index DIR   # reuse an index of the six codes
 """
