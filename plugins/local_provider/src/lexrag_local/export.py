@@ -150,7 +150,9 @@ class _Progress:
 
 def _check_memory(options: ExportOptions, load: dict[str, Any]) -> None:
     params = parameter_count(options.source, **load)
-    need, step = needed_bytes(params, dtype=options.dtype, device=options.device, quantize=options.quantize)
+    need, step = needed_bytes(
+        params, dtype=options.dtype, device=options.device, quantize=options.quantize, builder=options.builder
+    )
     have = available_bytes()
     if have is not None and need > have:
         raise ModelExportError(

@@ -10,6 +10,9 @@ GB = 1024**3
 #: Peak RSS as a multiple of the fp32 weight bytes, measured on Llama-3.2-1B's shape on CPU:
 #: optimum export 12.3 GB for 4.9 GB of weights (2.5×); int8 quantize_dynamic 18.7 GB (3.8×).
 PEAK_FACTOR = {"export": 2.5, "int8": 3.8, "int4": 2.5, "parity": 2.0}
+#: The same for onnxruntime-genai's builder (0.12.2): 6.7 GB building fp32, 13.6 GB building
+#: int4 (it quantizes in the same process) on Llama-3.2-1B's shape.
+GENAI_PEAK_FACTOR = {"fp32": 1.4, "fp16": 1.4, "int4": 2.8}
 
 
 def parameter_count(source: str, **load: object) -> int:
@@ -23,16 +26,27 @@ def parameter_count(source: str, **load: object) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def needed_bytes(params: int, *, dtype: str, device: str, quantize: str) -> tuple[int, str]:
+def needed_bytes(
+    params: int, *, dtype: str, device: str, quantize: str, builder: str = "optimum"
+) -> tuple[int, str]:
     """(peak host RAM of the export, the step that needs it): the largest of its steps."""
     fp32 = params * 4
-    # Exporting on a GPU keeps most of the PyTorch weights in GPU memory, not host RAM.
-    export = (
-        params * (2 if dtype == "fp16" else 4) * PEAK_FACTOR["export"] * (0.6 if device == "cuda" else 1.0)
-    )
-    steps = {"optimum export": export, "parity check": fp32 * PEAK_FACTOR["parity"]}
-    if quantize != "none":
-        steps[f"{quantize} quantization"] = fp32 * PEAK_FACTOR[quantize]
+    steps = {"parity check": fp32 * PEAK_FACTOR["parity"]}
+    if builder == "genai":
+        built = "int4" if quantize == "int4" else dtype
+        steps["onnxruntime-genai builder"] = fp32 * GENAI_PEAK_FACTOR[built]
+        if quantize == "int8":
+            steps["int8 quantization"] = fp32 * PEAK_FACTOR["int8"]
+    else:
+        # Exporting on a GPU keeps most of the PyTorch weights in GPU memory, not host RAM.
+        steps["optimum export"] = (
+            params
+            * (2 if dtype == "fp16" else 4)
+            * PEAK_FACTOR["export"]
+            * (0.6 if device == "cuda" else 1.0)
+        )
+        if quantize != "none":
+            steps[f"{quantize} quantization"] = fp32 * PEAK_FACTOR[quantize]
     step = max(steps, key=lambda k: steps[k])
     return int(steps[step]), step
 
@@ -56,4 +70,4 @@ def available_bytes() -> int | None:
     return min(found) if found else None
 
 
-__all__ = ["GB", "PEAK_FACTOR", "available_bytes", "needed_bytes", "parameter_count"]
+__all__ = ["GB", "GENAI_PEAK_FACTOR", "PEAK_FACTOR", "available_bytes", "needed_bytes", "parameter_count"]
