@@ -63,12 +63,12 @@ def build(
 ) -> Path:
     """Run the builder on ``source`` (a local checkpoint or a hub id) into ``work``; the
     graph it writes (``work/model.onnx`` and its data file)."""
-    src = ["-i", source] if Path(source).is_dir() else ["-m", source]
-    options = [*INT4_OPTIONS] if precision == "int4" else []
     if not Path(source).is_dir() and revision != "main":
         raise ModelExportError(
             "--builder genai loads hub models at their main revision only; drop --revision"
         )
+    src = ["-i", source] if Path(source).is_dir() else ["-m", source]
+    options = [*INT4_OPTIONS] if precision == "int4" else []
     command = [
         python,
         "-m",
@@ -88,6 +88,8 @@ def build(
     model = work / "model.onnx"
     if result.returncode != 0 or not model.is_file():
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+        if result.returncode < 0:
+            tail += f"\n(the builder was killed by signal {-result.returncode}: out of memory?)"
         raise ModelExportError(
             f"the onnxruntime-genai builder could not export {source} ({precision}, {device}):\n{tail}\n"
             "check that it is a Llama-family causal LM, or export with --builder optimum"
