@@ -21,8 +21,7 @@ of decode (bytes of weights read per token / copy bandwidth).
     .venv/bin/python bench/bench_local.py --quick   # a small shape, about a minute
 
 Set up the genai interpreter once (it installs the CPU onnxruntime, so never into .venv):
-    python3 -m venv .bench-venv && .bench-venv/bin/pip install onnxruntime-genai==0.12.2
-    echo "$PWD/.venv/lib/python3.11/site-packages" > .bench-venv/lib/python3.11/site-packages/zz_venv.pth
+    bash scripts/setup-genai.sh        # .bench-venv with onnxruntime-genai 0.12.2
 
 Work files go to artifacts/bench-local/ (ignored by git) and are reused by later runs.
 """
