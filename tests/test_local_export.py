@@ -107,3 +107,15 @@ def test_memory_estimate_for_the_genai_builder():
     assert step == "onnxruntime-genai builder" and 12e9 < need < 16e9
     need, step = needed_bytes(1_235_814_400, dtype="fp32", device="cpu", quantize="int8", builder="genai")
     assert step == "int8 quantization"
+
+
+def test_a_source_without_a_model_is_one_line(cli, tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    result = cli("model", "export", str(empty), str(tmp_path / "out"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot read a model from '{empty}'"), (
+        result.stderr
+    )
+    assert not (tmp_path / "out" / "model.onnx").exists()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -100,3 +101,30 @@ def test_install_lists_and_uninstalls_a_third_party_plugin(scratch_env):
     assert removed.returncode == 0, removed.stderr
     after = run_cli("plugins", python=scratch_env, env=env)
     assert "echo" not in {e["name"] for e in json.loads(after.stdout)}
+
+
+def test_an_unexpected_failure_in_a_command_is_one_line():
+    """The CLI's safety net: a bug in a plugin's command is reported in one line, and -vv
+    shows the traceback."""
+    import click
+    from click.testing import CliRunner
+
+    from lexrag.cli import cli
+
+    @click.command("explode")
+    def explode() -> None:
+        raise RuntimeError("disk\nfull")
+
+    logger = logging.getLogger("lexrag")
+    saved = (logger.level, list(logger.handlers))
+    cli.add_command(explode)
+    try:
+        result = CliRunner().invoke(cli, ["explode"])
+        assert result.exit_code == 1
+        assert result.output == "Error: unexpected RuntimeError: disk full (run with -vv for the traceback)\n"
+        verbose = CliRunner().invoke(cli, ["-vv", "explode"])
+        assert isinstance(verbose.exception, RuntimeError)
+    finally:
+        cli.commands.pop("explode")
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]

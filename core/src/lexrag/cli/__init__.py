@@ -22,6 +22,19 @@ class _Group(click.Group):
         except LexragError as exc:
             click.echo(cli_message(exc), err=True)
             ctx.exit(cli_exit_code(exc))
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            # A failure nobody turned into a LexragError: still one line, unless -vv asks
+            # for the traceback to report it.
+            if logging.getLogger("lexrag").isEnabledFor(logging.DEBUG):
+                raise
+            detail = " ".join(str(exc).split()) or "no details"
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {detail} (run with -vv for the traceback)",
+                err=True,
+            )
+            ctx.exit(1)
 
 
 @click.group(cls=_Group)

@@ -148,6 +148,20 @@ class _Progress:
         self.console.print(f"[green]✓[/] {title} ({time.perf_counter() - start:.1f} s)")
 
 
+def _require_source(options: ExportOptions, load: dict[str, Any]) -> None:
+    """Fail early, in one line, when the source has no readable model config."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(options.source, **load)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelExportError(
+            f"cannot read a model from {options.source!r} ({reason}); give a local directory with "
+            "config.json and the weights (save_pretrained), or a hub id this machine can reach"
+        ) from None
+
+
 def _check_memory(options: ExportOptions, load: dict[str, Any]) -> None:
     params = parameter_count(options.source, **load)
     need, step = needed_bytes(
@@ -184,6 +198,7 @@ def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
     """Export ``options.source`` into ``options.out_dir`` (or reuse what is there)."""
     validate(options)
     load: dict[str, Any] = {} if Path(options.source).is_dir() else {"revision": options.revision}
+    _require_source(options, load)
     key = _key(options, _fingerprint(options.source, options.revision))
     manifest = _reusable(options, key)
     if manifest is not None:
