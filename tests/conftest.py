@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -70,3 +76,29 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(
+    proc: subprocess.Popen[Any], base: str, *, timeout: float, output: Callable[[], str]
+) -> dict[str, Any]:
+    """Wait until ``lexrag serve`` in ``proc`` answers ``GET base/health`` with a 2xx (what
+    ``curl -f`` and compose's healthcheck wait for) and return that body. Fails with the
+    server's ``output()`` if it exits or does not come up within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"lexrag serve exited ({proc.returncode}):\n{output()}")
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    pytest.fail(f"lexrag serve did not become healthy within {timeout:g} s:\n{output()}")

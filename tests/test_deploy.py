@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ import pytest
 import yaml
 
 from lexrag.config import load_config
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -467,15 +466,9 @@ def test_entrypoint_copies_output_to_the_log_dir(tmp_path: Path) -> None:
 # --- the stack without Docker: both images' configs, wired as compose wires them ---------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(config: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``lexrag serve`` as the images' CMD runs it, on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lexrag", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env={**_clean_env(), **env, "LEXRAG_CONFIG": str(config), "PYTHONUNBUFFERED": "1"},
@@ -488,16 +481,7 @@ def _serve(config: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Pop
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> dict[str, Any]:
     """What ``curl -f URL/health`` waits for: a 2xx answer."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"lexrag serve exited: {log.read_text(errors='replace')[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.5)
-    raise AssertionError(f"{url}/health never answered 2xx: {log.read_text(errors='replace')[-3000:]}")
+    return wait_healthy(proc, url, timeout=180, output=lambda: log.read_text(errors="replace")[-3000:])
 
 
 def _image_config(name: str, tmp: Path, paths: dict[str, str]) -> Path:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -21,7 +19,7 @@ pytest.importorskip("onnxruntime")
 from lexrag_local.provider import LocalProvider
 from lexrag_local.settings import LocalSettings
 
-from .conftest import run_cli
+from .conftest import free_port, run_cli, wait_healthy
 
 QUESTION = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày?"
 
@@ -61,12 +59,6 @@ def test_http_mode_against_lexrag_serve_equals_in_process(running_server, tiny_o
     assert health["upstream"]["providers"]["local"]["execution_providers"] == ["CPUExecutionProvider"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     import openai
@@ -79,7 +71,7 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     assert f"parity vs PyTorch ({DEFAULT_CPU_QUANTIZE}" in exported.stdout
     config = tmp_path / "lexrag.toml"
     config.write_text(server_config(model_dir))
-    port = _free_port()
+    port = free_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("LEXRAG_", "LLM_", "LOCAL_LLM", "OPENAI_"))
     }
@@ -92,7 +84,7 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(server, base)
+        wait_healthy(server, base, timeout=90, output=lambda: _output(server))
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
         messages = [{"role": "user", "content": QUESTION}]
         whole = client.chat.completions.create(model="local", messages=messages, temperature=0, max_tokens=48)
@@ -118,15 +110,5 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     assert health["providers"]["local"]["execution_providers"] == ["CPUExecutionProvider"]
 
 
-def _wait_healthy(server: subprocess.Popen, base: str) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"lexrag serve exited: {server.communicate()[0]}")
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail("lexrag serve did not become healthy in 90 s")
+def _output(server: subprocess.Popen[str]) -> str:
+    return server.communicate()[0] if server.poll() is not None else "(still running)"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .conftest import free_port, wait_healthy
 from .fakes import FakeUpstream, Reply
 from .fixtures_resilience import QUESTION
 
@@ -38,17 +38,11 @@ def _config(upstream: FakeUpstream, model: str, grace: float = 10) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Serve:
     """``lexrag serve`` in a subprocess, its output collected."""
 
     def __init__(self, config: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_"))}
         self.proc = subprocess.Popen(
@@ -60,16 +54,7 @@ class Serve:
         self.output = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.output.decode()
-            assert time.monotonic() < deadline, "lexrag serve did not come up within 60 s"
-            time.sleep(0.1)
+        wait_healthy(self.proc, self.base, timeout=60, output=lambda: self.output.decode(errors="replace"))
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

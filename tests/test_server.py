@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from .conftest import free_port, wait_healthy
 from .fakes import Drop, Fail, FakeUpstream, Hang, Reply
 
 QUESTION = "Thời giờ làm việc bình thường một ngày là bao nhiêu giờ?"
@@ -340,12 +339,6 @@ def test_embeddings_in_openai_shape(server):
 # --- the command ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_lexrag_serve_command(fake_upstream, tmp_path: Path):
     fake_upstream.default = Reply(ANSWER)
     path = tmp_path / "lexrag.toml"
@@ -354,7 +347,7 @@ def test_lexrag_serve_command(fake_upstream, tmp_path: Path):
         + OPENAI_TABLE.format(url=fake_upstream.base_url, timeout=5),
         encoding="utf-8",
     )
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_"))}
     proc = subprocess.Popen(
         [
@@ -375,18 +368,15 @@ def test_lexrag_serve_command(fake_upstream, tmp_path: Path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "lexrag serve did not come up within 60 s"
-            time.sleep(0.2)
+        wait_healthy(proc, base, timeout=60, output=lambda: _output(proc))
         completion = sdk(base).chat.completions.create(model="openai", messages=ask())
         assert completion.choices[0].message.content == ANSWER
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _output(proc: subprocess.Popen[bytes]) -> str:
+    if proc.poll() is None or proc.stdout is None:
+        return "(still running)"
+    return proc.stdout.read().decode(errors="replace")
