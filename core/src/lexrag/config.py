@@ -153,22 +153,20 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
             base[key] = value
 
 
-def find_config_file(explicit: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, str]:
-    """The file to read and what chose it: ``--config``, ``LEXRAG_CONFIG``, ``./lexrag.toml``."""
+def find_config_file(explicit: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    """The file to read, in this order: ``--config``, ``LEXRAG_CONFIG``, ``./lexrag.toml``; None: defaults."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"--config {path}: no such file")
-        return path, "--config"
+        return path
     if env.get("LEXRAG_CONFIG"):
         path = Path(env["LEXRAG_CONFIG"])
         if not path.is_file():
             raise ConfigError(f"LEXRAG_CONFIG={path}: no such file")
-        return path, "LEXRAG_CONFIG"
+        return path
     path = Path(CONFIG_FILE_NAME)
-    if path.is_file():
-        return path, "./lexrag.toml"
-    return None, "defaults"
+    return path if path.is_file() else None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -209,7 +207,6 @@ class Config:
     settings: Settings
     origins: dict[str, str]
     path: Path | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
     _plugin_settings: dict[tuple[str, str], BaseModel] = field(default_factory=dict)
 
     def origin(self, dotted: str) -> str:
@@ -381,7 +378,7 @@ def load_config(
     from CLI flags), validate the core tables. Call :meth:`Config.check` with a
     registry to validate the plugin tables too."""
     env = os.environ if env is None else env
-    file_path, _ = find_config_file(path, env)
+    file_path = find_config_file(path, env)
     raw: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if file_path is not None:
@@ -396,12 +393,12 @@ def load_config(
             continue
         _set(raw, dotted, value)
         origins[dotted] = "cli"
-    partial = Config(settings=Settings(), origins=origins, path=file_path, raw=raw)
+    partial = Config(settings=Settings(), origins=origins, path=file_path)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise _core_error(partial, exc, raw) from None
-    return Config(settings=settings, origins=origins, path=file_path, raw=raw)
+    return Config(settings=settings, origins=origins, path=file_path)
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
