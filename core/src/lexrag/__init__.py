@@ -1,13 +1,48 @@
-"""lexrag: retrieval-augmented chat over Vietnamese legal documents."""
+"""lexrag: retrieval-augmented chat over Vietnamese legal documents.
+
+This module is the plugin API: everything a provider, embedder or retriever plugin may
+import is exported here, and nothing else of the core is promised to stay put. The guide
+is ``docs/plugins.md``; the hooks are in :mod:`lexrag.hookspecs`.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .errors import ConfigError, LexragError, PluginError, ProviderError, RetrievalError
+from .errors import (
+    ConfigError,
+    CoolingDown,
+    DocumentStructureError,
+    InvalidRequestError,
+    LexragError,
+    ModelExportError,
+    NotFoundError,
+    PluginError,
+    ProviderError,
+    ProviderTimeoutError,
+    RetrievalError,
+)
 from .hookspecs import hookimpl
-from .providers import GenerationParams, NoSettings, Provider, ProviderRequest
-from .retrieval import Chunk, Citation, Embedder, Hit, RetrievalContext, Retriever
+from .onnxrt import cuda_usable, execution_providers
+from .prompt import estimate_tokens, estimate_usage
+from .providers import GenerationParams, Provider, ProviderRequest
+from .retrieval import Chunk, Citation, Embedder, FloatArray, Hit, RetrievalContext, Retriever
+from .retry import parse_retry_after
+from .store import DocumentRecord, Store
+from .types import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    Choice,
+    ChunkFactory,
+    FinishReason,
+    NoSettings,
+    Source,
+    Usage,
+    new_id,
+)
+from .vntext import PHRASE_BREAK, STOPWORDS, fold, fold_text, syllables, terms, without_question_words
 
 try:
     __version__ = version("lexrag")
@@ -15,21 +50,52 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
 __all__ = [
+    "PHRASE_BREAK",
+    "STOPWORDS",
+    "AssistantMessage",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatMessage",
+    "Choice",
     "Chunk",
+    "ChunkFactory",
     "Citation",
     "ConfigError",
+    "CoolingDown",
+    "DocumentRecord",
+    "DocumentStructureError",
     "Embedder",
+    "FinishReason",
+    "FloatArray",
     "GenerationParams",
     "Hit",
+    "InvalidRequestError",
     "LexragError",
+    "ModelExportError",
     "NoSettings",
+    "NotFoundError",
     "PluginError",
     "Provider",
     "ProviderError",
     "ProviderRequest",
+    "ProviderTimeoutError",
     "RetrievalContext",
     "RetrievalError",
     "Retriever",
+    "Source",
+    "Store",
+    "Usage",
     "__version__",
+    "cuda_usable",
+    "estimate_tokens",
+    "estimate_usage",
+    "execution_providers",
+    "fold",
+    "fold_text",
     "hookimpl",
+    "new_id",
+    "parse_retry_after",
+    "syllables",
+    "terms",
+    "without_question_words",
 ]

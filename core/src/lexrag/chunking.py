@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from .errors import InvalidRequestError
+from .errors import DocumentStructureError
 from .retrieval import Chunk, Citation
 
 DEFAULT_MAX_CHARS = 1500
@@ -35,10 +35,6 @@ _TITLE_LINE = re.compile(
     r"^(bộ\s+luật|luật|hiến\s+pháp|pháp\s+lệnh|nghị\s+(định|quyết)|thông\s+tư|quyết\s+định)\b", re.I
 )
 _ENACTS = re.compile(r"ban hành\s+(?P<title>(?:Bộ luật|Luật|Pháp lệnh)\s[^.;,\n]+)")
-
-
-class DocumentStructureError(InvalidRequestError):
-    """A document has no recognisable legal structure (no Điều headings)."""
 
 
 @dataclass

@@ -9,17 +9,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
-from .prompt import DEFAULT_CONTEXT_HEADER, DEFAULT_PASSAGE_TEMPLATE, DEFAULT_SYSTEM_PROMPT
-
-if TYPE_CHECKING:
-    from .plugins import Kind, Registry
+from .prompt import PromptSettings
 
 CONFIG_FILE_NAME = "lexrag.toml"
 
@@ -46,6 +43,11 @@ class LLMSettings(_Table):
     """Backoff window of the first retry; it doubles per retry (full jitter: a random wait in it)."""
     retry_backoff_max_s: float = Field(default=8.0, gt=0)
     """Largest backoff window; a longer ``Retry-After`` from the provider is still honoured."""
+
+    @property
+    def chain(self) -> list[str]:
+        """The provider chain: ``provider``, then ``fallback``, each name once."""
+        return list(dict.fromkeys([self.provider, *self.fallback]))
 
 
 class RetrievalSettings(_Table):
@@ -76,12 +78,6 @@ class ServerSettings(_Table):
     """On SIGTERM, seconds in-flight requests get to finish; streams still open then end cleanly."""
 
 
-class PromptSettings(_Table):
-    system: str = DEFAULT_SYSTEM_PROMPT
-    context_header: str = DEFAULT_CONTEXT_HEADER
-    passage: str = DEFAULT_PASSAGE_TEMPLATE
-
-
 class LoggingSettings(_Table):
     level: str = "INFO"
     log_bodies: bool = False
@@ -100,14 +96,9 @@ class Settings(_Table):
     retrievers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+#: The tables that hold plugins' settings, ``[providers.<name>]`` and so on; each plugin's
+#: table is validated against its own settings model by :mod:`lexrag.registry`.
 PLUGIN_TABLES = ("providers", "embedders", "retrievers")
-_SELECTORS = {
-    "llm.provider": "providers",
-    "retrieval.retriever": "retrievers",
-    "retrieval.embedder": "embedders",
-}
-#: The setting that names the plugin of each table in use.
-_DEFAULT_OF = {table: dotted for dotted, table in _SELECTORS.items()}
 
 #: The seed's variables and lexrag's own, each to the key it sets.
 ENV_OVERRIDES: dict[str, str] = {
@@ -201,13 +192,12 @@ def _show(value: Any) -> str:
 
 @dataclass
 class Config:
-    """The validated settings, where each value came from, and the plugin tables
-    validated against the registered classes (see :meth:`check`)."""
+    """The validated core settings and where each value came from. The plugin tables are
+    validated against the registered classes by :func:`lexrag.registry.check_config`."""
 
     settings: Settings
     origins: dict[str, str]
     path: Path | None = None
-    _plugin_settings: dict[tuple[str, str], BaseModel] = field(default_factory=dict)
 
     def origin(self, dotted: str) -> str:
         return self.origins.get(dotted, "default")
@@ -225,80 +215,17 @@ class Config:
     def error(self, dotted: str, value: Any, message: str) -> ConfigError:
         return ConfigError(f"{self._describe(dotted, value)}: {message}")
 
-    def check(self, registry: Registry) -> Config:
-        """Validate the plugin tables and the names that select plugins."""
-        kinds: dict[str, Kind[Any]] = registry.kinds()
-        for table in PLUGIN_TABLES:
-            kind = kinds[table]
-            for name, values in getattr(self.settings, table).items():
-                if name not in kind:
-                    origins = [o for p, o in self.origins.items() if p.startswith(f"{table}.{name}.")]
-                    if origins and all(o.startswith("env:") for o in origins):
-                        continue  # e.g. OPENAI_API_KEY set while the plugin is not installed
-                    raise ConfigError(
-                        f"{self.path or CONFIG_FILE_NAME}: [{table}.{name}]: no {kind.kind} named "
-                        f"{name!r} is installed (installed: {', '.join(kind.names()) or 'none'})"
-                    )
-                self._validate_plugin(table, name, kind.get(name), values)
-        self.select(registry, "llm.provider")
-        for i, name in enumerate(self.settings.llm.fallback):
-            if name not in registry.providers:
-                raise self.error(
-                    "llm.fallback",
-                    self.settings.llm.fallback,
-                    f"entry {i} names no installed provider {name!r} "
-                    f"(installed: {', '.join(registry.providers.names())})",
-                )
-        return self
-
-    def select(self, registry: Registry, dotted: str) -> type[Any]:
-        """The class that the setting ``dotted`` (``llm.provider``, ``retrieval.retriever``,
-        ``retrieval.embedder``) names, or an error naming where the name was set."""
-        kind: Kind[Any] = registry.kinds()[_SELECTORS[dotted]]
-        value = self._lookup(dotted)
-        if value not in kind:
-            raise self.error(
-                dotted,
-                value,
-                f"no {kind.kind} named {value!r} is installed (installed: {', '.join(kind.names()) or 'none'})",
-            )
-        return kind.get(value)
-
-    def plugin(
-        self, registry: Registry, table: str, name: str | None = None
-    ) -> tuple[str, type[Any], BaseModel]:
-        """(name, class, validated settings) of the plugin ``name`` in ``table``; by default
-        the one the config selects (``[llm] provider``, ``[retrieval] retriever``/``embedder``)."""
-        if name is None:
-            dotted = _DEFAULT_OF[table]
-            cls = self.select(registry, dotted)
-            name = str(self._lookup(dotted))
-        else:
-            cls = registry.kinds()[table].get(name)
-        return name, cls, self.plugin_settings(table, name, cls)
-
-    def _lookup(self, dotted: str) -> Any:
+    def lookup(self, dotted: str) -> Any:
+        """The value of the setting ``dotted`` (``llm.provider``, ``providers.openai.model``)."""
         node: Any = self.settings
         for part in dotted.split("."):
             node = node[part] if isinstance(node, dict) else getattr(node, part)
         return node
 
-    def _validate_plugin(self, table: str, name: str, cls: type[Any], values: dict[str, Any]) -> BaseModel:
-        model: type[BaseModel] = cls.Settings
-        try:
-            validated = model.model_validate(values)
-        except ValidationError as exc:
-            raise self._translate(exc, model, prefix=f"{table}.{name}.") from None
-        self._plugin_settings[(table, name)] = validated
-        return validated
-
-    def plugin_settings(self, table: str, name: str, cls: type[Any]) -> BaseModel:
-        """The validated ``[table.name]`` settings for ``cls`` (its defaults if absent)."""
-        key = (table, name)
-        if key not in self._plugin_settings:
-            values = getattr(self.settings, table).get(name, {})
-            self._validate_plugin(table, name, cls, values)
-        return self._plugin_settings[key]
+    def table_error(self, exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+        """The first error of validating the table at ``prefix`` against ``model``, naming
+        where the bad value was set (file or environment variable) and the key."""
+        return self._translate(exc, model, prefix)
 
     def _translate(self, exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
         err = exc.errors()[0]
@@ -319,21 +246,18 @@ class Config:
 
     # --- presentation -----------------------------------------------------------
 
-    def effective(self, registry: Registry | None = None) -> list[tuple[str, Any, str]]:
-        """(dotted key, value with secrets masked, origin) for every setting."""
+    def effective(
+        self, plugin_tables: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+    ) -> list[tuple[str, Any, str]]:
+        """(dotted key, value with secrets masked, origin) for every setting. ``plugin_tables``
+        (table → plugin name → validated values, defaults included) replaces what the file
+        says of those tables; without it they are shown as written."""
         tree: dict[str, Any] = self.settings.model_dump(mode="python", exclude=set(PLUGIN_TABLES))
         for table in PLUGIN_TABLES:
-            names = set(getattr(self.settings, table))
-            if registry is not None:
-                names |= set(registry.kinds()[table].names())
-            for name in sorted(names):
-                if registry is not None and name in registry.kinds()[table]:
-                    cls = registry.kinds()[table].get(name)
-                    tree.setdefault(table, {})[name] = self.plugin_settings(table, name, cls).model_dump(
-                        mode="python"
-                    )
-                else:
-                    tree.setdefault(table, {})[name] = getattr(self.settings, table).get(name, {})
+            written: dict[str, Any] = getattr(self.settings, table)
+            shown = {**written, **(plugin_tables or {}).get(table, {})}
+            for name in sorted(shown):
+                tree.setdefault(table, {})[name] = shown[name]
         rows = []
         for dotted, value in _leaves(tree).items():
             rows.append((dotted, _mask(dotted, value), self.origin(dotted)))
@@ -375,8 +299,8 @@ def load_config(
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Read the file, apply the environment and ``overrides`` (dotted key → value,
-    from CLI flags), validate the core tables. Call :meth:`Config.check` with a
-    registry to validate the plugin tables too."""
+    from CLI flags), validate the core tables. :func:`lexrag.registry.check_config` validates the
+    plugin tables against the installed plugins."""
     env = os.environ if env is None else env
     file_path = find_config_file(path, env)
     raw: dict[str, Any] = {}
@@ -438,11 +362,11 @@ def _core_error(partial: Config, exc: ValidationError, raw: Mapping[str, Any]) -
 __all__ = [
     "CONFIG_FILE_NAME",
     "ENV_OVERRIDES",
+    "PLUGIN_TABLES",
     "Config",
     "IndexSettings",
     "LLMSettings",
     "LoggingSettings",
-    "PromptSettings",
     "RetrievalSettings",
     "ServerSettings",
     "Settings",

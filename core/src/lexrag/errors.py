@@ -1,4 +1,28 @@
-"""One error hierarchy, and the one place that maps it to HTTP and to the CLI."""
+"""One error hierarchy, and the one place that maps it to HTTP and to the CLI.
+
+Every error lexrag raises on purpose is a :class:`LexragError`; the server turns it into
+an HTTP status and an OpenAI error body (:func:`http_error`), the CLI into one line and an
+exit code (:func:`cli_message`, :func:`cli_exit_code`)::
+
+    LexragError                      500 server_error
+    ├── ConfigError                  500 config_error      (CLI exit 2)
+    ├── PluginError                  500 plugin_error      (CLI exit 2)
+    ├── InvalidRequestError          400 invalid_request_error
+    │   └── DocumentStructureError   400  a document without Điều headings
+    ├── AuthenticationError          401
+    ├── NotFoundError                404
+    ├── PayloadTooLargeError         413
+    ├── RateLimitError               429  + Retry-After
+    ├── ProviderError                503 if retryable, else 502 (or the upstream's 4xx)
+    │   ├── ProviderTimeoutError     504  retryable
+    │   └── CoolingDown              503  the provider's breaker is open; skipped
+    ├── RetrievalError               503  index missing, corrupt, other embedder
+    ├── ModelExportError             500  exporting or loading a model failed
+    └── StreamCutShort               503  the server shut down mid-stream
+
+A plugin raises :class:`ProviderError` with ``retryable`` set for its own failures: the
+router retries and falls back on retryable ones and fails the request at once otherwise.
+"""
 
 from __future__ import annotations
 
@@ -117,6 +141,33 @@ class ProviderTimeoutError(ProviderError):
         self.code = "timeout"
 
 
+class CoolingDown(ProviderError):
+    """The provider's breaker is open: it failed too often lately and is skipped."""
+
+    def __init__(self, provider: str, retry_in: float) -> None:
+        super().__init__(
+            f"provider {provider!r} is cooling down after repeated failures and is skipped for "
+            f"{retry_in:.0f} s more ([llm] breaker_cooldown_s); try again then",
+            retryable=True,
+            status=503,
+            retry_after=retry_in,
+            provider=provider,
+        )
+        self.code = "provider_cooling_down"
+
+
+class DocumentStructureError(InvalidRequestError):
+    """A document has no recognisable legal structure (no Điều headings)."""
+
+
+class StreamCutShort(LexragError):
+    """The server is shutting down and ends the streams still open."""
+
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
+
+
 class RetrievalError(LexragError):
     """The index is missing, corrupt, or was built with another embedder."""
 
@@ -166,3 +217,26 @@ def cli_exit_code(exc: LexragError) -> int:
         if cls in EXIT_CODES:
             return EXIT_CODES[cls]
     return 1
+
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "CoolingDown",
+    "DocumentStructureError",
+    "InvalidRequestError",
+    "LexragError",
+    "ModelExportError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PluginError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "RetrievalError",
+    "StreamCutShort",
+    "cli_exit_code",
+    "cli_message",
+    "error_body",
+    "http_error",
+]

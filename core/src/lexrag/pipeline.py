@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from . import calllog, prompt
 from .errors import InvalidRequestError, LexragError, ProviderError
 from .providers import GenerationParams, Provider, ProviderRequest
-from .retrieval import Retriever, build_retriever
+from .registry import Registry, build_retriever
+from .retrieval import Retriever
 from .router import Route, Router
 from .types import (
     ChatCompletion,
@@ -27,12 +28,10 @@ from .types import (
     GenerateRequest,
     GenerateResponse,
     Source,
-    Usage,
 )
 
 if TYPE_CHECKING:
     from .config import Config
-    from .plugins import Registry
 
 #: Completion tokens reserved in the budget when the request sets no ``max_tokens``.
 DEFAULT_COMPLETION_RESERVE = 512
@@ -56,11 +55,6 @@ def _counter(provider: Provider) -> prompt.TokenCounter:
         return prompt.estimate_tokens(text) if n is None else n
 
     return count
-
-
-def _estimate_usage(messages: list[ChatMessage], completion_chars: int) -> Usage:
-    prompt_tokens = sum(prompt.estimate_tokens(m.content or "") for m in messages)
-    return Usage.of(prompt_tokens, completion_chars // 2 + (1 if completion_chars else 0))
 
 
 class Pipeline:
@@ -173,7 +167,7 @@ class Pipeline:
             prepared.request, route=prepared.route, fallback=request.fallback
         )
         if completion.usage is None:
-            completion.usage = _estimate_usage(prepared.request.messages, len(completion.text))
+            completion.usage = prompt.estimate_usage(prepared.request.messages, completion.text)
         completion.sources = prepared.sources
         return completion
 
@@ -184,14 +178,14 @@ class Pipeline:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         pending: ChatCompletionChunk | None = None
         usage_chunk: ChatCompletionChunk | None = None
-        chars = 0
+        text: list[str] = []
         stream = self.router.stream(prepared.request, route=prepared.route, fallback=request.fallback)
         try:
             async for chunk in stream:
                 if not chunk.choices:
                     usage_chunk = chunk
                     continue
-                chars += sum(len(c.delta.content or "") for c in chunk.choices)
+                text.extend(c.delta.content or "" for c in chunk.choices)
                 if pending is not None:
                     yield pending
                 pending = chunk
@@ -215,7 +209,7 @@ class Pipeline:
             return
         yield pending
         if usage_chunk is None or usage_chunk.usage is None:
-            usage = _estimate_usage(prepared.request.messages, chars)
+            usage = prompt.estimate_usage(prepared.request.messages, "".join(text))
             usage_chunk = pending.model_copy(update={"choices": [], "usage": usage})
         usage_chunk.sources = prepared.sources
         yield usage_chunk
@@ -233,7 +227,7 @@ class Pipeline:
         )
         route = await self.router.resolve(None)
         completion = await self.router.complete(provider_request, route=route)
-        usage = completion.usage or _estimate_usage(provider_request.messages, len(completion.text))
+        usage = completion.usage or prompt.estimate_usage(provider_request.messages, completion.text)
         return GenerateResponse(
             generated_text=completion.text,
             model=completion.model,

@@ -1,107 +1,92 @@
-"""The plugin manager and the registries of what plugins offer."""
+"""The plugin manager: the in-tree default plugins, then every installed distribution's
+``lexrag`` entry points (or only those ``LEXRAG_LOAD_PLUGINS`` names).
+
+A plugin that fails to import does not take the command line down with it: it is kept in
+:attr:`PluginManager.broken` with the reason, reported once on stderr by the CLI and by
+``lexrag plugins``, so ``lexrag uninstall`` can still remove it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from dataclasses import dataclass, field
+import os
+import re
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .registry import Registry
 
 #: In-tree plugins, registered exactly as third-party ones are.
 DEFAULT_PLUGINS: tuple[str, ...] = ("lexrag.default_plugins.extractive",)
 
-T = TypeVar("T")
+#: Environment variable: a comma-separated list of distributions whose plugins are loaded
+#: (``lexrag-openai,lexrag-retrievers``); set and empty, no installed plugin is loaded.
+LOAD_PLUGINS_ENV = "LEXRAG_LOAD_PLUGINS"
+
+ENTRY_POINT_GROUP = "lexrag"
 
 
-def make_plugin_manager(*, load_entrypoints: bool = True) -> pluggy.PluginManager:
-    """A fresh manager with the default plugins and, unless told not to, every
-    installed distribution's ``lexrag`` entry points."""
-    pm = pluggy.PluginManager("lexrag")
-    pm.add_hookspecs(hookspecs)
+def _canonical(name: str) -> str:
+    """A distribution name as PEP 503 compares them: ``Lexrag_OpenAI`` == ``lexrag-openai``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus where each plugin came from and the plugins that failed."""
+
+    def __init__(self) -> None:
+        super().__init__("lexrag")
+        self.add_hookspecs(hookspecs)
+        #: entry point name → one line saying why it could not be loaded.
+        self.broken: dict[str, str] = {}
+        self._dists: list[tuple[object, importlib.metadata.Distribution]] = []
+
+    def load_entry_points(self, only: set[str] | None = None) -> None:
+        """Load the ``lexrag`` entry points of every installed distribution, or of those
+        in ``only`` (distribution names). A failing one goes to :attr:`broken`."""
+        for dist in importlib.metadata.distributions():
+            dist_name = dist.metadata["name"] or ""
+            if only is not None and _canonical(dist_name) not in only:
+                continue
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or self.has_plugin(ep.name) or ep.name in self.broken:
+                    continue
+                try:
+                    plugin = ep.load()
+                    self.register(plugin, name=ep.name)
+                except Exception as exc:  # a third party's import error must not stop lexrag
+                    detail = " ".join(str(exc).split()) or "no details"
+                    self.broken[ep.name] = (
+                        f"plugin {ep.name} ({dist_name} {dist.version}) failed to load: "
+                        f"{type(exc).__name__}: {detail}; fix it, or remove it with "
+                        f"`lexrag uninstall {dist_name}`"
+                    )
+                    continue
+                self._dists.append((plugin, dist))
+
+    def list_plugin_distinfo(self) -> list[tuple[object, Any]]:
+        """(plugin, distribution) of every plugin loaded from an entry point."""
+        return list(self._dists)
+
+
+def make_plugin_manager(
+    *, load_entrypoints: bool = True, env: Mapping[str, str] | None = None
+) -> PluginManager:
+    """A fresh manager with the default plugins and, unless told not to, the installed
+    plugins (all of them, or those ``LEXRAG_LOAD_PLUGINS`` lists)."""
+    pm = PluginManager()
     for module_name in DEFAULT_PLUGINS:
-        module = importlib.import_module(module_name)
-        pm.register(module, name=module_name)
+        pm.register(importlib.import_module(module_name), name=module_name)
     if load_entrypoints:
-        try:
-            pm.load_setuptools_entrypoints("lexrag")
-        except Exception as exc:  # an installed plugin that fails to import
-            raise PluginError(
-                f"a lexrag plugin failed to load: {exc}; "
-                "fix or `lexrag uninstall` it (see `pip list | grep lexrag`)"
-            ) from exc
+        wanted = (os.environ if env is None else env).get(LOAD_PLUGINS_ENV)
+        only = None if wanted is None else {_canonical(n.strip()) for n in wanted.split(",") if n.strip()}
+        pm.load_entry_points(only)
     return pm
-
-
-@dataclass
-class Kind(Generic[T]):
-    """The classes of one kind (providers, embedders, retrievers), by name."""
-
-    kind: str
-    classes: dict[str, type[T]] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)
-
-    def add(self, owner: str, name: str, cls: type[T]) -> None:
-        if name in self.classes:
-            raise PluginError(
-                f"two plugins register the {self.kind} {name!r}: {self.owners[name]} and {owner}; "
-                "uninstall one of them"
-            )
-        self.classes[name] = cls
-        self.owners[name] = owner
-
-    def get(self, name: str) -> type[T]:
-        try:
-            return self.classes[name]
-        except KeyError:
-            known = ", ".join(sorted(self.classes)) or "none"
-            raise PluginError(
-                f"no {self.kind} named {name!r} is installed (installed: {known}); "
-                f"install the plugin that provides it with `lexrag install`"
-            ) from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.classes
-
-    def names(self) -> list[str]:
-        return sorted(self.classes)
-
-
-class Registry:
-    """Everything the installed plugins registered, built once from a plugin manager."""
-
-    def __init__(self, pm: pluggy.PluginManager) -> None:
-        from .providers import Provider
-        from .retrieval import Embedder, Retriever
-
-        self.pm = pm
-        self.providers: Kind[Provider] = Kind("provider")
-        self.embedders: Kind[Embedder] = Kind("embedder")
-        self.retrievers: Kind[Retriever] = Kind("retriever")
-        for hook_name, kind in (
-            ("register_llm_providers", self.providers),
-            ("register_embedders", self.embedders),
-            ("register_retrievers", self.retrievers),
-        ):
-            self._collect(hook_name, kind)
-
-    def _collect(self, hook_name: str, kind: Kind[Any]) -> None:
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
-            owner = self.pm.get_name(impl.plugin) or repr(impl.plugin)
-
-            def register(name: str, cls: type[Any], _owner: str = owner) -> None:
-                kind.add(_owner, name, cls)
-
-            impl.function(register=register)
-
-    def kinds(self) -> dict[str, Kind[Any]]:
-        return {"providers": self.providers, "embedders": self.embedders, "retrievers": self.retrievers}
 
 
 def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str | None, str | None]:
@@ -118,8 +103,8 @@ def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str | No
 
 def describe_plugins(pm: pluggy.PluginManager, registry: Registry) -> list[dict[str, Any]]:
     """What ``lexrag plugins`` prints: one entry per plugin with the hooks it
-    implements and what it registers."""
-    out = []
+    implements and what it registers; a plugin that failed to load, with its error."""
+    out: list[dict[str, Any]] = []
     for plugin_name, plugin in sorted(pm.list_name_plugin(), key=lambda p: str(p[0])):
         if plugin is None:
             continue
@@ -139,7 +124,16 @@ def describe_plugins(pm: pluggy.PluginManager, registry: Registry) -> list[dict[
                 "registers": registers,
             }
         )
+    for name, error in sorted(getattr(pm, "broken", {}).items()):
+        out.append({"name": name, "error": error, "hooks": [], "registers": {}})
     return out
 
 
-__all__ = ["DEFAULT_PLUGINS", "Kind", "Registry", "describe_plugins", "make_plugin_manager"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "LOAD_PLUGINS_ENV",
+    "PluginManager",
+    "describe_plugins",
+    "make_plugin_manager",
+]

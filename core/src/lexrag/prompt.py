@@ -8,11 +8,10 @@ conversation as the client sent it. The answer cites passages as ``[n]``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .config import PromptSettings
-    from .types import ChatMessage, Source
+from pydantic import BaseModel, ConfigDict
+
+from .types import ChatMessage, Source, Usage
 
 DEFAULT_SYSTEM_PROMPT = (
     "Bạn là trợ lý pháp lý tiếng Việt. Hãy trả lời câu hỏi của người dùng chỉ dựa trên "
@@ -25,6 +24,18 @@ DEFAULT_PASSAGE_TEMPLATE = "[{index}] {citation}\n{text}"
 
 DEFAULT_CONTEXT_HEADER = "Các đoạn văn bản pháp luật liên quan:"
 
+
+class PromptSettings(BaseModel):
+    """The ``[prompt]`` table: the wording of the RAG prompt."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    system: str = DEFAULT_SYSTEM_PROMPT
+    context_header: str = DEFAULT_CONTEXT_HEADER
+    passage: str = DEFAULT_PASSAGE_TEMPLATE
+    """Format of one passage: ``{index}``, ``{citation}`` and ``{text}`` are filled in."""
+
+
 #: Tokens a chat template spends per message on role headers and separators
 #: (Llama 3 spends 4-5; counted generously so the budget errs on the safe side).
 MESSAGE_OVERHEAD_TOKENS = 8
@@ -36,6 +47,13 @@ def estimate_tokens(text: str) -> int:
     """A safe over-estimate for a tokenizer we cannot run: Llama-3's BPE spends about one
     token per 3-4 characters of Vietnamese, so half the character count errs high."""
     return len(text) // 2 + 1
+
+
+def estimate_usage(messages: Sequence[ChatMessage], completion: str) -> Usage:
+    """Usage counted with :func:`estimate_tokens`, for a provider that has no tokenizer or
+    an upstream that reported none."""
+    prompt_tokens = sum(estimate_tokens(m.content or "") for m in messages)
+    return Usage.of(prompt_tokens, estimate_tokens(completion) if completion else 0)
 
 
 def render_passage(settings: PromptSettings, source: Source) -> str:
@@ -84,8 +102,6 @@ def build_messages(
 ) -> list[ChatMessage]:
     """The messages sent to the provider: one system message (the client's own system
     turns folded into it, as Llama chat templates expect a single one) then the turns."""
-    from .types import ChatMessage
-
     client_system = "\n\n".join(
         m.content or "" for m in messages if m.role in ("system", "developer") and m.content
     )
@@ -99,8 +115,11 @@ __all__ = [
     "DEFAULT_PASSAGE_TEMPLATE",
     "DEFAULT_SYSTEM_PROMPT",
     "MESSAGE_OVERHEAD_TOKENS",
+    "PromptSettings",
+    "TokenCounter",
     "build_messages",
     "estimate_tokens",
+    "estimate_usage",
     "fit_passages",
     "system_message",
 ]

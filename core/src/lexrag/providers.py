@@ -5,21 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from .types import ChatCompletion, ChatCompletionChunk, ChatMessage, Source
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .plugins import Registry
-
-
-class NoSettings(BaseModel):
-    """Settings model of a plugin class that takes none."""
-
-    model_config = ConfigDict(extra="forbid")
+from .types import ChatCompletion, ChatCompletionChunk, ChatMessage, NoSettings, Source
 
 
 @dataclass
@@ -29,7 +19,6 @@ class GenerationParams:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
 
@@ -99,11 +88,4 @@ class Provider(ABC):
         return None
 
 
-def build_provider(config: Config, registry: Registry, name: str | None = None) -> Provider:
-    """The provider ``name`` (default: ``[llm] provider``) built with its validated settings."""
-    name, cls, settings = config.plugin(registry, "providers", name)
-    provider: Provider = cls(name, settings)
-    return provider
-
-
-__all__ = ["GenerationParams", "NoSettings", "Provider", "ProviderRequest", "build_provider"]
+__all__ = ["GenerationParams", "NoSettings", "Provider", "ProviderRequest"]

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
-from .providers import NoSettings
-from .types import Source
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .plugins import Registry
+from .types import NoSettings, Source
 
 
 @dataclass(frozen=True)
@@ -111,14 +106,16 @@ class Embedder(ABC):
         return sum(len(t.split()) for t in texts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetrievalContext:
-    """What a retriever is given besides its own settings."""
+    """What a retriever is given besides its own settings: where the index lives, and how
+    to build the configured embedder or another retriever (a hybrid builds its parts)."""
 
     index_dir: Path
-    registry: Registry
-    config: Config
-    extras: dict[str, Any] = field(default_factory=dict)
+    build_embedder: Callable[[], Embedder]
+    """The embedder ``[retrieval] embedder`` selects, with its validated settings."""
+    build_retriever: Callable[[str], Retriever]
+    """The retriever of that name, with its validated settings, over the same index."""
 
 
 class Retriever(ABC):
@@ -151,21 +148,6 @@ class Retriever(ABC):
         return None
 
 
-def build_embedder(config: Config, registry: Registry, name: str | None = None) -> Embedder:
-    """The embedder ``name`` (default: ``[retrieval] embedder``) with its validated settings."""
-    name, cls, settings = config.plugin(registry, "embedders", name)
-    embedder: Embedder = cls(name, settings)
-    return embedder
-
-
-def build_retriever(config: Config, registry: Registry, name: str | None = None) -> Retriever:
-    """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``."""
-    name, cls, settings = config.plugin(registry, "retrievers", name)
-    context = RetrievalContext(index_dir=config.settings.index.dir, registry=registry, config=config)
-    retriever: Retriever = cls(name, settings, context)
-    return retriever
-
-
 __all__ = [
     "Chunk",
     "Citation",
@@ -174,6 +156,4 @@ __all__ = [
     "Hit",
     "RetrievalContext",
     "Retriever",
-    "build_embedder",
-    "build_retriever",
 ]

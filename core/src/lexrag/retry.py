@@ -10,8 +10,9 @@ and reports to a process-global Prometheus registry; the server keeps one regist
 
 from __future__ import annotations
 
+import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -48,6 +49,30 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds an upstream asks us to wait: ``retry-after-ms`` (OpenAI's), else ``Retry-After``
+    as seconds or as an HTTP date; None when it says nothing usable. ``headers`` must look
+    names up case-insensitively (httpx's ``Headers`` do)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
 
 
 def transient(exc: BaseException) -> bool:
@@ -99,4 +124,4 @@ async def with_retries(
     return await retrying(attempt)
 
 
-__all__ = ["Deadline", "RetryPolicy", "transient", "with_retries"]
+__all__ = ["Deadline", "RetryPolicy", "parse_retry_after", "transient", "with_retries"]

@@ -23,33 +23,18 @@ from tenacity import RetryCallState
 from . import calllog
 from .breaker import Breaker, BreakerSettings, BreakerState
 from .calllog import Attempt, CallRecord
-from .errors import LexragError, NotFoundError, ProviderError, ProviderTimeoutError
-from .providers import Provider, ProviderRequest, build_provider
+from .errors import CoolingDown, LexragError, NotFoundError, ProviderError, ProviderTimeoutError
+from .providers import Provider, ProviderRequest
+from .registry import Registry, build_provider
 from .retry import Deadline, RetryPolicy, transient, with_retries
 from .types import ChatCompletion, ChatCompletionChunk, ModelCard
 
 if TYPE_CHECKING:
     from .config import Config
-    from .plugins import Registry
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class CoolingDown(ProviderError):
-    """The provider's breaker is open: it failed too often lately and is skipped."""
-
-    def __init__(self, provider: str, retry_in: float) -> None:
-        super().__init__(
-            f"provider {provider!r} is cooling down after repeated failures and is skipped for "
-            f"{retry_in:.0f} s more ([llm] breaker_cooldown_s); try again then",
-            retryable=True,
-            status=503,
-            retry_after=retry_in,
-            provider=provider,
-        )
-        self.code = "provider_cooling_down"
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -121,8 +106,7 @@ class Router:
     def configured(self) -> list[str]:
         """Providers this server offers: the chosen one, the fallback chain, and every
         installed provider with a ``[providers.<name>]`` table, in that order."""
-        llm = self.config.settings.llm
-        names = [llm.provider, *llm.fallback]
+        names = self.config.settings.llm.chain
         names += [n for n in self.config.settings.providers if n in self.registry.providers]
         return list(dict.fromkeys(names))
 
@@ -403,8 +387,7 @@ class Router:
 
     def chain_names(self) -> list[str]:
         """The configured chain: ``[llm] provider`` then ``[llm] fallback``."""
-        llm = self.config.settings.llm
-        return list(dict.fromkeys([llm.provider, *llm.fallback]))
+        return self.config.settings.llm.chain
 
     def breaker_states(self) -> dict[str, BreakerState]:
         return {name: self.breaker(name).state for name in self.configured()}

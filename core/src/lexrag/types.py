@@ -17,6 +17,12 @@ def now() -> int:
     return int(time.time())
 
 
+class NoSettings(BaseModel):
+    """Settings model of a plugin class that takes none: its config table must be empty."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 # --- requests -------------------------------------------------------------------------
 
 

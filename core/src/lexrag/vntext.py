@@ -1,4 +1,5 @@
-"""Vietnamese text for matching: NFC, lower case, accent folding (đ→d), syllable bigrams."""
+"""Vietnamese text for matching: NFC, lower case, accent folding (đ→d), syllable bigrams,
+and the words a question can do without."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from functools import lru_cache
 
 _WORD = re.compile(r"\w+")
 # Bigrams never cross a punctuation mark or a line break: those end a phrase.
-_PHRASE_BREAK = re.compile(r"[^\w\s]+|\n")
+PHRASE_BREAK = re.compile(r"[^\w\s]+|\n")
 _FOLD_TABLE = str.maketrans({"đ": "d", "Đ": "D"})
 
 
@@ -30,10 +31,137 @@ def terms(text: str, *, bigrams: bool = True) -> list[str]:
     Vietnamese compound words; bigrams never cross punctuation or a line break."""
     out = [fold(s) for s in syllables(text)]
     if bigrams:
-        for phrase in _PHRASE_BREAK.split(unicodedata.normalize("NFC", text).lower()):
+        for phrase in PHRASE_BREAK.split(unicodedata.normalize("NFC", text).lower()):
             words = [fold(w) for w in _WORD.findall(phrase)]
             out.extend(f"{a}_{b}" for a, b in itertools.pairwise(words))
     return out
 
 
-__all__ = ["fold", "syllables", "terms"]
+def fold_text(text: str) -> str:
+    """``Thời giờ`` → ``thoi gio``: folded syllables joined by spaces."""
+    return " ".join(fold(s) for s in syllables(text))
+
+
+# Folded function words that carry no meaning of their own in a question.
+STOPWORDS: frozenset[str] = frozenset(
+    [
+        "la",
+        "cua",
+        "va",
+        "cac",
+        "co",
+        "duoc",
+        "cho",
+        "voi",
+        "doi",
+        "trong",
+        "theo",
+        "thi",
+        "bao",
+        "nhieu",
+        "gi",
+        "nao",
+        "khong",
+        "mot",
+        "nhung",
+        "nguoi",
+        "khi",
+        "neu",
+        "tai",
+        "ve",
+        "de",
+        "do",
+        "nay",
+        "se",
+        "da",
+        "bi",
+        "hay",
+        "hoac",
+        "phai",
+        "can",
+        "toi",
+    ]
+)
+
+# Words that say what kind of answer is wanted, not what the question is about ("bao nhiêu",
+# "có được … không", "là gì", "như thế nào"). In the codes they are common words of little
+# weight, yet BM25 still rewards the articles that happen to repeat them. Matched with their
+# accents; in a query typed without accents only the phrases of two or more syllables and the
+# words whose folded form is no other word, since "toi" may be "tối" and "thi" "thi hành".
+QUESTION_WORDS: tuple[str, ...] = (
+    "như thế nào",
+    "thế nào",
+    "ra sao",
+    "bao nhiêu",
+    "bao lâu",
+    "bao giờ",
+    "khi nào",
+    "là gì",
+    "tại sao",
+    "vì sao",
+    "hay không",
+    "được không",
+    "có phải",
+    "phải không",
+    "những gì",
+    "cái gì",
+    "ở đâu",
+    "mấy",
+    "gì",
+    "nào",
+    "thì",
+    "ạ",
+    "nhé",
+    "vậy",
+    "tôi",
+    "mình",
+    "có",
+    "được",
+    "bị",
+)
+_UNACCENTED_OK = frozenset({"gi", "duoc"})
+_QUESTION_SEQS = sorted((tuple(w.split()) for w in QUESTION_WORDS), key=len, reverse=True)
+_FOLDED_SEQS = sorted(
+    {tuple(fold(w) for w in seq) for seq in _QUESTION_SEQS if len(seq) > 1 or fold(seq[0]) in _UNACCENTED_OK},
+    key=len,
+    reverse=True,
+)
+
+
+def without_question_words(text: str) -> str:
+    """``text`` (lower-cased) without the words that only make it a question. A removed word
+    leaves a comma, so bigrams never join the words on either side of it; a phrase's final
+    "không" asks yes or no ("có được … không?") and goes too, elsewhere it negates and stays."""
+    out = []
+    for phrase in PHRASE_BREAK.split(text):
+        words = syllables(phrase)
+        if words and fold(words[-1]) == "khong":
+            words = words[:-1]
+        # Without a single accent the query was typed unaccented: match folded forms.
+        plain = all(w == fold(w) for w in words)
+        forms = [fold(w) for w in words] if plain else words
+        kept: list[str] = []
+        i = 0
+        while i < len(words):
+            for seq in _FOLDED_SEQS if plain else _QUESTION_SEQS:
+                if tuple(forms[i : i + len(seq)]) == seq:
+                    kept.append(",")
+                    i += len(seq)
+                    break
+            else:
+                kept.append(words[i])
+                i += 1
+        out.append(" ".join(kept))
+    return " , ".join(out)
+
+
+__all__ = [
+    "PHRASE_BREAK",
+    "QUESTION_WORDS",
+    "STOPWORDS",
+    "fold",
+    "fold_text",
+    "syllables",
+    "terms",
+    "without_question_words",
+]

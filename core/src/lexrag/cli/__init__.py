@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from ..errors import LexragError, cli_exit_code, cli_message
+from ..plugins import PluginManager, make_plugin_manager
 from ._app import App, pass_app
 
 
@@ -51,7 +52,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """lexrag: retrieval-augmented chat over Vietnamese legal documents."""
     _quiet_logs(verbose)
-    ctx.obj = App(config_path)
+    ctx.obj = App(config_path, pm=ctx.obj if isinstance(ctx.obj, PluginManager) else None)
 
 
 def _quiet_logs(verbose: int) -> None:
@@ -67,36 +68,37 @@ def _quiet_logs(verbose: int) -> None:
 
 
 def _add_builtin_commands() -> None:
-    from . import config_cmds, plugin_cmds
+    from . import chat_cmds, config_cmds, index_cmds, plugin_cmds, serve_cmds
 
-    for module in (config_cmds, plugin_cmds):
+    for module in (config_cmds, plugin_cmds, index_cmds, serve_cmds, chat_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
-    for name in ("index_cmds", "serve_cmds", "chat_cmds"):
+
+
+def _add_plugin_commands(pm: PluginManager) -> None:
+    """Each plugin's ``register_commands``; one that raises is reported and skipped, so the
+    built-in commands (``lexrag uninstall`` among them) keep working."""
+    for impl in pm.hook.register_commands.get_hookimpls():
         try:
-            module = __import__(f"{__name__}.{name}", fromlist=["COMMANDS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-def _add_plugin_commands() -> None:
-    from ..plugins import make_plugin_manager
-
-    make_plugin_manager().hook.register_commands(cli=cli)
+            impl.function(cli=cli)
+        except Exception as exc:  # a third party's bug must not take the CLI down
+            name = pm.get_name(impl.plugin)
+            detail = " ".join(str(exc).split()) or "no details"
+            click.echo(
+                f"lexrag: warning: plugin {name} failed to add its commands: {type(exc).__name__}: "
+                f"{detail}; fix it, or remove it with `lexrag uninstall`",
+                err=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``lexrag`` console script: one plugin manager for the whole run."""
     _add_builtin_commands()
-    try:
-        _add_plugin_commands()
-    except LexragError as exc:
-        click.echo(cli_message(exc), err=True)
-        sys.exit(cli_exit_code(exc))
-    cli.main(args=argv, prog_name="lexrag")
+    pm = make_plugin_manager()
+    for error in pm.broken.values():
+        click.echo(f"lexrag: warning: {error}", err=True)
+    _add_plugin_commands(pm)
+    cli.main(args=argv, prog_name="lexrag", obj=pm)
 
 
 __all__ = ["App", "cli", "main", "pass_app"]

@@ -7,16 +7,21 @@ from functools import cached_property
 from typing import Any
 
 import click
-import pluggy
 
 from ..config import Config, load_config
-from ..plugins import Registry, make_plugin_manager
+from ..plugins import PluginManager, make_plugin_manager
+from ..registry import Registry, check_config
 
 
 class App:
-    def __init__(self, config_path: str | None) -> None:
+    """Built once per command line run; ``pm`` is the plugin manager :func:`lexrag.cli.main`
+    already made for ``register_commands`` (one per run), or a fresh one."""
+
+    def __init__(self, config_path: str | None, pm: PluginManager | None = None) -> None:
         self.config_path = config_path
         self._overrides: dict[str, Any] = {}
+        if pm is not None:
+            self.pm = pm
 
     def override(self, values: Mapping[str, Any]) -> None:
         """Apply CLI flags (dotted key → value; None means not given) before the config loads."""
@@ -24,7 +29,7 @@ class App:
         self.__dict__.pop("config", None)
 
     @cached_property
-    def pm(self) -> pluggy.PluginManager:
+    def pm(self) -> PluginManager:
         return make_plugin_manager()
 
     @cached_property
@@ -33,7 +38,7 @@ class App:
 
     @cached_property
     def config(self) -> Config:
-        return load_config(self.config_path, overrides=self._overrides).check(self.registry)
+        return check_config(load_config(self.config_path, overrides=self._overrides), self.registry)
 
 
 pass_app = click.make_pass_decorator(App)

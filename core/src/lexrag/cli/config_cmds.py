@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..registry import effective_settings
 from ._app import App, pass_app
 
 
@@ -32,9 +33,8 @@ def _plain(value: Any) -> Any:
 def show(app: App, as_json: bool) -> None:
     """Print every setting, its value (secrets masked) and where it came from."""
     config = app.config
-    rows = config.effective(app.registry)
-    llm = config.settings.llm
-    chain = list(dict.fromkeys([llm.provider, *llm.fallback]))
+    rows = effective_settings(config, app.registry)
+    chain = config.settings.llm.chain
     if as_json:
         payload = {
             "file": str(config.path) if config.path else None,

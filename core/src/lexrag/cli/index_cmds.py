@@ -44,7 +44,7 @@ def index_option(func: F) -> F:
 
 
 def _retriever(app: App, name: str | None) -> Retriever:
-    from ..retrieval import build_retriever
+    from ..registry import build_retriever
 
     return build_retriever(app.config, app.registry, name)
 
@@ -82,7 +82,7 @@ def ingest_command(
 
     from ..chunking import DEFAULT_MAX_CHARS
     from ..ingest import find_files, ingest
-    from ..retrieval import build_embedder
+    from ..registry import build_embedder
     from ..store import Store
 
     config = app.config

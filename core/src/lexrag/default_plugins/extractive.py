@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..hookspecs import hookimpl
 from ..providers import Provider, ProviderRequest
 from ..types import ChatCompletion, ChatCompletionChunk, ChunkFactory, Source, Usage
-from ..vntext import terms
+from ..vntext import STOPWORDS, terms
 
 NO_SOURCES = (
     "Không tìm thấy quy định phù hợp trong các văn bản đã nạp. "
@@ -27,46 +27,6 @@ NO_SOURCES = (
 )
 
 _CLAUSE_START = re.compile(r"^\d+[.)]\s")
-# Words that carry no meaning of their own in a question.
-_STOPWORDS = frozenset(
-    [
-        "la",
-        "cua",
-        "va",
-        "cac",
-        "co",
-        "duoc",
-        "cho",
-        "voi",
-        "doi",
-        "trong",
-        "theo",
-        "thi",
-        "bao",
-        "nhieu",
-        "gi",
-        "nao",
-        "khong",
-        "mot",
-        "nhung",
-        "nguoi",
-        "khi",
-        "neu",
-        "tai",
-        "ve",
-        "de",
-        "do",
-        "nay",
-        "se",
-        "da",
-        "bi",
-        "hay",
-        "hoac",
-        "phai",
-        "can",
-        "toi",
-    ]
-)
 
 
 class ExtractiveSettings(BaseModel):
@@ -91,7 +51,7 @@ def _weights(text: str) -> dict[str, float]:
     for term in terms(text):
         if "_" in term:
             out[term] = 2.0
-        elif term not in _STOPWORDS and not term.isdigit():
+        elif term not in STOPWORDS and not term.isdigit():
             out[term] = 1.0
     return out
 

@@ -22,7 +22,7 @@ from .web import router as web_router
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..plugins import Registry
+    from ..registry import Registry
 
 
 def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None = None) -> FastAPI:

@@ -7,21 +7,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from .. import calllog
-from ..errors import LexragError, error_body
+from ..errors import LexragError, StreamCutShort, error_body
 from ..types import ChatCompletionChunk, ChunkChoice, Delta
 from .errors import internal_error
 
 log = logging.getLogger("lexrag.server")
 
 DONE = b"data: [DONE]\n\n"
-
-
-class StreamCutShort(LexragError):
-    """The server is shutting down and ends the streams still open."""
-
-    status = 503
-    type = "server_error"
-    code = "server_shutting_down"
 
 
 def chunk_event(chunk: ChatCompletionChunk) -> bytes:

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, cast
 from fastapi import Request
 
 from ..pipeline import Pipeline
-from ..retrieval import Embedder, build_embedder
+from ..registry import build_embedder
+from ..retrieval import Embedder
 from .auth import digest
 from .metrics import Metrics
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..plugins import Registry
+    from ..registry import Registry
 
 log = logging.getLogger("lexrag.server")
 

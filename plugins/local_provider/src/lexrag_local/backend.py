@@ -45,7 +45,7 @@ def resolve(params: GenerationParams, settings: LocalSettings, defaults: Generat
         max_tokens=pick(params.max_tokens, None, settings.max_tokens),
         temperature=float(pick(params.temperature, settings.temperature, card_temperature)),
         top_p=float(pick(params.top_p, settings.top_p, defaults.top_p)),
-        top_k=int(pick(params.top_k, settings.top_k, defaults.top_k)),
+        top_k=int(pick(None, settings.top_k, defaults.top_k)),
         seed=params.seed,
         stop=list(params.stop),
     )

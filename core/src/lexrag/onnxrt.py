@@ -1,0 +1,60 @@
+"""Which ONNX Runtime execution providers a plugin's session should ask for.
+
+``onnxruntime.get_available_providers()`` lists CUDA for every onnxruntime-gpu install, GPU
+or not, and asking for CUDA where it cannot start only logs a missing library. Every
+plugin that opens a session (the local LLM, the ONNX embedder) asks here instead.
+onnxruntime and onnx are imported only when a session is opened; the core does not
+depend on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+log = logging.getLogger("lexrag.onnxrt")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+@cache
+def cuda_usable() -> tuple[bool, str]:
+    """(whether ONNX Runtime can really run CUDA here, why not): a one-node probe session
+    is opened on CUDA and the providers it kept are looked at."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if CUDA not in ort.get_available_providers():
+        return False, "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the probe's "libcublas not found" is expected on CPU machines
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
+    except Exception as exc:  # any failure to initialise CUDA means: not usable
+        return False, f"CUDAExecutionProvider failed to start: {exc}"
+    if CUDA not in session.get_providers():
+        return False, "CUDAExecutionProvider could not start (no GPU, or CUDA/cuDNN libraries missing)"
+    return True, ""
+
+
+def execution_providers(device: str, *, cuda_options: dict[str, Any] | None = None) -> list[Any]:
+    """The ``providers`` argument for an ``InferenceSession``: CUDA first when ``device`` is
+    ``"cuda"`` and CUDA can run here, CPU otherwise (the fallback is logged, not silent)."""
+    if device == "cuda":
+        usable, why = cuda_usable()
+        if usable:
+            return [(CUDA, dict(cuda_options or {"device_id": 0})), CPU]
+        log.warning("device = cuda asked for, running on CPU instead: %s", why)
+    return [CPU]
+
+
+__all__ = ["CPU", "CUDA", "cuda_usable", "execution_providers"]

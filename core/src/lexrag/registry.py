@@ -1,0 +1,248 @@
+"""What the installed plugins registered, and building them from the config.
+
+A :class:`Registry` is built once from a plugin manager: it calls every ``register_*`` hook
+and checks each registered class against its contract. The functions below bind it to a
+:class:`~lexrag.config.Config`: they validate each plugin's table against the class's
+``Settings`` model and build providers, embedders and retrievers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from .config import CONFIG_FILE_NAME, PLUGIN_TABLES, Config
+from .errors import ConfigError, PluginError
+from .providers import Provider
+from .retrieval import Embedder, RetrievalContext, Retriever
+
+T = TypeVar("T")
+
+#: The setting that selects the plugin in use of each table.
+SELECTORS: dict[str, str] = {
+    "providers": "llm.provider",
+    "embedders": "retrieval.embedder",
+    "retrievers": "retrieval.retriever",
+}
+
+
+@dataclass
+class Kind(Generic[T]):
+    """The classes of one kind (providers, embedders, retrievers), by name."""
+
+    kind: str
+    base: type[Any]
+    """The contract (an abstract class) every registered class must subclass."""
+    classes: dict[str, type[T]] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def add(self, owner: str, name: object, cls: object) -> None:
+        """Register ``cls`` as ``name`` for the plugin ``owner``, after checking the contract."""
+        self._check(owner, name, cls)
+        assert isinstance(name, str) and isinstance(cls, type)
+        if name in self.classes:
+            raise PluginError(
+                f"two plugins register the {self.kind} {name!r}: {self.owners[name]} and {owner}; "
+                "uninstall one of them"
+            )
+        self.classes[name] = cls
+        self.owners[name] = owner
+
+    def _check(self, owner: str, name: object, cls: object) -> None:
+        what = f"plugin {owner} registers the {self.kind} {name!r}"
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise PluginError(
+                f"plugin {owner} registers a {self.kind} under {name!r}: a name must be a non-empty string"
+            )
+        if not isinstance(cls, type) or not issubclass(cls, self.base):
+            raise PluginError(
+                f"{what} as {cls!r}, which is not a subclass of lexrag.{self.base.__name__}; "
+                "fix the plugin or uninstall it"
+            )
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise PluginError(f"{what} as {cls.__name__}, which does not implement {', '.join(missing)}")
+        settings = getattr(cls, "Settings", None)
+        if not isinstance(settings, type) or not issubclass(settings, BaseModel):
+            raise PluginError(
+                f"{what} as {cls.__name__}, whose Settings is not a pydantic model "
+                "(use lexrag.NoSettings for a class that takes none)"
+            )
+
+    def get(self, name: str) -> type[T]:
+        try:
+            return self.classes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.classes)) or "none"
+            raise PluginError(
+                f"no {self.kind} named {name!r} is installed (installed: {known}); "
+                f"install the plugin that provides it with `lexrag install`"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.classes
+
+    def names(self) -> list[str]:
+        return sorted(self.classes)
+
+
+class Registry:
+    """Everything the plugins of a plugin manager registered, built once."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.providers: Kind[Provider] = Kind("provider", Provider)
+        self.embedders: Kind[Embedder] = Kind("embedder", Embedder)
+        self.retrievers: Kind[Retriever] = Kind("retriever", Retriever)
+        for hook_name, kind in (
+            ("register_llm_providers", self.providers),
+            ("register_embedders", self.embedders),
+            ("register_retrievers", self.retrievers),
+        ):
+            self._collect(hook_name, kind)
+
+    def _collect(self, hook_name: str, kind: Kind[Any]) -> None:
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            owner = self.pm.get_name(impl.plugin) or repr(impl.plugin)
+
+            def register(name: str, cls: type[Any], _owner: str = owner) -> None:
+                kind.add(_owner, name, cls)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # a third party's bug: name the plugin, do not crash
+                detail = " ".join(str(exc).split()) or "no details"
+                raise PluginError(
+                    f"plugin {owner} failed in {hook_name}: {type(exc).__name__}: {detail}; "
+                    "fix it, or uninstall it with `lexrag uninstall`"
+                ) from exc
+
+    def kinds(self) -> dict[str, Kind[Any]]:
+        """Each plugin table (``providers``, ``embedders``, ``retrievers``) to its kind."""
+        return {"providers": self.providers, "embedders": self.embedders, "retrievers": self.retrievers}
+
+
+def _validate(config: Config, table: str, name: str, cls: type[Any]) -> BaseModel:
+    model: type[BaseModel] = cls.Settings
+    values = getattr(config.settings, table).get(name, {})
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise config.table_error(exc, model, prefix=f"{table}.{name}.") from None
+
+
+def selected(config: Config, registry: Registry, table: str) -> tuple[str, type[Any]]:
+    """(name, class) of the plugin the config selects in ``table`` (``[llm] provider``,
+    ``[retrieval] embedder``/``retriever``), or an error naming where the name was set."""
+    dotted = SELECTORS[table]
+    kind: Kind[Any] = registry.kinds()[table]
+    value = config.lookup(dotted)
+    if value not in kind:
+        raise config.error(
+            dotted,
+            value,
+            f"no {kind.kind} named {value!r} is installed (installed: {', '.join(kind.names()) or 'none'})",
+        )
+    return str(value), kind.get(value)
+
+
+def check_config(config: Config, registry: Registry) -> Config:
+    """Validate the plugin tables and the names that select plugins; returns ``config``."""
+    kinds = registry.kinds()
+    for table in PLUGIN_TABLES:
+        kind = kinds[table]
+        for name in getattr(config.settings, table):
+            if name not in kind:
+                origins = [o for p, o in config.origins.items() if p.startswith(f"{table}.{name}.")]
+                if origins and all(o.startswith("env:") for o in origins):
+                    continue  # e.g. OPENAI_API_KEY set while the plugin is not installed
+                raise ConfigError(
+                    f"{config.path or CONFIG_FILE_NAME}: [{table}.{name}]: no {kind.kind} named "
+                    f"{name!r} is installed (installed: {', '.join(kind.names()) or 'none'})"
+                )
+            _validate(config, table, name, kind.get(name))
+    selected(config, registry, "providers")
+    fallback = config.settings.llm.fallback
+    for i, name in enumerate(fallback):
+        if name not in registry.providers:
+            raise config.error(
+                "llm.fallback",
+                fallback,
+                f"entry {i} names no installed provider {name!r} "
+                f"(installed: {', '.join(registry.providers.names())})",
+            )
+    return config
+
+
+def plugin_settings(config: Config, registry: Registry, table: str, name: str) -> BaseModel:
+    """The ``[table.name]`` settings validated against the class registered as ``name``
+    (its defaults where the table is absent)."""
+    return _validate(config, table, name, registry.kinds()[table].get(name))
+
+
+def _resolve(
+    config: Config, registry: Registry, table: str, name: str | None
+) -> tuple[str, type[Any], BaseModel]:
+    if name is None:
+        name, cls = selected(config, registry, table)
+    else:
+        cls = registry.kinds()[table].get(name)
+    return name, cls, _validate(config, table, name, cls)
+
+
+def build_provider(config: Config, registry: Registry, name: str | None = None) -> Provider:
+    """The provider ``name`` (default: ``[llm] provider``) built with its validated settings."""
+    name, cls, settings = _resolve(config, registry, "providers", name)
+    provider: Provider = cls(name, settings)
+    return provider
+
+
+def build_embedder(config: Config, registry: Registry, name: str | None = None) -> Embedder:
+    """The embedder ``name`` (default: ``[retrieval] embedder``) with its validated settings."""
+    name, cls, settings = _resolve(config, registry, "embedders", name)
+    embedder: Embedder = cls(name, settings)
+    return embedder
+
+
+def build_retriever(config: Config, registry: Registry, name: str | None = None) -> Retriever:
+    """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``."""
+    name, cls, settings = _resolve(config, registry, "retrievers", name)
+    context = RetrievalContext(
+        index_dir=config.settings.index.dir,
+        build_embedder=lambda: build_embedder(config, registry),
+        build_retriever=lambda other: build_retriever(config, registry, other),
+    )
+    retriever: Retriever = cls(name, settings, context)
+    return retriever
+
+
+def effective_settings(config: Config, registry: Registry) -> list[tuple[str, Any, str]]:
+    """What ``lexrag config show`` prints: every setting, the plugin tables of every
+    installed plugin with their defaults filled in, secrets masked."""
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, kind in registry.kinds().items():
+        tables[table] = {
+            name: plugin_settings(config, registry, table, name).model_dump(mode="python")
+            for name in kind.names()
+        }
+    return config.effective(tables)
+
+
+__all__ = [
+    "SELECTORS",
+    "Kind",
+    "Registry",
+    "build_embedder",
+    "build_provider",
+    "build_retriever",
+    "check_config",
+    "effective_settings",
+    "plugin_settings",
+    "selected",
+]
