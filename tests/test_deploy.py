@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -10,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
@@ -22,6 +25,7 @@ import pytest
 import yaml
 
 from lexrag.config import load_config
+from lexrag.registry import check_config
 from tests.conftest import CORPUS, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,35 +41,52 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 # --- helpers ------------------------------------------------------------------------------
 
-
-def _interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's ``${VAR}``, ``${VAR-default}`` and ``${VAR:-default}``."""
-
-    def sub(m: re.Match[str]) -> str:
-        name, op, default = m.group(1), m.group(2), m.group(3) or ""
-        if op == ":-":
-            return env.get(name) or default
-        if op == "-":
-            return env.get(name, default)
-        return env.get(name, "")
-
-    return _VAR.sub(sub, text)
+NO_COMPOSE_CLI = "no `docker compose` or `docker-compose` CLI (scripts/ci-apt-deploy.sh installs one)"
 
 
-def _interpolate_tree(node: Any, env: dict[str, str]) -> Any:
-    if isinstance(node, str):
-        return _interpolate(node, env)
-    if isinstance(node, list):
-        return [_interpolate_tree(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: _interpolate_tree(value, env) for key, value in node.items()}
-    return node
+@functools.cache
+def _compose_cli() -> tuple[tuple[str, ...], int] | None:
+    """The Compose CLI here, ``docker compose`` first, and its major version (1 or 2)."""
+    for cmd in (("docker", "compose"), ("docker-compose",)):
+        if shutil.which(cmd[0]) is None:
+            continue
+        probe = subprocess.run(
+            [*cmd, "version", "--short"], capture_output=True, text=True, env=_clean_env(), timeout=60
+        )
+        version = probe.stdout.strip().lstrip("v")
+        if probe.returncode == 0 and re.match(r"\d+\.", version):
+            return cmd, int(version.split(".")[0])
+    return None
 
 
 def _compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """docker-compose.yml as compose sees it with ``env`` (default: no variables set): parsed
-    first, then the strings interpolated, so ``${VAR:-}`` is an empty string, not null."""
-    data = _interpolate_tree(_raw_compose(), env or {})
+    """docker-compose.yml as the Compose CLI resolves it with only ``env`` set (default: no
+    variables), every profile on: interpolated by compose itself, normalised by it too."""
+    if _compose_cli() is None:
+        pytest.skip(f"{NO_COMPOSE_CLI}: docker-compose.yml is not interpolated without one")
+    return copy.deepcopy(_compose_config(frozenset((env or {}).items())))
+
+
+@functools.cache
+def _compose_config(env: frozenset[tuple[str, str]]) -> dict[str, Any]:
+    cli = _compose_cli()
+    assert cli is not None
+    cmd, major = cli
+    profiles = sorted({p for svc in _raw_compose()["services"].values() for p in svc.get("profiles", [])})
+    with tempfile.TemporaryDirectory() as tmp:
+        # An empty env file: neither a developer's .env nor their shell reaches compose.
+        empty = Path(tmp) / "empty.env"
+        empty.write_text("")
+        args = [*cmd, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(empty)]
+        for profile in profiles:
+            args += ["--profile", profile]
+        # Compose v1 has no --format: its `config` prints YAML.
+        args += ["config", "--format", "json"] if major >= 2 else ["config"]
+        run = subprocess.run(
+            args, capture_output=True, text=True, env={**_clean_env(), **dict(env)}, cwd=tmp, timeout=120
+        )
+    assert run.returncode == 0, f"{' '.join(args)}: {run.stderr}"
+    data = json.loads(run.stdout) if major >= 2 else yaml.safe_load(run.stdout)
     assert isinstance(data, dict)
     return data
 
@@ -77,44 +98,57 @@ def _raw_compose() -> dict[str, Any]:
 
 
 def _seconds(duration: str) -> float:
-    """Compose durations: ``30s``, ``5m``, ``1m30s``, ``1h``."""
+    """Compose durations: ``30s``, ``5m``, ``1m30s``, ``5m0s``, ``1h``."""
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
     assert parts and "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
     return sum(float(n) * scale[u] for n, u in parts)
 
 
+def _bytes(size: str | int) -> int:
+    """Compose memory sizes: ``12G`` as written (v1), ``12884901888`` as v2 prints it."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", str(size), re.I)
+    assert m, f"not a size: {size!r}"
+    number, unit = m.groups()
+    return int(float(number) * 1024 ** ("kmgtp".index(unit.lower()) + 1 if unit else 0))
+
+
 def _env_of(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment", {})
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
+    env = service.get("environment") or {}
+    assert isinstance(env, dict), "compose prints `environment` as a mapping"
     # A null value passes the variable through from compose's own environment: absent here.
     return {str(k): str(v) for k, v in env.items() if v is not None}
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Container path → (source, mode) for the short volume syntax."""
+    """Container path → (source, mode): v2 prints long-form volumes, v1 ``source:target:mode``."""
     out = {}
-    for spec in service.get("volumes", []):
-        source, target, *mode = str(spec).split(":")
-        out[target] = (source, mode[0] if mode else "rw")
+    for spec in service.get("volumes") or []:
+        if isinstance(spec, dict):
+            out[spec["target"]] = (spec["source"], "ro" if spec.get("read_only") else "rw")
+        else:
+            source, target, *mode = str(spec).split(":")
+            out[target] = (source, mode[0] if mode else "rw")
     return out
 
 
 def _gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
-    devices: list[dict[str, Any]] = (
-        service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
-    )
-    return devices
+    devices = (service.get("deploy") or {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    # Leave out the fields a compose version prints empty.
+    return [{k: v for k, v in d.items() if v not in (None, [], {})} for d in devices or []]
 
 
 def _published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(host ip, host port, container port) for each short-syntax port."""
+    """(host ip, host port, container port) for each port: v2 prints long-form ports, v1
+    ``ip:published:target/protocol``."""
     out = []
-    for spec in service.get("ports", []):
-        parts = str(spec).split(":")
-        ip = parts[0] if len(parts) == 3 else ""
-        out.append((ip, parts[-2], parts[-1]))
+    for spec in service.get("ports") or []:
+        if isinstance(spec, dict):
+            out.append((spec.get("host_ip", ""), str(spec.get("published", "")), str(spec["target"])))
+        else:
+            head, _, target = str(spec).split("/")[0].rpartition(":")
+            ip, _, published = head.rpartition(":")
+            out.append((ip, published, target))
     return out
 
 
@@ -179,19 +213,11 @@ def _dockerignored(path: str) -> bool:
     return ignored
 
 
-def _compose_cli() -> list[str] | None:
-    for cmd in (["docker", "compose"], ["docker-compose"]):
-        if shutil.which(cmd[0]) is None:
-            continue
-        probe = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=60)
-        if probe.returncode == 0:
-            return cmd
-    return None
-
-
 def _clean_env() -> dict[str, str]:
-    """The caller's PATH and HOME only: no LLM_PROVIDER or the like from a developer's shell."""
-    return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "DOCKER_HOST")}
+    """The caller's PATH and HOME only: no LLM_PROVIDER or the like from a developer's shell
+    (DOCKER_CONFIG: where the docker CLI finds the compose plugin)."""
+    keep = ("PATH", "HOME", "LANG", "DOCKER_HOST", "DOCKER_CONFIG")
+    return {k: v for k, v in os.environ.items() if k in keep}
 
 
 # --- the compose file: the seed's llm-service ----------------------------------------------
@@ -207,7 +233,7 @@ def test_llm_service_matches_the_seed() -> None:
     mounts = _mounts(svc)
     assert {"/app/model", "/app/logs"} <= set(mounts)
     assert _env_of(svc)["PYTHONUNBUFFERED"] == "1"
-    assert svc["deploy"]["resources"]["limits"]["memory"] == "12G"
+    assert _bytes(svc["deploy"]["resources"]["limits"]["memory"]) == 12 * 1024**3
     assert _gpu_devices(svc) == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
 
     check = svc["healthcheck"]
@@ -231,7 +257,11 @@ def test_backend_talks_to_the_llm_service_once_it_is_healthy() -> None:
     assert env["LOCAL_LLM_API_URL"] == "http://llm-service:8000"
     assert env["LLM_PROVIDER"] == "local"
     assert env["LEXRAG_INDEX_DIR"] == "/app/index"
-    assert svc["depends_on"] == {"llm-service": {"condition": "service_healthy"}}
+    # v2 adds `required: true` (the default) to each dependency.
+    assert {name: dep["condition"] for name, dep in svc["depends_on"].items()} == {
+        "llm-service": "service_healthy"
+    }
+    assert all(dep.get("required", True) for dep in svc["depends_on"].values())
     assert [(port, target) for _, port, target in _published(svc)] == [("8000", "8000")]
 
     # The secrets and the provider come from .env through compose's interpolation.
@@ -255,7 +285,8 @@ def test_one_network_for_every_service() -> None:
     assert len(compose["networks"]) == 1
     (network,) = compose["networks"]
     for name, svc in compose["services"].items():
-        assert svc.get("networks") == [network], f"{name} is not on the one network"
+        # Compose prints a service's networks as a mapping, network → its options.
+        assert list(svc.get("networks") or []) == [network], f"{name} is not on the one network"
 
 
 def test_cpu_profile_runs_without_gpu_or_llm_service() -> None:
@@ -308,7 +339,8 @@ def test_export_service_writes_fp16_frog_into_the_served_model_volume() -> None:
         "int4",
     ]
     assert _mounts(cpu_export)["/app/model"] == (served_source, "rw")
-    assert not _gpu_devices(cpu_export) and not cpu_export["ports"]
+    # v1 prints the empty `ports: []`, v2 leaves it out: nothing published either way.
+    assert not _gpu_devices(cpu_export) and not _published(cpu_export)
 
 
 def test_env_example_lists_every_variable_and_env_is_ignored() -> None:
@@ -428,9 +460,9 @@ def test_dockerignore_keeps_secrets_and_environments_out() -> None:
 def test_image_config_files_validate(registry: Any) -> None:
     if "local" not in registry.providers:
         pytest.skip("the `local` provider is not installed: its settings table cannot be checked")
-    backend = load_config(ROOT / "docker" / "backend.toml", env={}).check(registry)
+    backend = check_config(load_config(ROOT / "docker" / "backend.toml", env={}), registry)
     assert str(backend.settings.index.dir) == "/app/index"
-    service = load_config(ROOT / "docker" / "llm-service.toml", env={}).check(registry)
+    service = check_config(load_config(ROOT / "docker" / "llm-service.toml", env={}), registry)
     assert service.settings.llm.provider == "local"
     assert service.settings.retrieval.enabled is False
     assert service.settings.providers["local"] == {"model_dir": "/app/model", "device": "cuda"}
@@ -581,11 +613,12 @@ def test_backend_answers_through_the_llm_service(
 def test_compose_config_validates(profile: str | None, tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
-        pytest.skip("no `docker compose` or `docker-compose` CLI (scripts/ci-apt-deploy.sh installs one)")
+        pytest.skip(NO_COMPOSE_CLI)
+    cmd = list(cli[0])
     empty = tmp_path / "empty.env"
     empty.write_text("")
     for env_file in (empty, ENV_EXAMPLE):
-        args = [*cli, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
+        args = [*cmd, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
         if profile:
             args += ["--profile", profile]
         run = subprocess.run(
@@ -601,14 +634,15 @@ def test_compose_config_validates(profile: str | None, tmp_path: Path) -> None:
 def test_scale_out_override_in_the_guide_validates(tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
-        pytest.skip("no `docker compose` or `docker-compose` CLI (scripts/ci-apt-deploy.sh installs one)")
+        pytest.skip(NO_COMPOSE_CLI)
+    cmd = list(cli[0])
     guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", guide, re.S) if "device_ids" in b]
     override = tmp_path / "docker-compose.gpus.yml"
     override.write_text(textwrap.dedent(block), encoding="utf-8")
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    args = [*cli, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "-f", str(override)]
+    args = [*cmd, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), "-f", str(override)]
     run = subprocess.run(
         [*args, "--env-file", str(empty), "config", "-q"],
         capture_output=True,
