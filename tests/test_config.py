@@ -8,9 +8,9 @@ from pydantic import BaseModel, SecretStr
 
 from lexrag import hookimpl
 from lexrag.config import load_config
+from lexrag.default_plugins.extractive import ExtractiveProvider
 from lexrag.errors import ConfigError
-from lexrag.plugins import Registry
-from lexrag.providers import Provider
+from lexrag.registry import Registry, check_config, effective_settings, plugin_settings
 
 
 def write(tmp: Path, text: str, name: str = "lexrag.toml") -> Path:
@@ -29,7 +29,7 @@ def registry_with_secret(pm):
     class SecretPlugin:
         @hookimpl
         def register_llm_providers(self, register):
-            cls = type("SecretProvider", (Provider,), {"Settings": SecretSettings})
+            cls = type("SecretProvider", (ExtractiveProvider,), {"Settings": SecretSettings})
             register("secretive", cls)
 
     pm.register(SecretPlugin())
@@ -37,7 +37,7 @@ def registry_with_secret(pm):
 
 
 def test_defaults_without_any_file(registry):
-    config = load_config(env={}).check(registry)
+    config = check_config(load_config(env={}), registry)
     assert config.path is None
     assert config.settings.llm.provider == "extractive"
     assert config.origin("llm.provider") == "default"
@@ -87,8 +87,8 @@ def test_seed_env_vars(registry):
 
 def test_plugin_table_validated_against_its_settings(clean_env, registry):
     write(clean_env, "[providers.extractive]\nmax_passages = 3\n")
-    config = load_config(env={}).check(registry)
-    settings = config.plugin_settings("providers", "extractive", registry.providers.get("extractive"))
+    config = check_config(load_config(env={}), registry)
+    settings = plugin_settings(config, registry, "providers", "extractive")
     assert settings.max_passages == 3
 
 
@@ -123,7 +123,7 @@ ERROR_CASES = [
 def test_config_errors_name_file_table_key_value(clean_env, registry, text, pattern):
     write(clean_env, text)
     with pytest.raises(ConfigError, match=pattern) as info:
-        load_config(env={}).check(registry)
+        check_config(load_config(env={}), registry)
     assert "\n" not in str(info.value)
 
 
@@ -131,7 +131,7 @@ def test_env_error_names_the_variable(registry):
     with pytest.raises(
         ConfigError, match=r"^LLM_PROVIDER='gpt-9' \(sets \[llm\] provider\): no provider named"
     ):
-        load_config(env={"LLM_PROVIDER": "gpt-9"}).check(registry)
+        check_config(load_config(env={"LLM_PROVIDER": "gpt-9"}), registry)
 
 
 def test_missing_config_files(clean_env):
@@ -145,15 +145,15 @@ def test_env_only_table_for_missing_plugin_is_ignored(pm):
     # OPENAI_API_KEY set in the shell must not break a setup without the openai plugin.
     pm.unregister(name="openai")
     registry = Registry(pm)
-    load_config(env={"OPENAI_API_KEY": "sk-x"}).check(registry)
+    check_config(load_config(env={"OPENAI_API_KEY": "sk-x"}), registry)
 
 
 def test_secrets_are_masked(registry_with_secret, clean_env):
     write(
         clean_env, '[providers.secretive]\napi_key = "sk-file-secret"\n[server]\napi_keys = ["srv-secret"]\n'
     )
-    config = load_config(env={"OPENAI_API_KEY": "sk-env-secret"}).check(registry_with_secret)
-    rows = {key: (value, src) for key, value, src in config.effective(registry_with_secret)}
+    config = check_config(load_config(env={"OPENAI_API_KEY": "sk-env-secret"}), registry_with_secret)
+    rows = {key: (value, src) for key, value, src in effective_settings(config, registry_with_secret)}
     assert rows["providers.secretive.api_key"][0] == "********"
     assert rows["server.api_keys"][0] == ["********"]
     assert "sk-" not in repr(rows) and "srv-secret" not in repr(rows)
@@ -206,8 +206,8 @@ def test_cli_version(cli):
 def test_the_shipped_example_config_is_valid(registry):
     from .conftest import ROOT
 
-    config = load_config(ROOT / "lexrag.toml.example", env={}).check(registry)
+    config = check_config(load_config(ROOT / "lexrag.toml.example", env={}), registry)
     assert config.settings.llm.fallback == ["extractive"]
     for table in ("providers", "embedders"):
         for name in getattr(config.settings, table):
-            config.plugin_settings(table, name, registry.kinds()[table].get(name))
+            plugin_settings(config, registry, table, name)

@@ -10,8 +10,8 @@ import pytest
 
 from lexrag.config import load_config
 from lexrag.pipeline import Pipeline
-from lexrag.plugins import Registry
-from lexrag.providers import ProviderRequest, build_provider
+from lexrag.providers import ProviderRequest
+from lexrag.registry import Registry, build_provider, check_config
 from lexrag.types import ChatCompletionRequest, ChatMessage, Source
 
 from .conftest import CORPUS, DEV_QUESTIONS, run_cli
@@ -32,7 +32,7 @@ def source(index: int, text: str, citation: str = "Bộ luật lao động, Đi�
 
 @pytest.fixture
 def extractive(registry: Registry):
-    return build_provider(load_config(env={}).check(registry), registry, "extractive")
+    return build_provider(check_config(load_config(env={}), registry), registry, "extractive")
 
 
 def ask(provider, question: str, sources: list[Source]):
@@ -92,7 +92,7 @@ def test_answers_the_dev_questions_from_the_sample_corpus(tmp_path: Path, regist
     """End to end through the real index: the answer quotes what the gold article says."""
     index = tmp_path / "index"
     assert run_cli("ingest", str(CORPUS), "--index", str(index)).returncode == 0
-    config = load_config(overrides={"index.dir": str(index)}, env={}).check(registry)
+    config = check_config(load_config(overrides={"index.dir": str(index)}, env={}), registry)
     questions = [json.loads(line) for line in DEV_QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
     pipeline = Pipeline(config, registry)
 

@@ -6,7 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from lexrag.config import load_config
-from lexrag.plugins import Registry
+from lexrag.registry import Registry, check_config
 from lexrag.server import create_app
 
 from .fakes import Fail
@@ -60,7 +60,7 @@ def test_each_app_has_its_own_registry(resilient_pm, two_upstreams, tmp_path):
     path = tmp_path / "lexrag.toml"
     path.write_text(chain_config(primary), encoding="utf-8")
     registry = Registry(resilient_pm)
-    config = load_config(path, env={}).check(registry)
+    config = check_config(load_config(path, env={}), registry)
     first, second = create_app(config, registry), create_app(config, registry)
     first.state.lexrag.metrics.requests.labels("openai", "200").inc()
     assert b'lexrag_requests_total{provider="openai",status="200"} 1.0' in first.state.lexrag.metrics.render()

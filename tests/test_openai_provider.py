@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from lexrag import parse_retry_after as retry_after
 from lexrag.config import load_config
 from lexrag.errors import ConfigError, ProviderError, ProviderTimeoutError
-from lexrag.plugins import Registry
-from lexrag.providers import GenerationParams, ProviderRequest, build_provider
+from lexrag.providers import GenerationParams, ProviderRequest
+from lexrag.registry import Registry, build_provider, check_config
 from lexrag.types import ChatMessage
-from lexrag_openai import OpenAIProvider, retry_after
+from lexrag_openai import OpenAIProvider
 
 from .fakes import Drop, Fail, FakeUpstream, Hang, Malformed, Reply, Reset
 
@@ -36,7 +37,7 @@ def make_provider(registry: Registry, tmp_path: Path, fake_upstream: FakeUpstrea
             f'[providers.openai]\nbase_url = "{fake_upstream.base_url}"\nmodel = "fake-model"\n{extra}',
             encoding="utf-8",
         )
-        config = load_config(path, env=env or {}).check(registry)
+        config = check_config(load_config(path, env=env or {}), registry)
         provider = build_provider(config, registry, "openai")
         assert isinstance(provider, OpenAIProvider)
         return provider
@@ -192,14 +193,14 @@ def test_unreachable_upstream_is_retryable(registry, tmp_path):
         url = gone.base_url
     path = tmp_path / "lexrag.toml"
     path.write_text(f'[providers.openai]\nbase_url = "{url}"\n', encoding="utf-8")
-    provider = build_provider(load_config(path, env={}).check(registry), registry, "openai")
+    provider = build_provider(check_config(load_config(path, env={}), registry), registry, "openai")
     with pytest.raises(ProviderError, match="cannot reach") as err:
         run(provider.complete(request()))
     assert err.value.retryable
 
 
 def test_no_key_and_no_base_url_is_a_permanent_error(registry, tmp_path):
-    provider = build_provider(load_config(None, env={}).check(registry), registry, "openai")
+    provider = build_provider(check_config(load_config(None, env={}), registry), registry, "openai")
     with pytest.raises(ProviderError, match="OPENAI_API_KEY") as err:
         run(provider.complete(request()))
     assert not err.value.retryable
@@ -209,11 +210,11 @@ def test_settings_typos_name_the_table_and_key(registry, tmp_path):
     path = tmp_path / "lexrag.toml"
     path.write_text('[providers.openai]\nmodle = "x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[providers.openai\] modle: unknown key.*model"):
-        load_config(path, env={}).check(registry)
+        check_config(load_config(path, env={}), registry)
 
 
 def test_base_url_from_the_environment(registry, fake_upstream):
-    config = load_config(None, env={"OPENAI_BASE_URL": fake_upstream.base_url}).check(registry)
+    config = check_config(load_config(None, env={"OPENAI_BASE_URL": fake_upstream.base_url}), registry)
     provider = build_provider(config, registry, "openai")
     assert run(_complete(provider, request())).text
     assert fake_upstream.requests[-1].path == "/v1/chat/completions"

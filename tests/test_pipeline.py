@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from lexrag.config import PromptSettings, load_config
+from lexrag.config import load_config
 from lexrag.errors import InvalidRequestError, NotFoundError
 from lexrag.pipeline import Pipeline
-from lexrag.plugins import Registry
-from lexrag.prompt import build_messages, estimate_tokens, fit_passages
+from lexrag.prompt import PromptSettings, build_messages, estimate_tokens, fit_passages
+from lexrag.registry import Registry, check_config
 from lexrag.types import ChatCompletionRequest, ChatMessage, GenerateRequest, Source
 
 from .fakes import LocalStyleProvider, StaticRetriever
@@ -39,7 +39,7 @@ def make_pipeline(fake_pm, tmp_path: Path):
         path = tmp_path / "lexrag.toml"
         path.write_text(base + extra, encoding="utf-8")
         registry = Registry(fake_pm)
-        pipeline = Pipeline(load_config(path, env={}).check(registry), registry)
+        pipeline = Pipeline(check_config(load_config(path, env={}), registry), registry)
         made.append(pipeline)
         return pipeline
 

@@ -1,53 +1,86 @@
 """The hooks a lexrag plugin may implement.
 
-Every ``register_*`` hook is called once, when a :class:`~lexrag.plugins.Registry`
-is built from the plugin manager, and receives a ``register`` callback. A plugin
-calls it once per class it offers; two plugins offering the same name is an error.
+A plugin is a module (or object) with functions marked ``@lexrag.hookimpl``, named after
+the hooks below and taking the arguments they list (pluggy lets an implementation take
+fewer). Installed plugins are found through the entry-point group ``lexrag``; the
+in-tree ``extractive`` provider registers through the same hooks.
+
+When they run: the command line builds one plugin manager per run and calls
+:func:`register_commands` before it parses the arguments or reads the config. The three
+``register_*`` hooks of classes run once, when a :class:`lexrag.registry.Registry` is
+built from that manager, which commands and the server do on first use of a plugin.
+
+A hook that raises stops the registry from being built: the error is a
+:class:`lexrag.PluginError` naming the plugin and the hook, and the commands that need
+plugins fail with that one line (``lexrag plugins``, ``lexrag uninstall`` and the other
+built-in commands keep working, so the plugin can be removed). A plugin that cannot even
+be imported is reported by ``lexrag plugins`` and on stderr, and skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     import click
 
+    from .providers import Provider
+    from .retrieval import Embedder, Retriever
+
 hookspec = pluggy.HookspecMarker("lexrag")
 hookimpl = pluggy.HookimplMarker("lexrag")
 
 
 @hookspec
-def register_llm_providers(register: Callable[[str, type[Any]], None]) -> None:
+def register_llm_providers(register: Callable[[str, type[Provider]], None]) -> None:
     """Offer LLM providers.
 
-    Called once when the registry is built. Call ``register(name, cls)`` for each
-    provider, where ``cls`` subclasses :class:`lexrag.providers.Provider`. ``name`` is
-    what ``[llm] provider`` and the request's ``model`` select, and names the
-    config table ``[providers.<name>]`` that is validated against ``cls.Settings``.
+    :param register: ``register(name, cls)``; call it once per provider the plugin offers.
+
+    ``name`` is what ``[llm] provider``, ``[llm] fallback``, ``LLM_PROVIDER`` and a
+    request's ``model`` select, and names the config table ``[providers.<name>]``.
+    ``cls`` must be a concrete subclass of :class:`lexrag.Provider` (``complete`` and
+    ``stream`` implemented) whose class variable ``Settings`` is a pydantic model
+    (:class:`lexrag.NoSettings` when it takes none). The core validates the table against
+    ``Settings`` and builds the provider as ``cls(name, settings)`` once per server (or
+    per command), lazily, when it is first asked for.
+
+    Checked at registration: a name registered twice (by this or another plugin), a class
+    that is not a concrete ``Provider`` or has no pydantic ``Settings`` raise
+    :class:`lexrag.PluginError` naming the plugin.
     """
 
 
 @hookspec
-def register_embedders(register: Callable[[str, type[Any]], None]) -> None:
+def register_embedders(register: Callable[[str, type[Embedder]], None]) -> None:
     """Offer text embedders.
 
-    Called once when the registry is built. Call ``register(name, cls)`` for each
-    embedder, where ``cls`` subclasses :class:`lexrag.retrieval.Embedder`; its
-    settings come from ``[embedders.<name>]`` validated against ``cls.Settings``.
+    :param register: ``register(name, cls)``; call it once per embedder.
+
+    ``name`` is what ``[retrieval] embedder`` selects and names the table
+    ``[embedders.<name>]``. ``cls`` must be a concrete subclass of :class:`lexrag.Embedder`
+    (``model_id``, ``dim``, ``embed``) with a pydantic ``Settings``; it is built as
+    ``cls(name, settings)`` by ingest, by a dense retriever, and by ``/v1/embeddings``.
+    The same registration checks as :func:`register_llm_providers` apply.
     """
 
 
 @hookspec
-def register_retrievers(register: Callable[[str, type[Any]], None]) -> None:
+def register_retrievers(register: Callable[[str, type[Retriever]], None]) -> None:
     """Offer retrievers.
 
-    Called once when the registry is built. Call ``register(name, cls)`` for each
-    retriever, where ``cls`` subclasses :class:`lexrag.retrieval.Retriever`; its
-    settings come from ``[retrievers.<name>]`` validated against ``cls.Settings``.
-    ``[retrieval] retriever`` selects one by name.
+    :param register: ``register(name, cls)``; call it once per retriever.
+
+    ``name`` is what ``[retrieval] retriever`` and ``lexrag search --retriever`` select,
+    and names the table ``[retrievers.<name>]``. ``cls`` must be a concrete subclass of
+    :class:`lexrag.Retriever` (``search``) with a pydantic ``Settings``; it is built as
+    ``cls(name, settings, context)`` where ``context`` is a
+    :class:`lexrag.RetrievalContext` (the index directory, and builders of the configured
+    embedder and of other retrievers). The same registration checks as
+    :func:`register_llm_providers` apply.
     """
 
 
@@ -55,6 +88,11 @@ def register_retrievers(register: Callable[[str, type[Any]], None]) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the ``lexrag`` command line.
 
-    Called once when the CLI starts, with the top-level ``lexrag`` group. Add
-    commands or groups with ``cli.add_command(...)`` or ``@cli.command()``.
+    :param cli: the top-level ``lexrag`` click group.
+
+    Called once per command-line run, before the arguments are parsed and before the
+    config is loaded: read the config inside the command, not here (the commands of
+    :mod:`lexrag.cli` show how, through ``lexrag.cli.pass_app``). Add commands or groups
+    with ``cli.add_command(...)``. A plugin whose hook raises is reported on stderr and
+    its commands are missing; the other commands work.
     """

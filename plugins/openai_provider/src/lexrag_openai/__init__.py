@@ -1,6 +1,6 @@
 """LLM provider for the OpenAI API and any OpenAI-compatible server."""
 
-from .provider import OpenAIProvider, retry_after
+from .provider import OpenAIProvider
 from .settings import OpenAISettings
 
-__all__ = ["OpenAIProvider", "OpenAISettings", "retry_after"]
+__all__ = ["OpenAIProvider", "OpenAISettings"]

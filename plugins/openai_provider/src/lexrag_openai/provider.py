@@ -6,25 +6,27 @@ to lexrag's router, which needs every failure reported at once with ``retryable`
 
 from __future__ import annotations
 
-import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from lexrag.errors import ProviderError, ProviderTimeoutError
-from lexrag.prompt import estimate_tokens
-from lexrag.providers import Provider, ProviderRequest
-from lexrag.types import (
+from lexrag import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
     ChunkFactory,
     FinishReason,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    ProviderTimeoutError,
     Usage,
+    estimate_usage,
     new_id,
+    parse_retry_after,
 )
 
 from .settings import OpenAISettings
@@ -54,28 +56,6 @@ def _transport_errors() -> tuple[type[Exception], ...]:
     except ImportError:
         pass
     return tuple(errors)
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _upstream_message(exc: openai.APIStatusError) -> str:
@@ -191,7 +171,7 @@ class OpenAIProvider(Provider):
             )
         if isinstance(exc, openai.APIStatusError):
             status, message = exc.status_code, _upstream_message(exc)
-            wait = retry_after(exc.response.headers)
+            wait = parse_retry_after(exc.response.headers)
             if status == 429:
                 return ProviderError(
                     f"{where} is rate limiting requests (429: {message}); try again later",
@@ -255,10 +235,6 @@ class OpenAIProvider(Provider):
 
     # --- answers --------------------------------------------------------------------
 
-    def _estimate(self, request: ProviderRequest, text: str) -> Usage:
-        prompt = sum(estimate_tokens(m.content or "") for m in request.messages)
-        return Usage.of(prompt, estimate_tokens(text) if text else 0)
-
     async def complete(self, request: ProviderRequest) -> ChatCompletion:
         args = self._arguments(request)
         client = self.client()
@@ -275,7 +251,7 @@ class OpenAIProvider(Provider):
         usage = (
             Usage.of(response.usage.prompt_tokens, response.usage.completion_tokens)
             if response.usage
-            else self._estimate(request, text)
+            else estimate_usage(request.messages, text)
         )
         return ChatCompletion(
             id=response.id or new_id(),
@@ -332,7 +308,7 @@ class OpenAIProvider(Provider):
                 provider=self.name,
             )
         yield chunks.finish(finish)
-        yield chunks.usage(usage or self._estimate(request, "".join(text)))
+        yield chunks.usage(usage or estimate_usage(request.messages, "".join(text)))
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.config.model, "base_url": self.config.base_url}
@@ -343,4 +319,4 @@ class OpenAIProvider(Provider):
             await client.close()
 
 
-__all__ = ["OpenAIProvider", "retry_after"]
+__all__ = ["OpenAIProvider"]
