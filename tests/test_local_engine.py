@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime")
 from lexrag_local.engine import Engine
 from lexrag_local.model_files import load_tokenizer
 from lexrag_local.sampling import Sampler, SamplingParams
-from lexrag_local.tokens import Detokenizer, StopText, TokenBytes
+from lexrag_local.tokens import Detokenizer, StopText, fast_backend
 from lexrag_local.worker import Finished, Job, Worker
 
 QUESTION = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày?"
@@ -155,31 +155,60 @@ def test_length_and_stop_strings(engine, tokenizer, prompt):
     worker.close()
 
 
+def stream(backend, ids: list[int]) -> list[str]:
+    detok = Detokenizer(backend)
+    return [detok.feed(i) for i in ids] + [detok.flush()]
+
+
 def test_detokenizer_never_breaks_vietnamese(tokenizer):
     text = "Quyền lợi ữ ỹ ợ ẵ — người lao động được nghỉ 12 ngày."
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    table = TokenBytes(tokenizer)
-    split = [i for i in ids if _invalid_alone(table[i])]
+    split = [i for i in ids if "\ufffd" in tokenizer.decode([i])]
     assert split, "the test text should contain a character split across byte-level tokens"
-    detok = Detokenizer(tokenizer, table)
-    deltas = [detok.feed(i) for i in ids] + [detok.flush()]
-    assert "".join(deltas) == text
+    deltas = stream(fast_backend(tokenizer), ids)
+    assert "".join(deltas) == text == tokenizer.decode(ids)
     assert not any("\ufffd" in d for d in deltas)
 
 
-def _invalid_alone(piece: bytes) -> bool:
-    try:
-        piece.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
+def test_detokenizer_skips_special_tokens_and_drops_broken_bytes(tokenizer):
+    """Any id sequence a model may sample (special tokens, orphan continuation bytes, a
+    character cut off at the end) streams as its whole decode without U+FFFD."""
+    backend = fast_backend(tokenizer)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        ids = rng.integers(0, len(tokenizer), size=int(rng.integers(1, 40))).tolist()
+        deltas = stream(backend, ids)
+        assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True).replace("\ufffd", "")
+        assert not any("\ufffd" in d for d in deltas)
+    cut = tokenizer("Điều ữ", add_special_tokens=False)["input_ids"][:-1]  # "ữ" loses its last byte
+    assert "".join(stream(backend, cut)) == "Điều "
 
 
-def test_detokenizer_for_non_byte_level_tokenizers(tokenizer):
-    text = "Điều 20. Người thành niên"
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    detok = Detokenizer(tokenizer, None)
-    assert "".join([detok.feed(i) for i in ids] + [detok.flush()]) == text
+def _sentencepiece_like_tokenizer():
+    """A Llama-2 style tokenizer: "▁" for spaces, the leading one stripped when decoding,
+    and characters outside the vocabulary as byte-fallback tokens ``<0xE1>`` ..."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    vocab = {"<unk>": 0, "▁": 1}
+    for piece in [f"<0x{b:02X}>" for b in range(256)] + list("abcdefghijklmnopqrstuvwxyzĐ0123456789.,"):
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    return tok
+
+
+def test_detokenizer_for_non_byte_level_tokenizers():
+    backend = _sentencepiece_like_tokenizer()
+    text = "Điều 20. Người thành niên là người từ đủ mười tám tuổi."
+    ids = backend.encode(text).ids
+    assert any(backend.id_to_token(i).startswith("<0x") for i in ids), "precondition: byte-fallback pieces"
+    deltas = stream(backend, ids)
+    assert backend.decode(ids) == text
+    assert "".join(deltas) == text
+    assert not any("\ufffd" in d for d in deltas)
 
 
 def test_stop_text_holds_back_partial_matches():

@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
+from lexrag import cuda_usable
 from lexrag_local.engine import Engine
 from lexrag_local.sampling import Sampler, SamplingParams
-from lexrag_local.session import CUDA, cuda_usable
+from lexrag_local.session import CUDA
 
 pytestmark = pytest.mark.gpu
 GREEDY = SamplingParams(temperature=0.0)

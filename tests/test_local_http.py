@@ -13,7 +13,8 @@ import pytest
 
 from lexrag.config import load_config
 from lexrag.errors import ProviderError, ProviderTimeoutError
-from lexrag.providers import GenerationParams, ProviderRequest, build_provider
+from lexrag.providers import GenerationParams, ProviderRequest
+from lexrag.registry import build_provider, check_config
 from lexrag.types import ChatMessage
 from lexrag_local.http_client import HttpBackend
 from lexrag_local.provider import LocalProvider
@@ -212,6 +213,6 @@ def test_health_reports_the_service(fake_upstream):
 
 def test_local_llm_api_url_selects_http_mode(registry, fake_upstream):
     env = {"LLM_PROVIDER": "local", "LOCAL_LLM_API_URL": fake_upstream.url}
-    provider = build_provider(load_config(env=env).check(registry), registry)
+    provider = build_provider(check_config(load_config(env=env), registry), registry)
     assert isinstance(provider.backend, HttpBackend)
     assert provider.backend.url == fake_upstream.url

@@ -6,9 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lexrag.errors import InvalidRequestError
-from lexrag.providers import GenerationParams
-from lexrag.types import ChatMessage, FinishReason, Usage
+from lexrag import ChatMessage, FinishReason, GenerationParams, InvalidRequestError, Usage
 
 from .model_files import GenerationDefaults
 from .settings import LocalSettings

@@ -1,13 +1,18 @@
-"""Rendering chat messages into a Llama-3 prompt."""
+"""Rendering chat messages into a prompt: the tokenizer's own chat template, else Llama-3's."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from lexrag.types import ChatMessage
+from lexrag import ChatMessage
 
-#: The Llama-3 instruct template, as the tiny test model and HTTP mode without a tokenizer use it.
+#: Llama-3's beginning-of-text token, written by the template.
+LLAMA3_BOS = "<|begin_of_text|>"
+
+#: The Llama-3 instruct template: the tiny test model's, and what renders a prompt for a
+#: tokenizer without a template or for HTTP mode without a tokenizer.
 LLAMA3_CHAT_TEMPLATE = (
     "{{- bos_token }}"
     "{%- for message in messages %}"
@@ -27,16 +32,6 @@ def as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return [{"role": _role(m), "content": m.content or ""} for m in messages]
 
 
-def render_llama3(messages: Sequence[ChatMessage], *, bos: str = "<|begin_of_text|>") -> str:
-    """The prompt the Llama-3 template renders, without needing a tokenizer."""
-    parts = [bos]
-    for message in messages:
-        content = (message.content or "").strip()
-        parts.append(f"<|start_header_id|>{_role(message)}<|end_header_id|>\n\n{content}<|eot_id|>")
-    parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
-    return "".join(parts)
-
-
 def prerendered(messages: Sequence[ChatMessage], bos: str) -> str | None:
     """The prompt itself when the messages are one user turn that is already a rendered
     prompt: what the seed's ``/v1/generate`` receives from a client in HTTP mode."""
@@ -47,19 +42,38 @@ def prerendered(messages: Sequence[ChatMessage], bos: str) -> str | None:
     return None
 
 
+@cache
+def _llama3_template() -> Any:
+    """``LLAMA3_CHAT_TEMPLATE`` compiled as transformers compiles chat templates."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+        LLAMA3_CHAT_TEMPLATE
+    )
+
+
 def render(messages: Sequence[ChatMessage], tokenizer: Any | None) -> str:
-    """The prompt text: the tokenizer's own chat template when it has one, else Llama-3's;
-    a prompt that is already rendered is kept as it is (rendering it twice would nest it)."""
-    bos = getattr(tokenizer, "bos_token", None) or "<|begin_of_text|>"
+    """The prompt text: the tokenizer's ``apply_chat_template`` with its own template, or
+    with Llama-3's when it has none; Llama-3's through jinja2 when there is no tokenizer.
+    A prompt that is already rendered is kept as it is (rendering it twice would nest it)."""
+    bos = getattr(tokenizer, "bos_token", None) or LLAMA3_BOS
     ready = prerendered(messages, bos)
     if ready is not None:
         return ready
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        text: str = tokenizer.apply_chat_template(
-            as_dicts(messages), tokenize=False, add_generation_prompt=True
+    conversation = as_dicts(messages)
+    if tokenizer is None:
+        text: str = _llama3_template().render(
+            messages=conversation, bos_token=bos, add_generation_prompt=True
         )
         return text
-    return render_llama3(messages, bos=bos)
+    # A model directory without a template gets Llama-3's, with Llama-3's bos if it names none.
+    fallback = (
+        {}
+        if getattr(tokenizer, "chat_template", None)
+        else {"chat_template": LLAMA3_CHAT_TEMPLATE, "bos_token": bos}
+    )
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, **fallback)
+    return text
 
 
-__all__ = ["LLAMA3_CHAT_TEMPLATE", "as_dicts", "prerendered", "render", "render_llama3"]
+__all__ = ["LLAMA3_BOS", "LLAMA3_CHAT_TEMPLATE", "as_dicts", "prerendered", "render"]

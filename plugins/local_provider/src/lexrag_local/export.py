@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 
-from lexrag.errors import ModelExportError
+from lexrag import ModelExportError
 
 from .memory import GB, available_bytes, needed_bytes, parameter_count
 from .model_files import MANIFEST_FILE, MODEL_FILE

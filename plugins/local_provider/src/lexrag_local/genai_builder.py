@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lexrag.errors import ModelExportError
+from lexrag import ModelExportError
 
 #: The release whose builder works offline with transformers 4.57 (0.18 does not import).
 GENAI_VERSION = "0.12.2"

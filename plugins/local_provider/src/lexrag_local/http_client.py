@@ -12,9 +12,14 @@ from typing import Any
 
 import httpx
 
-from lexrag.errors import ProviderError, ProviderTimeoutError
-from lexrag.providers import GenerationParams
-from lexrag.types import ChatMessage, Usage
+from lexrag import (
+    ChatMessage,
+    GenerationParams,
+    ProviderError,
+    ProviderTimeoutError,
+    Usage,
+    parse_retry_after,
+)
 
 from .backend import Outcome, resolve
 from .chat_template import render
@@ -93,7 +98,7 @@ class HttpBackend:
         if response.status_code >= 400:
             detail = response.text[:300]
             if response.status_code == 429 or response.status_code >= 500:
-                retry_after = _retry_after(response)
+                retry_after = parse_retry_after(response.headers)
                 raise self._fail(
                     f"answered {response.status_code}: {detail}", retryable=True, retry_after=retry_after
                 )
@@ -168,13 +173,6 @@ class HttpBackend:
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
             await self._client.aclose()
         self._client = None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["retry-after"])
-    except (KeyError, ValueError):
-        return None
 
 
 __all__ = ["FROG_DEFAULTS", "TEXT_KEYS", "HttpBackend"]

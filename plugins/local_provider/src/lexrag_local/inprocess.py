@@ -8,9 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lexrag.errors import ConfigError
-from lexrag.providers import GenerationParams
-from lexrag.types import ChatMessage, Usage
+from lexrag import ChatMessage, ConfigError, GenerationParams, Usage
 
 from .backend import Outcome, fit, resolve
 from .chat_template import render

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lexrag.errors import ModelExportError
+from lexrag import ModelExportError
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "lexrag-export.json"

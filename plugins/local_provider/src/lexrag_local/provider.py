@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lexrag.providers import Provider, ProviderRequest
-from lexrag.types import ChatCompletion, ChatCompletionChunk, ChunkFactory, Usage
+from lexrag import ChatCompletion, ChatCompletionChunk, ChunkFactory, Provider, ProviderRequest, Usage
 
 from .backend import Backend, Outcome
 from .settings import LocalSettings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lexrag.errors import ModelExportError
+from lexrag import ModelExportError
 
 #: int4 block size and compute accuracy as onnxruntime-genai's builder uses for CPU:
 #: blocks of 32 weights, int8 activations in MatMulNBits (accuracy_level 4).

@@ -3,60 +3,25 @@
 from __future__ import annotations
 
 import logging
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lexrag.errors import ModelExportError
+from lexrag import ModelExportError, execution_providers
 
 log = logging.getLogger("lexrag.local")
 
+#: The execution provider names as ONNX Runtime spells them.
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-@cache
-def cuda_usable() -> tuple[bool, str]:
-    """(whether ONNX Runtime can really run CUDA here, why not).
-
-    ``get_available_providers()`` lists CUDA for every onnxruntime-gpu install, GPU or not,
-    so this opens a one-node session on it and looks at what the session kept.
-    """
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    if CUDA not in ort.get_available_providers():
-        return False, "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # the probe's "libcublas not found" is expected on CPU machines
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
-    except Exception as exc:  # any failure to initialise CUDA means: not usable
-        return False, f"CUDAExecutionProvider failed to start: {exc}"
-    if CUDA not in session.get_providers():
-        return False, "CUDAExecutionProvider could not start (no GPU, or CUDA/cuDNN libraries missing)"
-    return True, ""
-
-
 def open_session(path: Path, *, device: str, threads: int = 0) -> Any:
     """An ``InferenceSession`` for ``path`` with the providers passed explicitly: CUDA first
-    when ``device`` is "cuda" and CUDA can run, CPU otherwise (logged, not silent)."""
+    when ``device`` is "cuda" and CUDA can run, CPU otherwise (``lexrag.execution_providers``
+    decides and logs the fallback)."""
     import onnxruntime as ort
 
-    providers: list[Any] = [CPU]
-    if device == "cuda":
-        usable, why = cuda_usable()
-        if usable:
-            providers = [(CUDA, {"device_id": 0}), CPU]
-        else:
-            log.warning("device = cuda asked for, running on CPU instead: %s", why)
+    providers: list[Any] = execution_providers(device)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -77,4 +42,4 @@ def open_session(path: Path, *, device: str, threads: int = 0) -> Any:
     return session
 
 
-__all__ = ["CPU", "CUDA", "cuda_usable", "open_session"]
+__all__ = ["CPU", "CUDA", "open_session"]

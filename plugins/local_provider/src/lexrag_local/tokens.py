@@ -1,82 +1,67 @@
-"""From token ids to text, incrementally: UTF-8 that is never broken across tokens, and
+"""From token ids to text, incrementally: characters never broken across tokens, and
 request ``stop`` strings that are never half-emitted."""
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Sequence
 from typing import Any
 
+from lexrag import ModelExportError
 
-def _byte_decoder() -> dict[str, int]:
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    return {char: byte for byte, char in bytes_to_unicode().items()}
+_REPLACEMENT = "\ufffd"
 
 
-class TokenBytes:
-    """The bytes each token id stands for, for byte-level BPE tokenizers (Llama-3, GPT-2).
-
-    Special tokens (``<|eot_id|>``, headers) map to no bytes: they are never shown.
-    Built once per tokenizer; decoding a token is then a table look-up.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        decoder = _byte_decoder()
-        special = set(tokenizer.all_special_ids)
-        added = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
-        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        self.table: list[bytes] = []
-        for i, piece in enumerate(pieces):
-            if i in special or piece is None:
-                self.table.append(b"")
-            elif i in added:
-                self.table.append(added[i].encode())
-            else:
-                self.table.append(bytes(decoder[c] for c in piece if c in decoder))
-
-    @staticmethod
-    def supports(tokenizer: Any) -> bool:
-        """Whether ``tokenizer`` is byte-level BPE (its pieces spell bytes)."""
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        return backend is not None and type(backend.decoder).__name__ == "ByteLevel"
-
-    def __getitem__(self, token_id: int) -> bytes:
-        return self.table[token_id] if 0 <= token_id < len(self.table) else b""
+def fast_backend(tokenizer: Any) -> Any:
+    """The ``tokenizers.Tokenizer`` behind a transformers fast tokenizer, which streaming
+    decodes with; a slow (Python) tokenizer has none."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelExportError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no fast version (tokenizer.json): "
+            "re-run `lexrag model export`, which saves one beside the model"
+        )
+    return backend
 
 
 class Detokenizer:
-    """Turns token ids into text deltas.
+    """Turns token ids into text deltas with ``tokenizers``' ``DecodeStream`` on a fast
+    tokenizer's backend (:func:`fast_backend`): each step decodes a short window of recent
+    ids, so a character split across tokens (byte-level BPE, byte fallback) comes out whole
+    once its last piece arrives, and decoders that change a token's text by its neighbours
+    (SentencePiece's leading space) are followed. Special tokens are skipped.
 
-    Byte-level tokenizers go through an incremental UTF-8 decoder, so a character split
-    across tokens comes out whole once its last byte arrives; bytes that can never form a
-    character are dropped rather than shown as U+FFFD. Other tokenizers decode the whole
-    sequence and emit the new suffix, holding back an incomplete trailing character.
+    Bytes that can never form a character are dropped rather than shown as U+FFFD; an
+    incomplete character left at the end is dropped by ``flush``, the text before it kept.
     """
 
-    def __init__(self, tokenizer: Any, token_bytes: TokenBytes | None) -> None:
-        self._tokenizer = tokenizer
-        self._bytes = token_bytes
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+    def __init__(self, backend: Any) -> None:
+        from tokenizers.decoders import DecodeStream
+
+        self._backend = backend
+        self._stream = DecodeStream(skip_special_tokens=True)
         self._ids: list[int] = []
-        self._emitted = 0
+        self._streamed = ""  # what the stream gave, before U+FFFD was dropped
+        self._held = False  # the ids after the last delta end in part of a character
 
     def feed(self, token_id: int) -> str:
-        if self._bytes is not None:
-            return str(self._utf8.decode(self._bytes[token_id]))
         self._ids.append(token_id)
-        text: str = self._tokenizer.decode(self._ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
+        delta: str | None = self._stream.step(self._backend, token_id)
+        self._held = delta is None
+        if delta is None:
             return ""
-        delta, self._emitted = text[self._emitted :], len(text)
-        return delta
+        self._streamed += delta
+        return delta.replace(_REPLACEMENT, "")
 
     def flush(self) -> str:
-        if self._bytes is not None:
-            return str(self._utf8.decode(b"", final=True))
-        text: str = self._tokenizer.decode(self._ids, skip_special_tokens=True).replace("\ufffd", "")
-        delta, self._emitted = text[self._emitted :], len(text)
-        return delta
+        """The text of held ids before their incomplete last character (one decode of the
+        whole sequence, only when ids are held)."""
+        if not self._held:
+            return ""
+        self._held = False
+        whole: str = self._backend.decode(self._ids, skip_special_tokens=True)
+        if not whole.startswith(self._streamed):
+            return ""
+        return whole[len(self._streamed) :].replace(_REPLACEMENT, "")
 
 
 class StopText:
@@ -116,4 +101,4 @@ class StopText:
         return out
 
 
-__all__ = ["Detokenizer", "StopText", "TokenBytes"]
+__all__ = ["Detokenizer", "StopText", "fast_backend"]

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
-from collections import deque
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from lexrag.errors import ProviderError
+from lexrag import ProviderError
 
 from .engine import Engine
 from .sampling import Sampler, SamplingParams
-from .tokens import Detokenizer, StopText, TokenBytes
+from .tokens import Detokenizer, StopText, fast_backend
+
+log = logging.getLogger("lexrag.local")
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,10 @@ class Worker:
     def __init__(self, engine: Engine, tokenizer: Any, *, queue_size: int = 32) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
-        self.token_bytes = TokenBytes(tokenizer) if TokenBytes.supports(tokenizer) else None
+        self._backend = fast_backend(tokenizer)
         self.queue_size = queue_size
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lexrag-local")
         self._in_flight = 0
-        #: The most recent generations (``Finished``), newest last: what tests and /health look at.
-        self.history: deque[Finished] = deque(maxlen=32)
 
     @property
     def in_flight(self) -> int:
@@ -103,12 +104,21 @@ class Worker:
     def _run(
         self, job: Job, emit: Callable[[str | Finished | _Failed], None], cancel: threading.Event
     ) -> None:
+        started = time.perf_counter()
         try:
             finished = self._decode(job, emit, cancel)
         except Exception as exc:  # reported to the waiting request, never lost in the thread
             emit(_Failed(ProviderError(f"local generation failed: {exc}", retryable=False)))
             return
-        self.history.append(finished)
+        # The one record of how a generation whose client went away ended (the caller
+        # never sees its ``Finished``).
+        log.debug(
+            "local generation ended: %s after %d tokens (prompt %d) in %.2f s",
+            finished.reason,
+            finished.completion_tokens,
+            len(job.prompt_ids),
+            time.perf_counter() - started,
+        )
         emit(finished)
 
     def _decode(
@@ -117,7 +127,7 @@ class Worker:
         if cancel.is_set():
             return Finished("cancelled", 0)
         eos = set(self.engine.generation.eos_token_ids)
-        detok = Detokenizer(self.tokenizer, self.token_bytes)
+        detok = Detokenizer(self._backend)
         stops = StopText(job.stop)
         sampled = 0
         reason = "length"
