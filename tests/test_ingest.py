@@ -13,8 +13,8 @@ from pathlib import Path
 
 from lexrag.chunking import chunk_document
 from lexrag.ingest import ingest
-from lexrag.plugins import Registry
-from lexrag.retrieval import Embedder, build_retriever
+from lexrag.registry import Registry, build_retriever
+from lexrag.retrieval import Embedder
 from lexrag.store import Store
 
 from .conftest import CORPUS, ROOT

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lexrag.errors import RetrievalError
+from lexrag.errors import ConfigError, RetrievalError
 from lexrag.evaluation import evaluate, load_questions
 from lexrag.ingest import ingest
-from lexrag.plugins import Registry
-from lexrag.retrieval import Embedder, build_embedder, build_retriever
+from lexrag.plugins import make_plugin_manager
+from lexrag.registry import Registry, build_embedder, build_retriever
+from lexrag.retrieval import Embedder
 from lexrag.store import Store
 
 from .conftest import DEV_QUESTIONS
@@ -217,7 +218,8 @@ def test_missing_index_and_other_embedder_are_clear_errors(
 
 
 def test_question_words_go_and_the_words_that_matter_stay() -> None:
-    from lexrag_retrievers.vntext import tokens, without_question_words
+    from lexrag import without_question_words
+    from lexrag_retrievers.vntext import tokens
 
     kept = without_question_words("Đi làm cả năm thì được nghỉ phép bao nhiêu ngày?")
     assert "nghỉ phép" in kept and "bao" not in kept and "thì" not in kept
@@ -232,9 +234,7 @@ def test_question_words_go_and_the_words_that_matter_stay() -> None:
     assert without_question_words("không có lối đi thì sao không").split(",")[0].strip() == "không"
 
 
-def test_bm25_title_field_and_feedback(
-    sample_index: Path, session_registry: Registry, tmp_path: Path
-) -> None:
+def test_bm25_title_field(sample_index: Path, session_registry: Registry, tmp_path: Path) -> None:
     index_dir = tmp_path / "index"
     shutil.copytree(sample_index, index_dir)
     bm25 = _retriever(index_dir, session_registry, "bm25")
@@ -255,7 +255,88 @@ def test_bm25_title_field_and_feedback(
     plain.sync()
     assert (plain.scores("thời giờ làm việc bình thường") <= scores + 1e-6).all()  # type: ignore[attr-defined]
     plain.close()
-    feedback = _retriever(index_dir, session_registry, "bm25", {"retrievers.bm25.prf_docs": 3})
+
+
+# --- the benchmark's experimental BM25 (bench/_experiments.py) ------------------------------
+
+_X = "retrievers.bm25-experimental"
+
+
+@pytest.fixture(scope="module")
+def experiments_registry() -> Registry:
+    from bench._experiments import ExperimentsPlugin
+
+    pm = make_plugin_manager()
+    pm.register(ExperimentsPlugin(), name="bench-experiments")
+    return Registry(pm)
+
+
+def test_shipped_bm25_has_no_experiment_switches(sample_index: Path, session_registry: Registry) -> None:
+    with pytest.raises(ConfigError, match="question_words"):
+        index_config(sample_index, session_registry, {"retrievers.bm25.question_words": True})
+    assert "bm25-experimental" not in session_registry.retrievers
+
+
+def test_experimental_bm25_with_switches_off_ranks_as_bm25(
+    sample_index: Path, session_registry: Registry, experiments_registry: Registry, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    bm25 = _retriever(index_dir, session_registry, "bm25")
+    bm25.sync()
+    pointer = json.loads((index_dir / "bm25.json").read_text())
+    experimental = _retriever(index_dir, experiments_registry, "bm25-experimental")
+    experimental.sync()
+    # The same terms: the shipped build is loaded, not rebuilt.
+    assert json.loads((index_dir / "bm25.json").read_text())["dir"] == pointer["dir"]
+    for q in load_questions(DEV_QUESTIONS):
+        np.testing.assert_array_equal(experimental.scores(q.question), bm25.scores(q.question))  # type: ignore[attr-defined]
+        assert [h.chunk.id for h in experimental.search(q.question, 10)] == [
+            h.chunk.id for h in bm25.search(q.question, 10)
+        ]
+    bm25.close()
+    experimental.close()
+
+
+def test_experimental_bm25_switches(
+    sample_index: Path, experiments_registry: Registry, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    query = "Thời giờ làm việc bình thường là bao nhiêu giờ?"
+
+    asking = _retriever(index_dir, experiments_registry, "bm25-experimental", {f"{_X}.question_words": True})
+    assert "bao" not in asking.query_terms(query) and "thoi_gio" in asking.query_terms(query)  # type: ignore[attr-defined]
+    assert asking.search(query, 3)[0].chunk.citation.article == 105
+    asking.close()
+
+    chapters = _retriever(
+        index_dir,
+        experiments_registry,
+        "bm25-experimental",
+        {f"{_X}.chapter_weight": 2, f"{_X}.doc_title": True, f"{_X}.title_field_chapter": True},
+    )
+    store = Store.open(index_dir)
+    chunk = next(c for _, c in store.chunks() if c.citation.chapter)
+    store.close()
+    from lexrag_retrievers.lexical import BM25Retriever
+
+    terms = chapters._terms  # type: ignore[attr-defined]
+    chapter_terms = terms(chunk.citation.chapter.partition(". ")[2].lower())  # type: ignore[union-attr]
+    assert chapter_terms
+    shipped = BM25Retriever.document_terms(chapters, chunk)  # type: ignore[arg-type]
+    assert chapters.document_terms(chunk) == shipped + terms(chunk.citation.doc_title) + chapter_terms * 2  # type: ignore[attr-defined]
+    assert chapters.title_terms(chunk) == BM25Retriever.title_terms(chapters, chunk) + chapter_terms  # type: ignore[attr-defined,arg-type]
+    assert chapters.search("thời giờ làm việc bình thường", 3)[0].chunk.citation.article == 105
+    chapters.close()
+
+    summed = _retriever(index_dir, experiments_registry, "bm25-experimental", {f"{_X}.article_score": "sum"})
+    hits = summed.search("thời giờ làm việc bình thường", 5)
+    assert len({(h.chunk.citation.doc, h.chunk.citation.article) for h in hits}) == len(hits) == 5
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    summed.close()
+
+    feedback = _retriever(index_dir, experiments_registry, "bm25-experimental", {f"{_X}.prf_docs": 3})
     feedback.sync()
     weights = feedback._query_weights(feedback._bm25, "thời giờ làm việc")  # type: ignore[attr-defined]
     base = feedback._weighted_scores(weights)  # type: ignore[attr-defined]

@@ -37,10 +37,14 @@ def cuda_usable() -> tuple[bool, str]:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the probe's "libcublas not found" is expected on CPU machines
+    # The provider-creation failure is logged by the default logger, not the session's.
+    ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
     except Exception as exc:  # any failure to initialise CUDA means: not usable
         return False, f"CUDAExecutionProvider failed to start: {exc}"
+    finally:
+        ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
     if CUDA not in session.get_providers():
         return False, "CUDAExecutionProvider could not start (no GPU, or CUDA/cuDNN libraries missing)"
     return True, ""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag.retrieval import Embedder, Hit, RetrievalContext, build_embedder
+from lexrag import Embedder, Hit, RetrievalContext
 
 from .derived import StoreRetriever, collapse_articles, publish, read_pointer
 
@@ -42,14 +42,14 @@ class DenseRetriever(StoreRetriever):
         assert isinstance(settings, DenseSettings)
         self.options = settings
         self._setup()
-        self._embedder: Embedder | None = context.extras.get("embedder")
+        self._embedder: Embedder | None = None
         self._index: Any = None
         self._live: set[int] = set()
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = build_embedder(self.context.config, self.context.registry)
+            self._embedder = self.context.build_embedder()
         return self._embedder
 
     def _new_index(self, dim: int, capacity: int) -> Any:

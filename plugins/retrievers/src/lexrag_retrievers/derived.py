@@ -17,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lexrag.retrieval import Hit, Retriever
-from lexrag.store import Store
+from lexrag import Hit, Retriever, Store
 
 
 def read_pointer(index_dir: Path, name: str) -> tuple[Path, dict[str, Any]] | None:
@@ -70,18 +69,6 @@ def collapse_articles(hits: list[Hit], k: int) -> list[Hit]:
     return out
 
 
-def sum_articles(hits: list[Hit]) -> list[Hit]:
-    """Each article's best hit scored by the sum of its hits' scores, best first."""
-    total: dict[tuple[str, int | str], float] = {}
-    best: dict[tuple[str, int | str], Hit] = {}
-    for hit in hits:
-        c = hit.chunk.citation
-        key: tuple[str, int | str] = (c.doc, c.article if c.article is not None else hit.chunk.id)
-        total[key] = total.get(key, 0.0) + hit.score
-        best.setdefault(key, hit)
-    return [Hit(best[key].chunk, total[key]) for key in sorted(total, key=lambda key: -total[key])]
-
-
 class StoreRetriever(Retriever):
     """A retriever over the SQLite store of ``context.index_dir`` with a derived structure
     brought up to date (``_refresh``) whenever the store's generation moved on."""
@@ -123,4 +110,4 @@ class StoreRetriever(Retriever):
             self._generation = -1
 
 
-__all__ = ["StoreRetriever", "collapse_articles", "publish", "read_pointer", "sum_articles"]
+__all__ = ["StoreRetriever", "collapse_articles", "publish", "read_pointer"]

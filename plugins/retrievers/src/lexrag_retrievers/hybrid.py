@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag.retrieval import Hit, RetrievalContext, Retriever, build_retriever
+from lexrag import Hit, RetrievalContext, Retriever
 
 from .derived import collapse_articles
 
@@ -48,7 +48,7 @@ class HybridRetriever(Retriever):
             (settings.lexical, settings.lexical_weight),
         ):
             if weight > 0:
-                self.parts.append((build_retriever(context.config, context.registry, part), weight))
+                self.parts.append((context.build_retriever(part), weight))
 
     def search(self, query: str, k: int) -> list[Hit]:
         n = max(k, self.options.candidates)

@@ -7,9 +7,10 @@ the query's words; queries are expanded with the lay-to-legal term map (:mod:`.l
 bm25s has no incremental update, so the matrices are rebuilt from SQLite when the store's
 generation moved on (about two seconds for the six codes) and published atomically beside it.
 
-Options measured and left off by default (``bench/quality_retrieval.py`` prints their effect):
-question words dropped from queries, chapter titles as a weak field, RM3-style feedback, an
-article scored by the sum of its chunks.
+Ideas measured and left out (question words dropped from queries, chapter and document titles
+as terms, RM3-style feedback, an article scored by the sum of its chunks) live in the benchmark,
+``bench/_experiments.py``, as a subclass of :class:`BM25Retriever`; ``bench/quality_retrieval.py``
+prints their effect.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag.retrieval import Chunk, Hit, RetrievalContext
+from lexrag import Chunk, Hit, RetrievalContext, fold_text
 
-from . import vntext
-from .derived import StoreRetriever, collapse_articles, publish, read_pointer, sum_articles
+from .derived import StoreRetriever, collapse_articles, publish, read_pointer
 from .lay_terms import LAY_TO_LEGAL
+from .vntext import tokens
 
 NAME = "bm25"
 
@@ -44,8 +45,6 @@ class BM25Settings(BaseModel):
     """Also index the accented form of each syllable (accented queries prefer exact matches)."""
     title_weight: int = Field(default=3, ge=0, le=10)
     """Times the article heading's terms count (0: not indexed, 1: once, like body text)."""
-    doc_title: bool = False
-    """Index the document title (e.g. "Bộ luật Lao động") in every chunk."""
     lay_terms: bool = True
     """Expand queries with the lay-to-legal term map."""
     lay_weight: float = Field(default=0.5, ge=0)
@@ -56,36 +55,8 @@ class BM25Settings(BaseModel):
     """Weight of a second BM25 index over the article headings alone (a separate field with its
     own length normalisation, so two query words in a short title count for much), relative to
     the chunk index's; each score is scaled by its best before they are added. 0: off."""
-    title_field_chapter: bool = False
-    """Put the chapter (Chương) title in that heading field too."""
-    question_words: bool = False
-    """Drop the words that only make a query a question ("bao nhiêu", "là gì", "thì", …)."""
-    chapter_weight: int = Field(default=0, ge=0, le=10)
-    """Times the chapter (Chương) heading's terms count in each chunk (0: not indexed)."""
-    prf_docs: int = Field(default=0, ge=0, le=50)
-    """Pseudo-relevance feedback: expand the query from its best ``prf_docs`` chunks (0: off)."""
-    prf_terms: int = Field(default=10, ge=1, le=100)
-    """Expansion terms taken from those chunks."""
-    prf_weight: float = Field(default=0.3, ge=0)
-    """Weight of the feedback terms relative to the query's own."""
-    article_score: Literal["max", "sum"] = "max"
-    """An article's score from its chunks' scores: the best one, or their sum."""
     candidates: int = Field(default=50, ge=1)
     collapse_articles: bool = True
-
-
-def _tokenizer_key(o: BM25Settings) -> str:
-    return json.dumps(
-        {
-            "v": 2,
-            "bigrams": o.bigrams,
-            "accents": o.accents,
-            "title": o.title_weight,
-            "doc": o.doc_title,
-            "chapter": o.chapter_weight,
-            "title_field": (o.title_field > 0, o.title_field_chapter),
-        }
-    )
 
 
 class BM25Retriever(StoreRetriever):
@@ -103,33 +74,30 @@ class BM25Retriever(StoreRetriever):
     # --- terms ------------------------------------------------------------------------
 
     def _terms(self, text: str) -> list[str]:
-        return vntext.tokens(text, bigrams=self.options.bigrams, accents=self.options.accents)
+        return tokens(text, bigrams=self.options.bigrams, accents=self.options.accents)
+
+    def terms_key(self) -> dict[str, Any]:
+        """What the indexed terms depend on: a build whose key differs is rebuilt."""
+        o = self.options
+        return {
+            "v": 3,
+            "bigrams": o.bigrams,
+            "accents": o.accents,
+            "title": o.title_weight,
+            "title_field": o.title_field > 0,
+        }
 
     def document_terms(self, chunk: Chunk) -> list[str]:
         """The terms one chunk is indexed under."""
-        c = chunk.citation
         heading, _, body = chunk.text.partition("\n")
-        terms = self._terms(body) + self._terms(heading) * self.options.title_weight
-        if self.options.doc_title:
-            terms += self._terms(c.doc_title)
-        if self.options.chapter_weight and c.chapter:
-            # "Chương XIV. CÁC TỘI XÂM PHẠM …": the title, not the number.
-            title = c.chapter.partition(". ")[2]
-            terms += self._terms(title.lower()) * self.options.chapter_weight
-        return terms
+        return self._terms(body) + self._terms(heading) * self.options.title_weight
 
     def title_terms(self, chunk: Chunk) -> list[str]:
         """The terms of one chunk in the heading field."""
-        terms = self._terms(chunk.text.partition("\n")[0])
-        chapter = chunk.citation.chapter
-        if self.options.title_field_chapter and chapter:
-            terms += self._terms(chapter.partition(". ")[2].lower())
-        return terms
+        return self._terms(chunk.text.partition("\n")[0])
 
     def query_terms(self, query: str) -> list[str]:
-        """The terms of ``query`` itself (question words left out if so configured)."""
-        if self.options.question_words:
-            query = vntext.without_question_words(query)
+        """The terms of ``query`` itself."""
         return self._terms(query)
 
     @cached_property
@@ -137,14 +105,14 @@ class BM25Retriever(StoreRetriever):
         table = dict(LAY_TO_LEGAL, **self.options.extra_terms)
         out = []
         for lay, legal in sorted(table.items(), key=lambda kv: -len(kv[0])):
-            out.append((re.compile(rf"(?<!\w){re.escape(vntext.fold_text(lay))}(?!\w)"), legal))
+            out.append((re.compile(rf"(?<!\w){re.escape(fold_text(lay))}(?!\w)"), legal))
         return out
 
     def expansions(self, query: str) -> list[str]:
         """Legal phrases the lay-term map adds to ``query``."""
         if not self.options.lay_terms:
             return []
-        folded = vntext.fold_text(query)
+        folded = fold_text(query)
         found = []
         for pattern, legal in self._lay_patterns:
             if pattern.search(folded):
@@ -157,9 +125,8 @@ class BM25Retriever(StoreRetriever):
     def _refresh(self, generation: int) -> None:
         import bm25s
 
-        self.__dict__.pop("_doc_terms", None)
         index_dir = Path(self.context.index_dir)
-        key = _tokenizer_key(self.options)
+        key = json.dumps(self.terms_key())
         params = {"k1": self.options.k1, "b": self.options.b}
         with_titles = self.options.title_field > 0
         current = read_pointer(index_dir, NAME)
@@ -217,35 +184,6 @@ class BM25Retriever(StoreRetriever):
         values = np.concatenate([w * data[lo:hi] for lo, hi, w in spans])
         return np.bincount(docs, weights=values, minlength=n).astype(np.float32)
 
-    @cached_property
-    def _doc_terms(self) -> Any:
-        """The contributions as a chunk-major matrix (for feedback terms)."""
-        from scipy.sparse import csc_matrix
-
-        m = self._bm25.scores
-        shape = (len(self._rowids), len(m["indptr"]) - 1)
-        return csc_matrix((m["data"], m["indices"], m["indptr"]), shape=shape).tocsr()
-
-    def _feedback(self, scores: np.ndarray, own: dict[int, float]) -> dict[int, float]:
-        """RM3-style expansion: the terms that weigh most in the best chunks, each chunk's
-        share in proportion to its score, normalised so the best term weighs 1."""
-        o = self.options
-        top = np.argsort(-scores)[: o.prf_docs]
-        top = top[scores[top] > 0]
-        if top.size == 0:
-            return {}
-        rows = self._doc_terms[top]
-        share = scores[top] / scores[top].sum()
-        weights = np.asarray(rows.multiply(share[:, None]).sum(axis=0)).ravel()
-        for term in own:
-            weights[term] = 0
-        best = np.argsort(-weights)[: o.prf_terms]
-        best = best[weights[best] > 0]
-        if best.size == 0:
-            return {}
-        peak = float(weights[best[0]])
-        return {int(t): float(weights[t]) / peak for t in best}
-
     def _query_weights(self, index: Any, query: str) -> dict[int, float]:
         """Term id → weight in ``index``: the query's own terms, then its lay-term expansions."""
         weights: dict[int, float] = {}
@@ -257,19 +195,15 @@ class BM25Retriever(StoreRetriever):
                 weights[term] = weights.get(term, 0.0) + self.options.lay_weight
         return weights
 
+    def chunk_scores(self, query: str) -> np.ndarray:
+        """The chunk index's score of every indexed chunk for ``query`` (no heading field)."""
+        return self._weighted_scores(self._query_weights(self._bm25, query))
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed chunk (in ``self._rowids`` order) for ``query``."""
-        bm25 = self._bm25
-        if bm25 is None:
+        if self._bm25 is None:
             return np.zeros(0, dtype=np.float32)
-        weights = self._query_weights(bm25, query)
-        scores = self._weighted_scores(weights)
-        if self.options.prf_docs and self.options.prf_weight > 0:
-            feedback = self._feedback(scores, weights)
-            if feedback:
-                scores = scores + self._weighted_scores(
-                    {t: self.options.prf_weight * w for t, w in feedback.items()}
-                )
+        scores = self.chunk_scores(query)
         if self._titles is not None:
             titles = self._weighted_scores(self._query_weights(self._titles, query), self._titles)
             top, top_titles = float(scores.max(initial=0.0)), float(titles.max(initial=0.0))
@@ -294,8 +228,6 @@ class BM25Retriever(StoreRetriever):
 
     def search(self, query: str, k: int) -> list[Hit]:
         hits = self.ranked(query, max(k, self.options.candidates))
-        if self.options.article_score == "sum" and self.options.collapse_articles:
-            hits = sum_articles(hits)
         return collapse_articles(hits, k) if self.options.collapse_articles else hits[:k]
 
 

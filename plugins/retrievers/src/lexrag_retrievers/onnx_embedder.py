@@ -34,8 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag.errors import ModelExportError
-from lexrag.retrieval import Embedder, FloatArray
+from lexrag import Embedder, FloatArray, ModelExportError, execution_providers
 
 FORMAT_VERSION = 1
 
@@ -277,9 +276,7 @@ class OnnxEmbedder(Embedder):
             if not self.options.spin:
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
-            providers = ["CPUExecutionProvider"]
-            if self.options.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
+            providers = execution_providers(self.options.device)
             try:
                 session = ort.InferenceSession(str(path / "model.onnx"), options, providers=providers)
             except Exception as exc:  # onnxruntime raises its own untyped errors

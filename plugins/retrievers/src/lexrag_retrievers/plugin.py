@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lexrag.hookspecs import hookimpl
+from lexrag import hookimpl
 
 from .dense import DenseRetriever
 from .hybrid import HybridRetriever
