@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lexrag.config import load_config  # noqa: E402
-from lexrag.plugins import Registry, make_plugin_manager  # noqa: E402
+from lexrag.plugins import make_plugin_manager  # noqa: E402
+from lexrag.registry import Registry, check_config  # noqa: E402
 from lexrag.server import create_app  # noqa: E402
 from tests.fakes import FakePlugins, FakeUpstream, Reply  # noqa: E402
 from tests.fixtures_resilience import (  # noqa: E402
@@ -64,7 +65,7 @@ class Stack:
         pm.register(FakePlugins(), name="fakes")
         pm.register(BackupPlugins(), name="backup")
         registry = Registry(pm)
-        self.server = _ServerThread(create_app(load_config(path, env={}).check(registry), registry))
+        self.server = _ServerThread(create_app(check_config(load_config(path, env={}), registry), registry))
         return self.server.start()
 
     def stop_server(self) -> None:
