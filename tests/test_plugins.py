@@ -217,8 +217,14 @@ def test_one_plugin_manager_per_command_line_run(monkeypatch, capsys):
 
     monkeypatch.setattr(lexrag.cli, "make_plugin_manager", counting)
     monkeypatch.setattr("lexrag.cli._app.make_plugin_manager", counting)
-    with pytest.raises(SystemExit) as exit_info:
-        lexrag.cli.main(["plugins"])
+    logger = logging.getLogger("lexrag")
+    saved = (logger.level, list(logger.handlers))
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            lexrag.cli.main(["plugins"])
+    finally:  # main() sets the CLI's log level; later tests read the lexrag logger
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]
     assert exit_info.value.code == 0
     assert "registers" in capsys.readouterr().out
     assert len(made) == 1

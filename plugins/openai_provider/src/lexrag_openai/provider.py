@@ -137,8 +137,6 @@ class OpenAIProvider(Provider):
             args["seed"] = p.seed
         if p.stop:
             args["stop"] = list(p.stop)
-        if p.top_k is not None:
-            args["extra_body"] = {"top_k": p.top_k}  # vLLM and llama.cpp read it; OpenAI has none
         return args
 
     def _error(self, exc: Exception, *, midway: bool = False) -> ProviderError:
