@@ -3,13 +3,16 @@ web chat page in real headless Chromium. All against the real index of the sampl
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -211,3 +214,211 @@ def test_ask_falls_back_when_the_provider_is_unreachable(demo_index: Path) -> No
     rescued = run_cli(*args, "--fallback", "extractive", env=env)
     assert rescued.returncode == 0, rescued.stderr
     assert "180 ngày" in rescued.stdout and "Answered by: extractive" in rescued.stdout
+
+
+# --- issue 13, Interfaces ----------------------------------------------------------------
+
+# The end of the newest ``selector`` on the page: where it is, where the fixed input bar
+# starts, and whether the element is what the browser shows just above its end (not the bar).
+LAST_ONE_SHOWN = """(selector) => {
+  const all = document.querySelectorAll(selector);
+  const node = all[all.length - 1];
+  const r = node.getBoundingClientRect();
+  const barTop = document.querySelector("#ask").getBoundingClientRect().top;
+  const hit = document.elementFromPoint(r.left + 4, Math.min(r.bottom, barTop) - 4);
+  return { top: r.top, bottom: r.bottom, barTop, shown: hit !== null && node.contains(hit) };
+}"""
+
+
+def _assert_shown(page, selector: str, when: str) -> None:
+    box = page.evaluate(LAST_ONE_SHOWN, selector)
+    assert 0 < box["bottom"] <= box["barTop"] and box["shown"], (
+        f"{when}: the end of the newest {selector} is not in view above the input bar: {box}"
+    )
+
+
+def test_web_page_keeps_new_answers_and_errors_above_the_input_bar(
+    running_server, demo_index: Path, fake_upstream, tmp_path: Path
+) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (scripts/ci-apt.sh installs it)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    # The second answer streams slowly from the openai provider, line by line, and ends up
+    # taller than the window.
+    lines = [f"Dòng {i}: người lao động được hưởng quyền theo khoản {i} [1]." for i in range(1, 41)]
+    fake_upstream.default = Reply(text="\n".join(lines), chunk_delay=0.02)
+    base = running_server(
+        f'[index]\ndir = "{demo_index}"\n'
+        f'[providers.openai]\nbase_url = "{fake_upstream.base_url}"\napi_key = "sk-test"\nmodel = "fake-model"\n'
+    )
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1000, "height": 700},
+        )
+        try:
+            page = context.new_page()
+            page.goto(base + "/")
+            page.wait_for_function("document.querySelectorAll('#model option').length > 2")
+
+            # First question: the extractive answer and its sources fill more than the window.
+            page.fill("#question", QUESTION)
+            page.click("#send")
+            page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
+            page.wait_for_function("!document.querySelector('#send').disabled")
+            assert page.evaluate("document.documentElement.scrollHeight") > 2 * 700
+
+            # Second question: its answer stays in view above the bar while it streams and after.
+            page.select_option("#model", "openai")
+            page.fill("#question", "Người lao động có những quyền gì?")
+            page.click("#send")
+            page.wait_for_function(
+                "document.querySelectorAll('.turn.assistant').length === 2"
+                " && document.querySelectorAll('.turn.assistant')[1].innerText.includes('Dòng 12:')"
+                " && !document.querySelector('#stop').disabled",
+                timeout=30_000,
+            )
+            _assert_shown(page, ".turn.assistant .answer", "while the second answer streams")
+            page.wait_for_function("!document.querySelector('#send').disabled", timeout=30_000)
+            assert "Dòng 40:" in page.locator(".turn.assistant .answer").nth(1).inner_text()
+            _assert_shown(page, ".turn.assistant .answer", "after the second answer")
+
+            # An error (the server rejects an unknown model) is in view too.
+            page.evaluate(
+                "document.querySelector('#model').add(new Option('khong-co', 'khong-co'));"
+                "document.querySelector('#model').value = 'khong-co';"
+            )
+            page.fill("#question", "câu hỏi thử lỗi")
+            page.click("#send")
+            page.wait_for_selector(".turn.assistant .error", timeout=10_000)
+            _assert_shown(page, ".turn.assistant .error", "after an error")
+            page.screenshot(path=str(tmp_path / "web-after-error.png"))
+        finally:
+            context.close()
+
+
+def test_chat_repl_refuses_openai_without_a_key(tmux: Tmux, demo_index: Path, tmp_path: Path) -> None:
+    # No OPENAI_API_KEY and no [providers.openai] table: switching says what is missing and
+    # keeps the provider in use, instead of failing the next question with an HTTP message.
+    config = tmp_path / "lexrag.toml"
+    config.write_text(f'[index]\ndir = "{demo_index}"\n', encoding="utf-8")
+    command = (
+        f"env -u OPENAI_API_KEY -u OPENAI_BASE_URL {sys.executable} -m lexrag --config {config} "
+        f"chat --history-file {tmp_path / 'history'}"
+    )
+    tmux.run("new-session", "-d", "-s", tmux.name, "-x", "150", "-y", "50", command)
+    tmux.wait_for("/help lists commands")
+    tmux.send("/provider openai", "Enter")
+    screen = tmux.wait_for("still answering with extractive.")
+    refusal = next(line for line in screen.splitlines() if "still answering with extractive." in line)
+    assert refusal.startswith("openai is not configured: set OPENAI_API_KEY"), screen
+    assert "Answering with openai" not in screen
+    tmux.send(QUESTION, "Enter")
+    screen = tmux.wait_for("answered by extractive")
+    assert "180 ngày" in screen and "GET /v1/models" not in screen and "Error" not in screen
+    tmux.send("/quit", "Enter")
+
+
+def _repl(config_text: str, tmp_path: Path, pm) -> tuple[Any, Any]:
+    from rich.console import Console
+
+    from lexrag.config import load_config
+    from lexrag.pipeline import Pipeline
+    from lexrag.registry import Registry, check_config
+    from lexrag.repl import Repl
+
+    path = tmp_path / "lexrag.toml"
+    path.write_text(config_text, encoding="utf-8")
+    registry = Registry(pm)
+    config = check_config(load_config(path, env={}), registry)
+    console = Console(record=True, width=400, color_system=None)
+    return Repl(Pipeline(config, registry), registry.providers.names(), console=console), console
+
+
+@pytest.mark.parametrize(
+    ("table", "needle"),
+    [
+        ("[providers.local]\n", "needs model_dir"),  # cannot be built
+        ('[providers.local]\nurl = "http://127.0.0.1:{port}"\n', "cannot be reached"),  # health: down
+        ('[providers.openai]\nmodel = "gpt-4o-mini"\n', "no API key"),  # health: unauthorized
+    ],
+    ids=["unbuildable", "down", "no-key"],
+)
+def test_repl_provider_switch_keeps_a_provider_that_can_answer(
+    table: str, needle: str, demo_index: Path, tmp_path: Path, pm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import free_port
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    name = table.split(".")[1].split("]")[0]
+    repl, console = _repl(f'[index]\ndir = "{demo_index}"\n' + table.format(port=free_port()), tmp_path, pm)
+
+    async def switch() -> None:
+        try:
+            assert await repl.command(f"/provider {name}")
+        finally:
+            await repl.pipeline.aclose()
+
+    asyncio.run(switch())
+    out = [line.strip() for line in console.export_text().splitlines() if line.strip()]
+    assert len(out) == 1, out
+    assert out[0].startswith(f"{name} cannot answer: ") and needle in out[0], out
+    assert out[0].endswith("; still answering with extractive."), out
+    assert repl.state.provider is None and repl.current_provider == "extractive"
+
+
+ARTICLE = (
+    "Điều 5. Quyền và nghĩa vụ của người lao động\n"
+    "1. Người lao động có các quyền sau đây:\n"
+    "a) Làm việc; tự do lựa chọn việc làm, nơi làm việc;\n"
+    "b) Hưởng lương phù hợp với trình độ;\n"
+    "c) Thành lập, gia nhập tổ chức đại diện người lao động.\n"
+    "2. Người lao động có các nghĩa vụ sau đây:"
+)
+
+
+class _QuotingPipeline:
+    """Streams an answer that quotes ARTICLE, the way the extractive provider does."""
+
+    async def chat_stream(self, request: Any) -> Any:
+        from lexrag.types import ChunkFactory, Source
+
+        chunks = ChunkFactory("stub")
+        yield chunks.role()
+        answer = "Theo [1] Bộ luật lao động, Điều 5:\n\n" + "\n".join(
+            "> " + line for line in ARTICLE.split("\n")
+        )
+        for piece in re.findall(r"\S+\s*|\s+", answer):
+            yield chunks.text(piece)
+        last = chunks.finish("stop")
+        last.sources = [
+            Source(
+                index=1,
+                doc="bo-luat-lao-dong",
+                title="Bộ luật lao động",
+                article=5,
+                citation="Bộ luật lao động, Điều 5",
+                score=1.0,
+                text=ARTICLE,
+            )
+        ]
+        yield last
+
+
+def test_repl_keeps_the_lines_of_a_quoted_article() -> None:
+    from rich.console import Console
+
+    from lexrag.repl import Repl
+
+    console = Console(record=True, width=200, color_system=None)
+    repl = Repl(cast(Any, _QuotingPipeline()), ["stub"], console=console)
+    asyncio.run(repl.answer("Người lao động có quyền gì?"))
+    text = console.export_text()
+    answer, _, panel = text.partition("Sources")
+    for shown in (answer, panel):
+        starts = [re.sub(r"^[\s▌│]+", "", line) for line in shown.splitlines()]
+        for point in ("a) Làm việc", "b) Hưởng lương", "c) Thành lập"):
+            assert any(s.startswith(point) for s in starts), f"{point!r} does not start a line:\n{shown}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import FileHistory, InMemoryHistory
@@ -17,11 +17,14 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.text import Text
 
+from .config import CONFIG_FILE_NAME, ENV_OVERRIDES
 from .errors import LexragError, cli_message
 from .types import ChatCompletionRequest, ChatMessage, Source
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+
+T = TypeVar("T")
 
 HELP = """\
 /provider NAME   answer with another provider (/provider alone lists them)
@@ -42,6 +45,39 @@ class ChatState:
     sources: list[Source] = field(default_factory=list)
 
 
+def hard_breaks(text: str) -> str:
+    """``text`` with every line break outside code blocks made a Markdown hard break.
+
+    Markdown joins the lines of a paragraph; in a quoted article each Khoản and each Điểm
+    (a), b), c)…) is a line of its own and must stay one. Two trailing spaces break the
+    line wherever a break can be (a break at the end of a block is ignored)."""
+    out: list[str] = []
+    fence: str | None = None
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None:
+            if stripped.startswith(fence):
+                fence = None
+        elif line.strip() and not line.endswith("  "):
+            line += "  "
+        out.append(line)
+    return "\n".join(out)
+
+
+def answer_markdown(text: str) -> Markdown:
+    """How the REPL shows an answer (also while it streams): Markdown, line breaks kept."""
+    return Markdown(hard_breaks(text or "…"))
+
+
+def excerpt(text: str, limit: int = 240) -> str:
+    """The start of a passage, at most ``limit`` characters, its lines kept."""
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    short = "\n".join(line for line in lines if line)
+    return short[:limit].rstrip() + "…" if len(short) > limit else short
+
+
 def sources_panel(sources: Sequence[Source]) -> Panel:
     if not sources:
         return Panel(Text("No passages were retrieved."), title="Sources")
@@ -49,9 +85,21 @@ def sources_panel(sources: Sequence[Source]) -> Panel:
     for source in sources:
         lines.append(f"[{source.index}] ", style="bold cyan")
         lines.append(source.citation + "\n", style="bold")
-        excerpt = " ".join(source.text.split())
-        lines.append((excerpt[:240] + "…" if len(excerpt) > 240 else excerpt) + "\n", style="dim")
+        lines.append(excerpt(source.text) + "\n", style="dim")
     return Panel(lines, title="Sources", border_style="cyan")
+
+
+def not_configured(name: str, config_file: str = CONFIG_FILE_NAME) -> str:
+    """Why an installed provider without settings cannot answer, and what sets it up: the
+    environment variables that fill its table (``OPENAI_API_KEY``: its api_key) or the table."""
+    prefix = f"providers.{name}."
+    env = [
+        f"{var} ({dotted[len(prefix) :]})"
+        for var, dotted in ENV_OVERRIDES.items()
+        if dotted.startswith(prefix)
+    ]
+    how = f"set {' or '.join(env)}, or " if env else ""
+    return f"{name} is not configured: {how}add a [providers.{name}] table to {config_file}"
 
 
 class Repl:
@@ -74,7 +122,48 @@ class Repl:
 
     # --- slash commands ---------------------------------------------------------
 
-    def command(self, line: str) -> bool:
+    @property
+    def current_provider(self) -> str:
+        return self.state.provider or self.pipeline.router.default_provider
+
+    async def provider_problem(self, name: str) -> str | None:
+        """Why provider ``name`` cannot answer here (None: it can): not configured, fails to
+        build (its settings), or its health check says it is down."""
+        router = self.pipeline.router
+        if name not in router.configured():
+            return not_configured(name, str(router.config.path or CONFIG_FILE_NAME))
+        try:
+            with self.console.status(f"Checking {name}…"):
+                health = await router.provider(name).health()
+        except LexragError as exc:
+            return f"{name} cannot answer: {' '.join(exc.message.split())}"
+        status = health.get("status", "ok")
+        if status not in ("ok", "degraded"):  # down, unauthorized, unavailable…
+            error = " ".join(str(health.get("error") or f"its health check says {status}").split())
+            return f"{name} cannot answer: {error}"
+        return None
+
+    async def switch_provider(self, name: str) -> None:
+        """Answer with ``name`` from now on, unless it cannot: then say what it lacks and keep
+        the provider in use."""
+        problem = await self.provider_problem(name)
+        if problem is not None:
+            line = Text(problem, style="red")
+            line.append(f"; still answering with {self.current_provider}.", style="default")
+            self.console.print(line, soft_wrap=True)  # one line, however wide the terminal
+            return
+        self.state.provider = name
+        self.console.print(f"Answering with {name}.")
+
+    async def _check_start(self) -> None:
+        """Say at once when the provider the chat starts with cannot answer."""
+        problem = await self.provider_problem(self.current_provider)
+        if problem is not None:
+            line = Text(problem, style="red")
+            line.append("; switch with /provider (/provider alone lists them).", style="default")
+            self.console.print(line, soft_wrap=True)
+
+    async def command(self, line: str) -> bool:
         """Run a slash command; False means leave the REPL."""
         name, _, arg = line[1:].strip().partition(" ")
         arg = arg.strip()
@@ -89,14 +178,16 @@ class Repl:
         elif name == "sources":
             self.console.print(sources_panel(self.state.sources))
         elif name == "provider":
+            configured = self.pipeline.router.configured()
+            available = ", ".join(n for n in configured if n in self.providers)
             if not arg:
-                current = self.state.provider or "(configured default)"
-                self.console.print(f"Provider: {current}. Available: {', '.join(self.providers)}")
+                idle = [n for n in self.providers if n not in configured]
+                more = f" (installed, not configured: {', '.join(idle)})" if idle else ""
+                self.console.print(Text(f"Provider: {self.current_provider}. Available: {available}{more}"))
             elif arg not in self.providers:
-                self.console.print(f"[red]No provider {arg!r}.[/] Available: {', '.join(self.providers)}")
+                self.console.print(f"[red]No provider {arg!r}.[/] Available: {available}")
             else:
-                self.state.provider = arg
-                self.console.print(f"Answering with {arg}.")
+                await self.switch_provider(arg)
         elif name == "k":
             if not arg.isdigit() or not 1 <= int(arg) <= 100:
                 self.console.print("[red]/k takes a number from 1 to 100.[/]")
@@ -129,7 +220,7 @@ class Repl:
         text = ""
         model = ""
         sources: list[Source] = []
-        with Live(Markdown("…"), console=self.console, refresh_per_second=8, transient=False) as live:
+        with Live(answer_markdown(""), console=self.console, refresh_per_second=8, transient=False) as live:
             try:
                 async for chunk in self.pipeline.chat_stream(self._request()):
                     model = chunk.model or model
@@ -137,9 +228,9 @@ class Repl:
                         text += choice.delta.content or ""
                     if chunk.sources is not None:
                         sources = list(chunk.sources)
-                    live.update(Markdown(text or "…"))
+                    live.update(answer_markdown(text))
             except asyncio.CancelledError:
-                live.update(Group(Markdown(text), Text("[answer stopped]", style="yellow")))
+                live.update(Group(Markdown(hard_breaks(text)), Text("[answer stopped]", style="yellow")))
                 self.state.history.pop()
                 return
             except LexragError as exc:
@@ -151,22 +242,43 @@ class Repl:
         self.console.print(sources_panel(sources))
         self.console.print(Text(f"answered by {model}", style="dim"))
 
-    async def _answer_cancellable(self, question: str) -> None:
-        task = asyncio.ensure_future(self.answer(question))
+    async def _interruptible(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``work`` with Ctrl-C cancelling it rather than the REPL; the finished task."""
+        task = asyncio.ensure_future(work)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, task.cancel)
         try:
-            await task
+            await asyncio.wait({task})
         except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        return task
+
+    async def _answer_cancellable(self, question: str) -> None:
+        task = await self._interruptible(self.answer(question))
+        if task.cancelled():
             # Cancelled before the answer started: the question never got an answer.
             if self.state.history and self.state.history[-1].role == "user":
                 self.state.history.pop()
             self.console.print("[yellow][answer stopped][/]")
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
+        else:
+            task.result()
+
+    async def _command_cancellable(self, line: str) -> bool:
+        """Run a slash command; Ctrl-C stops a slow one (a provider check) and keeps the REPL."""
+        task = await self._interruptible(self.command(line))
+        if task.cancelled():
+            self.console.print(
+                Text(f"[stopped] still answering with {self.current_provider}.", style="yellow")
+            )
+            return True
+        return task.result()
 
     async def run(self) -> None:
         self.console.print("lexrag chat — ask a legal question; /help lists commands, /quit leaves.")
+        await self._interruptible(self._check_start())
         while True:
             try:
                 line = await self.session.prompt_async("› ")
@@ -178,7 +290,7 @@ class Repl:
             if not line:
                 continue
             if line.startswith("/"):
-                if not self.command(line):
+                if not await self._command_cancellable(line):
                     break
                 continue
             await self._answer_cancellable(line)
