@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+import unicodedata
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +20,15 @@ SUFFIXES = (".txt", ".md")
 
 @dataclass
 class IngestReport:
-    """What one ingest did; ``failed`` maps a path to why it was skipped."""
+    """What one ingest did; ``failed`` maps a path to why it could not be ingested,
+    ``ignored`` a path left out on purpose (a symlink leading outside its folder) to why."""
 
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
     chunks: int = 0
     seconds: float = 0.0
 
@@ -40,32 +44,114 @@ class IngestReport:
             "skipped": len(self.skipped),
             "deleted": len(self.deleted),
             "failed": dict(self.failed),
+            "ignored": dict(self.ignored),
             "chunks": self.chunks,
             "seconds": round(self.seconds, 3),
         }
 
 
-def find_files(paths: Iterable[Path]) -> tuple[list[Path], dict[str, str]]:
-    """The .txt / .md files under ``paths`` (sorted), and paths that could not be used."""
+@dataclass
+class FoundFiles:
+    """What :func:`scan` found: the files to ingest, the paths that could not be used and
+    why (``problems``), and the symlinks left out on purpose and why (``ignored``)."""
+
+    files: list[Path] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+
+
+def scan(paths: Iterable[Path], *, follow_symlinks: bool = False) -> FoundFiles:
+    """The .txt / .md files under ``paths``, each directory's sorted.
+
+    A file named on its own is used as given, a symlink too. Inside a directory, a symlink
+    (to a file or to a directory) whose target lies outside that directory is left out,
+    and listed in ``ignored``, unless ``follow_symlinks``; symlinks that stay inside it are
+    followed. Each real directory is walked once, so symlink cycles end.
+    """
+    found = FoundFiles()
     files: list[Path] = []
-    problems: dict[str, str] = {}
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES))
+            files.extend(_walk(path, follow_symlinks, found))
         elif path.is_file():
             if path.suffix.lower() in SUFFIXES:
                 files.append(path)
             else:
-                problems[str(path)] = f"not a .txt or .md file (suffix {path.suffix or 'none'})"
+                found.problems[str(path)] = f"not a .txt or .md file (suffix {path.suffix or 'none'})"
         else:
-            problems[str(path)] = "no such file or directory"
+            found.problems[str(path)] = "no such file or directory"
     seen: dict[str, Path] = {}
     for file in files:
-        if file.stem in seen and seen[file.stem].resolve() != file.resolve():
-            problems[str(file)] = f"document id {file.stem!r} is already taken by {seen[file.stem]}"
+        if document_id(file) in seen and seen[document_id(file)].resolve() != file.resolve():
+            found.problems[str(file)] = (
+                f"document id {document_id(file)!r} is already taken by {seen[document_id(file)]}"
+            )
         else:
-            seen.setdefault(file.stem, file)
-    return list(seen.values()), problems
+            seen.setdefault(document_id(file), file)
+    found.files = list(seen.values())
+    return found
+
+
+def _walk(root: Path, follow_symlinks: bool, found: FoundFiles) -> list[Path]:
+    """The .txt / .md files under the directory ``root``, sorted; see :func:`scan`."""
+    top = root.resolve()
+    visited: set[Path] = set()
+    files: list[Path] = []
+
+    def visit(directory: Path) -> None:
+        real = directory.resolve()
+        if real in visited:  # a symlink cycle, or a directory reached twice
+            return
+        visited.add(real)
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            found.problems[str(directory)] = f"cannot read the directory: {exc.strerror or exc}"
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                continue
+            if not is_dir and not (is_file and path.suffix.lower() in SUFFIXES):
+                continue  # not ours; a dangling symlink lands here too
+            if entry.is_symlink() and not follow_symlinks:
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    continue
+                if not target.is_relative_to(top):
+                    found.ignored[str(path)] = f"links outside {root} (pass --follow-symlinks to ingest it)"
+                    continue
+            if is_dir:
+                visit(path)
+            else:
+                files.append(path)
+
+    visit(root)
+    return sorted(files)
+
+
+def document_id(path: Path) -> str:
+    """A file's document id: its stem in NFC (macOS and some archives write names in NFD, which
+    would give ids that look the same and compare different)."""
+    return unicodedata.normalize("NFC", path.stem)
+
+
+def find_files(paths: Iterable[Path], *, follow_symlinks: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """The .txt / .md files under ``paths`` (see :func:`scan`), and paths that could not be used."""
+    found = scan(paths, follow_symlinks=follow_symlinks)
+    return found.files, found.problems
+
+
+def stale_documents(store: Store, files: Iterable[Path]) -> list[str]:
+    """Ids of the documents in ``store`` whose file is not among ``files``: what
+    ``ingest(..., prune=True)`` deletes."""
+    keep = {document_id(f) for f in files}
+    return [record.id for record in store.documents() if record.id not in keep]
 
 
 def read_text(path: Path) -> str:
@@ -90,19 +176,24 @@ def ingest(
     *,
     max_chars: int = DEFAULT_MAX_CHARS,
     prune: bool = False,
+    prune_only: Collection[str] | None = None,
     force: bool = False,
+    follow_symlinks: bool = False,
     progress: ProgressCallback | None = None,
 ) -> IngestReport:
-    """Ingest ``paths`` (files or directories) into ``store``.
+    """Ingest ``paths`` (files or directories, walked as :func:`scan` does) into ``store``.
 
     A document whose content hash is unchanged is skipped (unless ``force``); a changed one
     has its chunks replaced. With ``prune``, documents in the store whose file is not among
-    ``paths`` any more are deleted. ``progress(path, outcome)`` is called after each file.
+    ``paths`` any more are deleted; ``prune_only`` limits that to these ids (the ones a
+    user agreed to delete). ``progress(path, outcome)`` is called after each file.
     """
     start = time.perf_counter()
     report = IngestReport()
-    files, problems = find_files(paths)
-    report.failed.update(problems)
+    found = scan(paths, follow_symlinks=follow_symlinks)
+    files = found.files
+    report.failed.update(found.problems)
+    report.ignored.update(found.ignored)
     if embedder is not None:
         store.check_embedder(embedder.model_id, embedder.dim)
     for path in files:
@@ -110,10 +201,9 @@ def ingest(
         if progress is not None:
             progress(path, outcome)
     if prune:
-        keep = {f.stem for f in files}
-        for record in store.documents():
-            if record.id not in keep and store.delete_document(record.id):
-                report.deleted.append(record.id)
+        for doc_id in stale_documents(store, files):
+            if (prune_only is None or doc_id in prune_only) and store.delete_document(doc_id):
+                report.deleted.append(doc_id)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -124,11 +214,12 @@ def _ingest_one(
     try:
         text = read_text(path)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        existing = store.document(path.stem)
+        doc_id = document_id(path)
+        existing = store.document(doc_id)
         if existing is not None and existing.sha256 == digest and not force:
-            report.skipped.append(path.stem)
+            report.skipped.append(doc_id)
             return "skipped"
-        parsed = chunk_document(path.stem, text, max_chars=max_chars)
+        parsed = chunk_document(doc_id, text, max_chars=max_chars)
     except InvalidRequestError as exc:
         report.failed[str(path)] = exc.message
         return "failed"
@@ -145,4 +236,14 @@ def _ingest_one(
     return "updated" if existing is not None else "added"
 
 
-__all__ = ["SUFFIXES", "IngestReport", "find_files", "ingest", "read_text"]
+__all__ = [
+    "SUFFIXES",
+    "FoundFiles",
+    "IngestReport",
+    "document_id",
+    "find_files",
+    "ingest",
+    "read_text",
+    "scan",
+    "stale_documents",
+]

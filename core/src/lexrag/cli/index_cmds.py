@@ -7,6 +7,7 @@ that ``lexrag --help`` stays fast.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -67,6 +68,17 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
 @click.option("--prune", is_flag=True, help="Delete indexed documents whose file is not among PATHS.")
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help="Delete what --prune would delete without asking (required when stdin is not a terminal).",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Also ingest symlinks in a directory that lead outside it (skipped by default).",
+)
 @click.option("--force", is_flag=True, help="Re-ingest documents even if their content is unchanged.")
 @click.option(
     "--max-chars", type=click.IntRange(300, 20000), default=None, help="Largest chunk, in characters."
@@ -74,23 +86,40 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_app
 def ingest_command(
-    app: App, paths: tuple[Path, ...], prune: bool, force: bool, max_chars: int | None, as_json: bool
+    app: App,
+    paths: tuple[Path, ...],
+    prune: bool,
+    yes: bool,
+    follow_symlinks: bool,
+    force: bool,
+    max_chars: int | None,
+    as_json: bool,
 ) -> None:
-    """Ingest .txt / .md legal documents (files or directories) into the index."""
+    """Ingest .txt / .md legal documents (files or directories) into the index.
+
+    With --prune, documents not among PATHS are deleted: on a terminal lexrag lists them
+    and asks first; otherwise it refuses unless --yes is given. Either way that is settled
+    before anything is ingested."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..chunking import DEFAULT_MAX_CHARS
-    from ..ingest import find_files, ingest
+    from ..ingest import ingest, scan, stale_documents
     from ..registry import build_embedder
     from ..store import Store
 
     config = app.config
     console = Console(stderr=True)
-    embedder = build_embedder(config, app.registry)
+    index_dir = str(config.settings.index.dir)
     store = Store.open(config.settings.index.dir, create=True)
     try:
-        total = len(find_files(paths)[0])
+        found = scan(paths, follow_symlinks=follow_symlinks)
+        doomed: list[str] | None = None
+        if prune:
+            doomed = stale_documents(store, found.files)
+            if doomed and not yes:
+                _confirm_prune(doomed, index_dir)
+        embedder = build_embedder(config, app.registry)
         with Progress(
             TextColumn("[bold]ingest[/bold] {task.description}"),
             BarColumn(),
@@ -100,7 +129,7 @@ def ingest_command(
             transient=True,
             disable=as_json or not console.is_terminal,
         ) as progress:
-            task = progress.add_task("", total=total)
+            task = progress.add_task("", total=len(found.files))
 
             def advance(path: Path, outcome: str) -> None:
                 progress.update(task, advance=1, description=f"{path.name} ({outcome})")
@@ -111,7 +140,9 @@ def ingest_command(
                 list(paths),
                 max_chars=max_chars or DEFAULT_MAX_CHARS,
                 prune=prune,
+                prune_only=doomed,
                 force=force,
+                follow_symlinks=follow_symlinks,
                 progress=advance,
             )
             if report.added or report.updated or report.deleted:
@@ -121,8 +152,34 @@ def ingest_command(
                 retriever.close()
     finally:
         store.close()
-    _print_report(report, as_json, str(config.settings.index.dir))
+    _print_report(report, as_json, index_dir)
     if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+_LISTED = 20
+"""How many of the documents --prune would delete are named before the rest are counted."""
+
+
+def _confirm_prune(doomed: list[str], index_dir: str) -> None:
+    """Ask on a terminal before --prune deletes ``doomed``; refuse when nobody can answer.
+    Declining aborts the whole command: nothing is ingested or deleted."""
+    from ..errors import InvalidRequestError
+
+    n = len(doomed)
+    what = f"{n} document{'s' if n != 1 else ''}"
+    if not sys.stdin.isatty():
+        raise InvalidRequestError(
+            f"--prune would delete {what} from {index_dir} not found under the given paths, and stdin "
+            "is not a terminal to confirm it; pass --yes to delete them (nothing was changed)"
+        )
+    click.echo(f"--prune will delete {what} from {index_dir} not found under the given paths:", err=True)
+    for doc_id in doomed[:_LISTED]:
+        click.echo(f"  {doc_id}", err=True)
+    if n > _LISTED:
+        click.echo(f"  … and {n - _LISTED} more", err=True)
+    if not click.confirm(f"Delete {'it' if n == 1 else 'them'}?", default=False, err=True):
+        click.echo("Error: nothing was ingested or deleted (declined --prune)", err=True)
         raise click.exceptions.Exit(1)
 
 
@@ -130,11 +187,14 @@ def _print_report(report: IngestReport, as_json: bool, index_dir: str) -> None:
     if as_json:
         click.echo(json.dumps(dict(report.as_dict(), index=index_dir), ensure_ascii=False))
         return
+    for path, why in report.ignored.items():
+        click.echo(f"skipped {path}: {why}", err=True)
     for path, why in report.failed.items():
         click.echo(f"skipped {path}: {why}", err=True)
+    links = f", {len(report.ignored)} symlinks not followed" if report.ignored else ""
     click.echo(
         f"{len(report.added)} added, {len(report.updated)} updated, {len(report.skipped)} skipped "
-        f"(unchanged), {len(report.deleted)} deleted, {len(report.failed)} failed; "
+        f"(unchanged), {len(report.deleted)} deleted, {len(report.failed)} failed{links}; "
         f"{report.chunks} chunks in {report.seconds:.1f} s → {index_dir}"
     )
     if not report.ok:
@@ -159,9 +219,11 @@ def search_command(
     app: App, query: str, top_k: int | None, retriever_name: str | None, as_json: bool
 ) -> None:
     """Search the index for QUERY."""
+    from ..vntext import normalize
+
     retriever = _retriever(app, retriever_name)
     try:
-        hits = retriever.search(query, top_k or app.config.settings.retrieval.top_k)
+        hits = retriever.search(normalize(query), top_k or app.config.settings.retrieval.top_k)
     finally:
         retriever.close()
     if as_json:

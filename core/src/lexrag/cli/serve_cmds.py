@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import LexragError
+from ..redact import RedactingFormatter
 from ._app import App, pass_app
 
 if TYPE_CHECKING:
@@ -38,29 +42,78 @@ def _setup_logging(level: str) -> None:
     calls = logging.getLogger("lexrag.calls")
     if not calls.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(RedactingFormatter("%(message)s"))
         calls.addHandler(handler)
         calls.propagate = False
     root = logging.getLogger("lexrag")
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(levelname)s:     %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())
 
 
-def _server_class() -> Callable[[uvicorn.Config, App, ServerState, float], uvicorn.Server]:
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds it), or one line saying why not.
+
+    Binding here, before the app is built, makes a port in use a clear error at once; uvicorn
+    starts listening on the socket when it is ready to serve."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, OSError):
+            raise _listen_error(host, port, exc) from None
+        raise
+    return sock
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> LexragError:
+    if isinstance(exc, socket.gaierror):
+        return LexragError(f"cannot listen on {host}:{port}: unknown host {host!r}; check --host")
+    reason = os.strerror(exc.errno).lower() if exc.errno else (str(exc) or type(exc).__name__)
+    if exc.errno == errno.EADDRINUSE:
+        hint = "choose another --port"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = "choose a --port above 1023, or run with the rights to use this one"
+    else:
+        hint = "check --host and --port"
+    return LexragError(f"cannot listen on {host}:{port}: {reason}; {hint}")
+
+
+ServerFactory = Callable[["uvicorn.Config", App, "ServerState", float, Callable[[], None]], "uvicorn.Server"]
+
+
+def _server_class() -> ServerFactory:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server, told about shutdown as it begins, and reloading on SIGHUP."""
+        """uvicorn's server, told about shutdown as it begins, reloading on SIGHUP, and
+        calling ``on_started`` once it listens and serves."""
 
-        def __init__(self, config: uvicorn.Config, app: App, state: ServerState, grace_s: float) -> None:
+        def __init__(
+            self,
+            config: uvicorn.Config,
+            app: App,
+            state: ServerState,
+            grace_s: float,
+            on_started: Callable[[], None],
+        ) -> None:
             super().__init__(config)
             self.lexrag_app = app
             self.state = state
             self.grace_s = grace_s
+            self.on_started = on_started
             self._reloads: set[asyncio.Task[None]] = set()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and not self.should_exit:
+                self.on_started()
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if not self.should_exit:
@@ -114,23 +167,36 @@ def serve(app: App, host: str | None, port: int | None, index_dir: str | None) -
     config = app.config
     settings = config.settings
     _setup_logging(settings.logging.level)
-    server_app = create_app(config, app.registry)
-    state: ServerState = server_app.state.lexrag
-    grace = settings.server.shutdown_grace_s
-    uv_config = uvicorn.Config(
-        server_app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.logging.level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=max(1, round(grace)),
-    )
-    chain = " -> ".join(state.pipeline.router.chain_names())
-    click.echo(
-        f"lexrag serving on http://{settings.server.host}:{settings.server.port} (providers: {chain})",
-        err=True,
-    )
-    _server_class()(uv_config, app, state, grace).run()
+    host, port = settings.server.host, settings.server.port
+    sock = _bind(host, port)
+    with sock:
+        port = sock.getsockname()[1]  # the one the system chose for --port 0
+        server_app = create_app(config, app.registry)
+        state: ServerState = server_app.state.lexrag
+        # A provider that cannot be built is skipped (and reported); none at all is fatal.
+        state.pipeline.router.check_chain()
+        grace = settings.server.shutdown_grace_s
+        uv_config = uvicorn.Config(
+            server_app,
+            host=host,
+            port=port,
+            log_level=settings.logging.level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=max(1, round(grace)),
+        )
+        chain = " -> ".join(state.pipeline.router.chain_names())
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+        def started() -> None:
+            click.echo(f"lexrag serving on {url} (providers: {chain})", err=True)
+
+        server = _server_class()(uv_config, app, state, grace, started)
+        try:
+            # Listening could still fail when another socket is bound without listening.
+            sock.listen(uv_config.backlog)
+        except OSError as exc:
+            raise _listen_error(host, port, exc) from None
+        server.run(sockets=[sock])
 
 
 COMMANDS = [serve]
