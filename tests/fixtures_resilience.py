@@ -165,7 +165,7 @@ class Outcome:
             extra = f", Retry-After {self.retry_after}" if self.retry_after else ""
             return f"{self.status} {self.error.get('code')}{extra}"
         if self.kind == "cut":
-            return f"cut: finish=error + error event ({self.error.get('code')})"
+            return f"cut: error event ({self.error.get('code')})"
         return f"BROKEN ({self.error.get('message', '')[:60]})"
 
 
@@ -328,7 +328,7 @@ class LoadResult:
     errors: int = 0
     """Clean errors: an HTTP error with an OpenAI body, or a stream ended by an error event."""
     cut: int = 0
-    """Of the errors: streams cut after their first token (error event, finish_reason error)."""
+    """Of the errors: streams cut after their first token (error event, no finish_reason)."""
     hung: int = 0
     bad: list[str] = field(default_factory=list)
     """Anything else: a 5xx without an error body, an incomplete "success", a broken connection."""
@@ -370,7 +370,7 @@ async def _one(client: Any, i: int, result: LoadResult, limit: float) -> None:
                             if choice.finish_reason:
                                 finish.append(choice.finish_reason)
                 except openai.APIError as exc:
-                    if finish == ["error"] and isinstance(exc.body, dict) and exc.body.get("message"):
+                    if finish == [] and isinstance(exc.body, dict) and exc.body.get("message"):
                         result.errors += 1
                         result.cut += 1
                     else:

@@ -129,7 +129,7 @@ def test_fault(start_server, two_upstreams, call_log, case, stream, scenario):
         )
     if kind == "cut":
         assert got.text and PRIMARY_ANSWER.startswith(got.text)
-        assert got.finish == ["error"] and got.error["type"] == "provider_error"
+        assert got.finish == [] and got.error["type"] == "provider_error"
         assert line["status"] == 200 and line["error_status"] == 502 and line["error"] == got.error["code"]
         assert metric(served.base, "lexrag_requests_total", {"provider": "openai", "status": "502"}) == 1
 
@@ -202,16 +202,23 @@ def test_retry_after_is_honoured(start_server, two_upstreams, call_log):
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_permanent_failures_fail_at_once(start_server, two_upstreams, call_log, status, stream):
+def test_permanent_failures_are_not_retried(start_server, two_upstreams, call_log, status, stream):
+    """A permanent failure is never retried. A 400 blames the request and fails at once; a
+    401/403/404 blames the provider (its key, its model) and the chain moves on (issue 13)."""
     primary, backup = two_upstreams
     primary.default = Fail(status, type="invalid_request_error")
     served = start_server(chain_config(primary, backup, max_retries=3))
     got = ask(served.base, stream=stream, request_id=f"perm-{status}")
-    assert got.kind == "error" and got.status == (400 if status == 400 else 502)
     assert len([r for r in primary.requests if r.method == "POST"]) == 1  # no retry
-    assert not backup.requests  # no fallback
     line = call_line(call_log, f"perm-{status}")
-    assert line["retries"] == 0 and line["fallback"] is False
+    assert line["retries"] == 0
+    if status == 400:
+        assert got.kind == "error" and got.status == 400
+        assert not backup.requests  # no fallback
+        assert line["fallback"] is False
+    else:
+        assert got.kind == "answer" and got.provider == "openai-backup", got
+        assert line["fallback"] is True
 
 
 # --- per-request fallback, the model that answered ----------------------------------
@@ -265,9 +272,10 @@ def test_a_stream_cut_after_the_first_token_ends_cleanly_on_the_wire(start_serve
     assert events[-1] == b"" and events[-2] == b"data: [DONE]"
     error = json.loads(events[-3][6:])["error"]
     assert error["type"] == "provider_error" and "mid-answer" in error["message"]
-    finish = json.loads(events[-4][6:])
-    assert finish["object"] == "chat.completion.chunk" and finish["choices"][0]["finish_reason"] == "error"
-    texts = [json.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:-4]]
+    chunks = [json.loads(e[6:]) for e in events[:-3]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert all(ch["finish_reason"] is None for c in chunks for ch in c["choices"])  # no invented reason
+    texts = [c["choices"][0]["delta"].get("content") for c in chunks]
     assert "".join(t or "" for t in texts) == "một hai "  # both tokens sent, none lost
     assert not backup.requests  # no fallback once the client holds part of an answer
 

@@ -236,6 +236,6 @@ def test_generate_sends_the_prompt_as_is(make_pipeline):
 def test_a_question_without_user_text_is_a_clear_error(make_pipeline):
     pipeline = make_pipeline()
     request = ChatCompletionRequest(messages=[ChatMessage(role="system", content="x")])
-    with pytest.raises(InvalidRequestError, match='"rag": false') as err:
+    with pytest.raises(InvalidRequestError, match="no user message with text") as err:
         run(pipeline.chat(request))
     assert err.value.param == "messages"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import socket
 import struct
@@ -42,6 +41,11 @@ class Reply:
     ``wire_bytes`` writes the response body to the socket that many bytes at a time
     (with a pause between writes), so multi-byte UTF-8 characters arrive split across
     TCP reads. ``delay`` waits before the response head; ``chunk_delay`` between events.
+
+    ``tool_calls`` (OpenAI's shape: ``id``, ``type``, ``function`` with ``name`` and
+    ``arguments``) are answered as they are, streamed as deltas (the arguments in two
+    pieces); with them an empty ``text`` is ``content: null``. ``logprobs`` is the choice's
+    (streamed: on the first text chunk), ``refusal`` the message's (streamed: its own delta).
     """
 
     text: str = "Xin chào, đây là câu trả lời [1]."
@@ -51,10 +55,15 @@ class Reply:
     wire_bytes: int | None = None
     delay: float = 0.0
     chunk_delay: float = 0.0
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: dict[str, Any] | None = None
+    refusal: str | None = None
 
     def pieces(self) -> list[str]:
         if self.deltas is not None:
             return list(self.deltas)
+        if not self.text and (self.tool_calls or self.refusal):
+            return []
         words = self.text.split(" ")
         return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
@@ -119,6 +128,7 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     payload: dict[str, Any] = field(default_factory=dict)
+    reader: asyncio.StreamReader | None = None
 
 
 # --- the server ---------------------------------------------------------------------
@@ -133,6 +143,10 @@ class FakeUpstream:
         self.default: Behaviour = Reply()
         self.healthy = True
         self.requests: list[Recorded] = []
+        self.models_status = 200
+        """Status of ``GET /v1/models`` (e.g. 401 for a refused key); 200 lists the models."""
+        self.abandoned = 0
+        """Requests whose client closed the connection while :class:`Hang` held the answer."""
         self.in_flight = 0
         self.max_in_flight = 0
         """Most POSTs being answered at once (shows that a client sent them concurrently)."""
@@ -255,7 +269,7 @@ class FakeUpstream:
                 payload = loaded if isinstance(loaded, dict) else {}
             except ValueError:
                 payload = {}
-        return _Request(method, path, headers, body, payload)
+        return _Request(method, path, headers, body, payload, reader)
 
     async def _answer(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False closes the connection."""
@@ -263,6 +277,11 @@ class FakeUpstream:
             status = 200 if self.healthy else 503
             await _send_json(
                 writer, status, {"status": "ok" if self.healthy else "down", "model": self.model}
+            )
+            return True
+        if request.method == "GET" and request.path == "/v1/models" and self.models_status != 200:
+            await _send_json(
+                writer, self.models_status, _error("fake /models refusal", "invalid_request_error")
             )
             return True
         if request.method == "GET" and request.path == "/v1/models":
@@ -289,9 +308,16 @@ class FakeUpstream:
             await _send_json(writer, behaviour.status, _error(behaviour.message, behaviour.type), headers)
             return True
         if isinstance(behaviour, Hang):
-            assert self._release is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._release.wait(), behaviour.seconds)
+            assert self._release is not None and request.reader is not None
+            released = asyncio.ensure_future(self._release.wait())
+            closed = asyncio.ensure_future(request.reader.read(1))  # b"": the client hung up
+            done, pending = await asyncio.wait(
+                {released, closed}, timeout=behaviour.seconds, return_when="FIRST_COMPLETED"
+            )
+            for task in pending:
+                task.cancel()
+            if closed in done and closed.result() == b"":
+                self.abandoned += 1
             return False
         if isinstance(behaviour, Reset):
             sock = writer.get_extra_info("socket")
@@ -359,13 +385,37 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
+                    "message": self._message(reply),
                     "finish_reason": reply.finish_reason,
-                    "logprobs": None,
+                    "logprobs": reply.logprobs,
                 }
             ],
             "usage": self._usage(request, reply.text),
         }
+
+    def _message(self, reply: Reply) -> dict[str, Any]:
+        content = None if not reply.text and (reply.tool_calls or reply.refusal) else reply.text
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if reply.tool_calls is not None:
+            message["tool_calls"] = reply.tool_calls
+        if reply.refusal is not None:
+            message["refusal"] = reply.refusal
+        return message
+
+    def _tool_call_events(self, cid: str, model: str, reply: Reply) -> list[bytes]:
+        events = []
+        for i, call in enumerate(reply.tool_calls or []):
+            function = call.get("function") or {}
+            arguments = str(function.get("arguments", ""))
+            head = {
+                "index": i,
+                "id": call.get("id"),
+                "type": call.get("type", "function"),
+                "function": {"name": function.get("name"), "arguments": arguments[: len(arguments) // 2]},
+            }
+            tail = {"index": i, "function": {"arguments": arguments[len(arguments) // 2 :]}}
+            events += [_sse(_chunk(cid, model, {"tool_calls": [part]})) for part in (head, tail)]
+        return events
 
     def _generated(self, request: _Request, reply: Reply) -> dict[str, Any]:
         return {
@@ -379,7 +429,14 @@ class FakeUpstream:
         cid = "chatcmpl-" + uuid.uuid4().hex[:16]
         model = reply.model or request.payload.get("model") or self.model
         events = [_sse(_chunk(cid, model, {"role": "assistant", "content": ""}))]
-        events += [_sse(_chunk(cid, model, {"content": piece})) for piece in reply.pieces()]
+        if reply.refusal is not None:
+            events.append(_sse(_chunk(cid, model, {"refusal": reply.refusal})))
+        for i, piece in enumerate(reply.pieces()):
+            chunk = _chunk(cid, model, {"content": piece})
+            if i == 0 and reply.logprobs is not None:
+                chunk["choices"][0]["logprobs"] = reply.logprobs
+            events.append(_sse(chunk))
+        events += self._tool_call_events(cid, model, reply)
         events.append(_sse(_chunk(cid, model, {}, reply.finish_reason)))
         options = request.payload.get("stream_options") or {}
         if options.get("include_usage"):

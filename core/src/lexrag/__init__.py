@@ -26,6 +26,7 @@ from .hookspecs import hookimpl
 from .onnxrt import cuda_usable, execution_providers
 from .prompt import estimate_tokens, estimate_usage
 from .providers import GenerationParams, Provider, ProviderRequest
+from .redact import mask_url, redact
 from .retrieval import Chunk, Citation, Embedder, FloatArray, Hit, RetrievalContext, Retriever
 from .retry import parse_retry_after
 from .store import DocumentRecord, Store
@@ -35,14 +36,25 @@ from .types import (
     ChatCompletionChunk,
     ChatMessage,
     Choice,
+    ChoiceLogprobs,
     ChunkFactory,
+    Delta,
     FinishReason,
     NoSettings,
     Source,
     Usage,
     new_id,
 )
-from .vntext import PHRASE_BREAK, STOPWORDS, fold, fold_text, syllables, terms, without_question_words
+from .vntext import (
+    PHRASE_BREAK,
+    STOPWORDS,
+    fold,
+    fold_text,
+    normalize,
+    syllables,
+    terms,
+    without_question_words,
+)
 
 try:
     __version__ = version("lexrag")
@@ -57,11 +69,13 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatMessage",
     "Choice",
+    "ChoiceLogprobs",
     "Chunk",
     "ChunkFactory",
     "Citation",
     "ConfigError",
     "CoolingDown",
+    "Delta",
     "DocumentRecord",
     "DocumentStructureError",
     "Embedder",
@@ -93,8 +107,11 @@ __all__ = [
     "fold",
     "fold_text",
     "hookimpl",
+    "mask_url",
     "new_id",
+    "normalize",
     "parse_retry_after",
+    "redact",
     "syllables",
     "terms",
     "without_question_words",

@@ -11,11 +11,11 @@ alone is too long).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 from .errors import DocumentStructureError
 from .retrieval import Chunk, Citation
+from .vntext import normalize
 
 DEFAULT_MAX_CHARS = 1500
 
@@ -55,12 +55,6 @@ class ParsedDocument:
     doc_id: str
     title: str
     chunks: list[Chunk]
-
-
-def normalize(text: str) -> str:
-    """NFC, unified newlines, no BOM, no trailing spaces on lines."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff"))
-    return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
 def _strip_decor(line: str) -> str:
@@ -241,4 +235,4 @@ def chunk_document(doc_id: str, text: str, *, max_chars: int = DEFAULT_MAX_CHARS
     return ParsedDocument(doc_id=doc_id, title=title, chunks=chunks)
 
 
-__all__ = ["DEFAULT_MAX_CHARS", "DocumentStructureError", "ParsedDocument", "chunk_document", "normalize"]
+__all__ = ["DEFAULT_MAX_CHARS", "ParsedDocument", "chunk_document"]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
 from .prompt import PromptSettings
+from .redact import MASK, mask_url
 
 CONFIG_FILE_NAME = "lexrag.toml"
 
@@ -111,8 +112,6 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 _LIST_ENV = {"LEXRAG_API_KEYS"}
 
-MASK = "********"
-
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
@@ -205,7 +204,7 @@ class Config:
     def _describe(self, dotted: str, value: Any) -> str:
         origin = self.origin(dotted)
         where = _where(dotted)
-        shown = MASK if _is_secret_key(dotted) else _show(value)
+        shown = MASK if _is_secret_key(dotted) else _show(_mask(dotted, value))
         if origin.startswith("env:"):
             return f"{origin[4:]}={shown} (sets {where})"
         if origin == "cli":
@@ -264,18 +263,29 @@ class Config:
         return rows
 
 
+#: Keys whose value is a secret even where no ``SecretStr`` field holds it (a plugin's table
+#: set from the environment while the plugin is not installed, a plugin that forgot to use
+#: ``SecretStr``). Matched on the whole key, never a substring: ``max_tokens`` is no secret.
+SECRET_KEYS = frozenset({"api_key", "api_keys", "password", "secret", "client_secret", "access_token"})
+
+
 def _is_secret_key(dotted: str) -> bool:
-    leaf = dotted.rsplit(".", 1)[-1]
-    return any(word in leaf for word in ("key", "secret", "token", "password"))
+    return dotted.rsplit(".", 1)[-1] in SECRET_KEYS
 
 
 def _mask(dotted: str, value: Any) -> Any:
+    """``value`` as it may be shown: secrets by their type (``SecretStr``) or their key
+    (:data:`SECRET_KEYS`), and the password or token inside a URL, masked."""
     if isinstance(value, SecretStr):
         return MASK if value.get_secret_value() else ""
     if isinstance(value, list) and any(isinstance(v, SecretStr) for v in value):
         return [MASK for _ in value]
     if _is_secret_key(dotted) and value:
-        return MASK
+        return [MASK for _ in value] if isinstance(value, list) else MASK
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, list):
+        return [mask_url(v) if isinstance(v, str) else v for v in value]
     return value
 
 

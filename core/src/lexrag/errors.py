@@ -18,15 +18,21 @@ exit code (:func:`cli_message`, :func:`cli_exit_code`)::
     │   └── CoolingDown              503  the provider's breaker is open; skipped
     ├── RetrievalError               503  index missing, corrupt, other embedder
     ├── ModelExportError             500  exporting or loading a model failed
-    └── StreamCutShort               503  the server shut down mid-stream
+    ├── StreamCutShort               503  the server shut down mid-stream
+    └── ClientDisconnected           499  the client left before its answer was ready
 
 A plugin raises :class:`ProviderError` with ``retryable`` set for its own failures: the
-router retries and falls back on retryable ones and fails the request at once otherwise.
+router retries a retryable one, then moves on to the next provider of the chain; a permanent
+one moves on at once, unless it blames the request (400, 413, 422: see
+:attr:`ProviderError.blames_request`), which fails at once. Messages reach clients and logs
+through :func:`lexrag.redact.redact`, so a URL's password never does.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .redact import redact
 
 
 class LexragError(Exception):
@@ -133,6 +139,13 @@ class ProviderError(LexragError):
         # request; the gateway itself answers 502 for everything else.
         self.status = status if status is not None else (503 if retryable else 502)
 
+    @property
+    def blames_request(self) -> bool:
+        """The request itself is at fault (bad parameters, a prompt too long: 400, 413, 422),
+        so no other provider would do better. Every other failure belongs to the provider
+        (transient, or a key, model or setup it lacks) and the router moves on down the chain."""
+        return not self.retryable and self.status in (400, 413, 422)
+
 
 class ProviderTimeoutError(ProviderError):
     def __init__(self, message: str, **kw: Any) -> None:
@@ -168,6 +181,15 @@ class StreamCutShort(LexragError):
     code = "server_shutting_down"
 
 
+class ClientDisconnected(LexragError):
+    """The client went away before its answer was ready; the work for it was cancelled.
+    Nobody reads the response: the status is nginx's 499, for the logs and metrics."""
+
+    status = 499
+    type = "client_closed_request"
+    code = "client_closed_request"
+
+
 class RetrievalError(LexragError):
     """The index is missing, corrupt, or was built with another embedder."""
 
@@ -187,7 +209,7 @@ def error_body(exc: LexragError) -> dict[str, Any]:
     """The OpenAI error body for ``exc``."""
     return {
         "error": {
-            "message": exc.message,
+            "message": redact(exc.message),
             "type": exc.type,
             "param": exc.param,
             "code": exc.code,
@@ -206,7 +228,7 @@ def http_error(exc: LexragError) -> tuple[int, dict[str, Any], dict[str, str]]:
 
 def cli_message(exc: LexragError) -> str:
     """One line for the terminal: no traceback, the message says what to do."""
-    return f"Error: {' '.join(exc.message.split())}"
+    return f"Error: {' '.join(redact(exc.message).split())}"
 
 
 EXIT_CODES: dict[type[LexragError], int] = {ConfigError: 2, PluginError: 2}

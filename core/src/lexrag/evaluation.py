@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import InvalidRequestError
 from .retrieval import Hit, Retriever
+from .vntext import normalize
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def metrics(ranks: Sequence[int | None]) -> dict[str, float | int]:
 
 
 def evaluate(retriever: Retriever, questions: Sequence[Question], top_k: int = 10) -> dict[str, float | int]:
-    ranks = [rank_of(retriever.search(q.question, top_k), q) for q in questions]
+    ranks = [rank_of(retriever.search(normalize(q.question), top_k), q) for q in questions]
     return metrics(ranks)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import calllog, prompt
+from . import calllog, prompt, vntext
 from .errors import InvalidRequestError, LexragError, ProviderError
-from .providers import GenerationParams, Provider, ProviderRequest
+from .providers import GenerationParams, Provider, ProviderRequest, demanded, unsupported_error
 from .registry import Registry, build_retriever
 from .retrieval import Retriever
 from .router import Route, Router
@@ -45,6 +45,9 @@ class Prepared:
     route: Route
     sources: list[Source] | None = None
     """The passages in the prompt; None when retrieval was off for this request."""
+    fallback: Sequence[str] | None = None
+    """The fallback providers to try after ``route`` (None: ``[llm] fallback``); those that
+    cannot honour the request's options are left out (see :meth:`Pipeline.capable_chain`)."""
 
 
 def _counter(provider: Provider) -> prompt.TokenCounter:
@@ -98,30 +101,70 @@ class Pipeline:
     def retrieve(self, query: str, k: int | None = None) -> list[Source]:
         """The top passages for ``query`` as numbered sources (blocking: call in a thread)."""
         top_k = k or self.config.settings.retrieval.top_k
-        return [hit.to_source(i + 1) for i, hit in enumerate(self.retriever.search(query, top_k))]
+        hits = self.retriever.search(vntext.normalize(query), top_k)
+        return [hit.to_source(i + 1) for i, hit in enumerate(hits)]
 
     # --- preparing a request --------------------------------------------------------
 
     def validate(self, request: ChatCompletionRequest) -> None:
-        """What the request schema cannot say on its own."""
+        """What the request model does not check itself (the served schema says it all the
+        same: ``n`` at most 1, ``max_tokens`` at most ``[server] max_tokens``, ``messages``
+        containing a user message with text)."""
         if request.n != 1:
             raise InvalidRequestError(
                 f"n={request.n}: lexrag returns one choice per request; omit n or send n=1",
                 param="n",
             )
-        limit = self.config.settings.server.max_tokens
-        if request.token_limit is not None and request.token_limit > limit:
-            param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        if not any(m.role == "user" and m.has_text for m in request.messages):
             raise InvalidRequestError(
-                f"{param}={request.token_limit} is above this server's limit of {limit} "
+                "messages: no user message with text; lexrag answers the question in the last "
+                "user message, so send one (empty or white-space-only content is no question)",
+                param="messages",
+            )
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        self.check_token_limit(param, request.token_limit)
+
+    def check_token_limit(self, param: str, value: int | None) -> None:
+        """A 400 for a completion length above ``[server] max_tokens``."""
+        limit = self.config.settings.server.max_tokens
+        if value is not None and value > limit:
+            raise InvalidRequestError(
+                f"{param}={value} is above this server's limit of {limit} "
                 "([server] max_tokens); ask for fewer tokens",
                 param=param,
             )
 
+    def capable_chain(
+        self, route: Route, fallback: Sequence[str] | None, options: Mapping[str, Any]
+    ) -> tuple[Route, Sequence[str] | None]:
+        """``route`` and ``fallback`` with the providers that cannot honour ``options`` (their
+        class's :attr:`Provider.supports` lacks a capability the options need) left out; the
+        first capable one leads. Unchanged when the options need nothing. A 400 naming the
+        parameter and the providers when no provider of the chain can honour it."""
+        needs = demanded(options)
+        if not needs:
+            return route, fallback
+        chain = self.router.chain(route, fallback)
+        classes = self.registry.providers.classes
+
+        def can(name: str, need: str) -> bool:
+            cls = classes.get(name)
+            return cls is None or need in cls.supports  # not installed: the router says so
+
+        capable = [step for step in chain if all(can(step.provider, need) for need in needs)]
+        if not capable:
+            names = [step.provider for step in chain]
+            need = next(
+                (n for n in needs if not any(can(p, n) for p in names)),
+                next(n for n in needs if not can(names[0], n)),
+            )
+            raise unsupported_error(need, [p for p in names if not can(p, need)])
+        return capable[0], [step.provider for step in capable[1:]]
+
     def _augment(
         self, request: ChatCompletionRequest, provider: Provider
     ) -> tuple[list[ChatMessage], list[Source]]:
-        query = next((m.content for m in reversed(request.messages) if m.role == "user" and m.content), None)
+        query = next((m.content for m in reversed(request.messages) if m.role == "user" and m.has_text), None)
         if query is None:
             raise InvalidRequestError(
                 'retrieval needs a user message with text to search for; add one or send "rag": false',
@@ -142,21 +185,29 @@ class Pipeline:
     async def prepare(self, request: ChatCompletionRequest) -> Prepared:
         """Validate, resolve the model, retrieve and build the prompt."""
         self.validate(request)
-        route = await self.router.resolve(request.model)
+        options = request.options
+        route, fallback = self.capable_chain(
+            await self.router.resolve(request.model), request.fallback, options
+        )
         params = GenerationParams(
             max_tokens=request.token_limit,
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
             stop=request.stop_list,
+            options=options,
         )
         if not self.rag_enabled(request):
-            return Prepared(ProviderRequest(messages=list(request.messages), params=params), route)
-        provider = self.router.provider(route.provider)
+            return Prepared(
+                ProviderRequest(messages=list(request.messages), params=params), route, fallback=fallback
+            )
+        provider = self.router.first_available(route, fallback)
         started = time.perf_counter()
         messages, sources = await asyncio.to_thread(self._augment, request, provider)
         calllog.current().retrieved(sources, time.perf_counter() - started)
-        return Prepared(ProviderRequest(messages=messages, params=params, sources=sources), route, sources)
+        return Prepared(
+            ProviderRequest(messages=messages, params=params, sources=sources), route, sources, fallback
+        )
 
     # --- answering ------------------------------------------------------------------
 
@@ -164,7 +215,7 @@ class Pipeline:
         """One whole answer, with ``sources`` and ``usage`` filled."""
         prepared = await self.prepare(request)
         completion = await self.router.complete(
-            prepared.request, route=prepared.route, fallback=request.fallback
+            prepared.request, route=prepared.route, fallback=prepared.fallback
         )
         if completion.usage is None:
             completion.usage = prompt.estimate_usage(prepared.request.messages, completion.text)
@@ -179,7 +230,7 @@ class Pipeline:
         pending: ChatCompletionChunk | None = None
         usage_chunk: ChatCompletionChunk | None = None
         text: list[str] = []
-        stream = self.router.stream(prepared.request, route=prepared.route, fallback=request.fallback)
+        stream = self.router.stream(prepared.request, route=prepared.route, fallback=prepared.fallback)
         try:
             async for chunk in stream:
                 if not chunk.choices:
@@ -216,9 +267,16 @@ class Pipeline:
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         """The seed llm-service's ``/v1/generate``: the prompt goes to the configured
-        provider as it is, with retrieval off."""
+        provider as it is, with retrieval off, within the same ``[server] max_tokens`` as
+        chat (an unset ``max_tokens`` defaults to 256 or that limit, whichever is lower)."""
+        limit = self.config.settings.server.max_tokens
+        if "max_tokens" in request.model_fields_set:
+            self.check_token_limit("max_tokens", request.max_tokens)
+            max_tokens = request.max_tokens
+        else:
+            max_tokens = min(request.max_tokens, limit)
         params = GenerationParams(
-            max_tokens=request.max_tokens,
+            max_tokens=max_tokens,
             temperature=request.temperature if request.do_sample else 0.0,
             top_p=request.top_p if request.do_sample else None,
         )

@@ -51,9 +51,9 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_usage(messages: Sequence[ChatMessage], completion: str) -> Usage:
     """Usage counted with :func:`estimate_tokens`, for a provider that has no tokenizer or
-    an upstream that reported none."""
+    an upstream that reported none; marked ``estimated``."""
     prompt_tokens = sum(estimate_tokens(m.content or "") for m in messages)
-    return Usage.of(prompt_tokens, estimate_tokens(completion) if completion else 0)
+    return Usage.of(prompt_tokens, estimate_tokens(completion) if completion else 0, estimated=True)
 
 
 def render_passage(settings: PromptSettings, source: Source) -> str:

@@ -3,24 +3,52 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from .errors import InvalidRequestError
 from .types import ChatCompletion, ChatCompletionChunk, ChatMessage, NoSettings, Source
+
+#: What a provider may declare in :attr:`Provider.supports`: the OpenAI parameters that change
+#: what an answer is (tool calls, JSON output, log probabilities) rather than how it is sampled.
+CAPABILITIES = frozenset({"tools", "response_format", "logprobs"})
+
+
+def demanded(options: Mapping[str, Any]) -> list[str]:
+    """The capabilities (see :data:`CAPABILITIES`) that the OpenAI ``options`` of a request
+    need: a provider without one of them cannot honour the request. ``tool_choice: "none"``,
+    ``response_format: {"type": "text"}`` and ``logprobs: false`` need nothing."""
+    needs: list[str] = []
+    if options.get("tools") or options.get("tool_choice") not in (None, "none"):
+        needs.append("tools")
+    response_format = options.get("response_format")
+    if isinstance(response_format, Mapping) and response_format.get("type", "text") != "text":
+        needs.append("response_format")
+    if options.get("logprobs") or options.get("top_logprobs"):
+        needs.append("logprobs")
+    return needs
 
 
 @dataclass
 class GenerationParams:
-    """Sampling parameters; ``None`` means the provider's own default."""
+    """Sampling parameters; ``None`` means the provider's own default.
+
+    ``options`` holds every other OpenAI chat parameter the client sent (``tools``,
+    ``tool_choice``, ``response_format``, ``logprobs``, ``presence_penalty``, ``user``,
+    ``max_completion_tokens`` when the client named it so, unknown ones too), as it sent them:
+    an OpenAI-compatible provider passes them on unchanged; another ignores those it cannot
+    use, once the pipeline has checked it declares the :attr:`Provider.supports` they need.
+    """
 
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,6 +65,11 @@ class ProviderRequest:
     model: str | None = None
     sources: Sequence[Source] = ()
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The request's other OpenAI parameters, as the client sent them (``params.options``)."""
+        return self.params.options
+
 
 class Provider(ABC):
     """An LLM backend.
@@ -49,6 +82,11 @@ class Provider(ABC):
     """
 
     Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    #: The capabilities (:data:`CAPABILITIES`) this provider honours besides the sampling
+    #: parameters: a request that needs one it lacks is a 400 naming it, unless its chain
+    #: has a provider that declares it (the pipeline skips the others).
+    supports: ClassVar[frozenset[str]] = frozenset()
 
     #: Maximum prompt + completion tokens; the pipeline fits passages into it.
     context_window: int = 8192
@@ -79,6 +117,13 @@ class Provider(ABC):
         """Tokens ``text`` takes with this provider's tokenizer, or None if it has none."""
         return None
 
+    def check_options(self, request: ProviderRequest) -> None:
+        """Raise :class:`InvalidRequestError` (400, ``param`` set) when ``request`` needs a
+        capability this provider does not declare in :attr:`supports`."""
+        for need in demanded(request.options):
+            if need not in self.supports:
+                raise unsupported_error(need, [self.name])
+
     async def health(self) -> dict[str, Any]:
         """State for ``/health``: at least ``{"status": "ok" | "degraded" | "down"}``."""
         return {"status": "ok"}
@@ -88,4 +133,28 @@ class Provider(ABC):
         return None
 
 
-__all__ = ["GenerationParams", "NoSettings", "Provider", "ProviderRequest"]
+def unsupported_error(param: str, providers: Sequence[str]) -> InvalidRequestError:
+    """The 400 for a request that needs ``param`` from providers that cannot honour it."""
+    who = " or ".join(repr(p) for p in providers)
+    what = {
+        "tools": "call tools",
+        "response_format": "follow a response_format",
+        "logprobs": "return log probabilities",
+    }.get(param, f"honour {param}")
+    return InvalidRequestError(
+        f"{param}: the {who} provider cannot {what}; send the request to one that can (an "
+        f"OpenAI-compatible provider such as openai), name one in its fallback, or drop {param}",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+__all__ = [
+    "CAPABILITIES",
+    "GenerationParams",
+    "NoSettings",
+    "Provider",
+    "ProviderRequest",
+    "demanded",
+    "unsupported_error",
+]

@@ -81,6 +81,11 @@ class Embedder(ABC):
 
     Settings: ClassVar[type[BaseModel]] = NoSettings
 
+    #: True for a model trained so that its vectors' leading dimensions are an embedding too
+    #: (Matryoshka): ``/v1/embeddings`` then honours ``dimensions`` by cutting and
+    #: renormalising (up to :attr:`dim`); for others any ``dimensions`` is a 400.
+    matryoshka: ClassVar[bool] = False
+
     def __init__(self, name: str, settings: BaseModel) -> None:
         self.name = name
         self.settings = settings

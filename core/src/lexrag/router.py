@@ -12,6 +12,8 @@ cool-down (:mod:`lexrag.breaker`), and what happened goes to the call log
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -23,8 +25,16 @@ from tenacity import RetryCallState
 from . import calllog
 from .breaker import Breaker, BreakerSettings, BreakerState
 from .calllog import Attempt, CallRecord
-from .errors import CoolingDown, LexragError, NotFoundError, ProviderError, ProviderTimeoutError
+from .errors import (
+    ConfigError,
+    CoolingDown,
+    LexragError,
+    NotFoundError,
+    ProviderError,
+    ProviderTimeoutError,
+)
 from .providers import Provider, ProviderRequest
+from .redact import redact
 from .registry import Registry, build_provider
 from .retry import Deadline, RetryPolicy, transient, with_retries
 from .types import ChatCompletion, ChatCompletionChunk, ModelCard
@@ -93,6 +103,7 @@ class Router:
         self.config = config
         self.registry = registry
         self._providers: dict[str, Provider] = {}
+        self._unavailable: dict[str, str] = {}
         self._models: dict[str, list[str]] = {}
         self._breakers: dict[str, Breaker] = {}
         self._clock = clock
@@ -111,14 +122,62 @@ class Router:
         return list(dict.fromkeys(names))
 
     def provider(self, name: str) -> Provider:
-        """The provider ``name``, built on first use with its validated settings."""
+        """The provider ``name``, built on first use with its validated settings. One that
+        cannot be built is remembered as unavailable (with the reason) until the next
+        config; asking for it raises a :class:`ProviderError` the chain moves past."""
+        if name in self._unavailable:
+            raise self._unavailable_error(name)
         if name not in self._providers:
-            self._providers[name] = build_provider(self.config, self.registry, name)
+            try:
+                self._providers[name] = build_provider(self.config, self.registry, name)
+            except Exception as exc:  # any failure to build: the provider's, not the request's
+                reason = redact(" ".join(str(exc).split()) or type(exc).__name__)
+                if not isinstance(exc, LexragError):
+                    reason = f"{type(exc).__name__}: {reason}"
+                self._unavailable[name] = reason
+                log.error("provider %s is unavailable: %s", name, reason)
+                raise self._unavailable_error(name) from exc
         return self._providers[name]
 
+    def _unavailable_error(self, name: str) -> ProviderError:
+        error = ProviderError(
+            f"provider {name!r} is unavailable: {self._unavailable[name]}",
+            retryable=False,
+            status=503,
+            provider=name,
+        )
+        error.code = "provider_unavailable"
+        return error
+
+    def build_all(self) -> dict[str, str]:
+        """Build every configured provider now (the server does at start and on reload), so
+        a broken one is reported at once; returns name → why, for those that cannot be built."""
+        for name in self.configured():
+            with contextlib.suppress(ProviderError):
+                self.provider(name)
+        return dict(self._unavailable)
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Providers that could not be built, and why."""
+        return dict(self._unavailable)
+
+    def check_chain(self) -> None:
+        """Raise a :class:`ConfigError` when no provider of the chain can be built."""
+        self.build_all()
+        chain = self.chain_names()
+        if all(name in self._unavailable for name in chain):
+            reasons = "; ".join(f"{name}: {self._unavailable[name]}" for name in chain)
+            raise ConfigError(f"no provider of the chain ({' -> '.join(chain)}) can be built: {reasons}")
+
     async def models_of(self, name: str) -> list[str]:
+        """The model ids provider ``name`` serves; none for an unavailable provider."""
         if name not in self._models:
-            self._models[name] = await self.provider(name).models()
+            try:
+                provider = self.provider(name)
+            except ProviderError:
+                return []
+            self._models[name] = await provider.models()
         return self._models[name]
 
     async def resolve(self, model: str | None) -> Route:
@@ -145,11 +204,15 @@ class Router:
         return list(dict.fromkeys(ids))
 
     async def model_cards(self) -> list[ModelCard]:
+        """A card per provider and per model id it serves; an unavailable provider is listed
+        with ``state: "unavailable"`` and the reason, never an error."""
         cards: dict[str, ModelCard] = {}
         for name in self.configured():
-            state = self.breaker(name).state.value
-            for model_id in [name, *await self.models_of(name)]:
-                cards.setdefault(model_id, ModelCard(id=model_id, owned_by=name, state=state))
+            ids = await self.models_of(name)
+            reason = self._unavailable.get(name)
+            state = "unavailable" if reason is not None else self.breaker(name).state.value
+            for model_id in [name, *ids]:
+                cards.setdefault(model_id, ModelCard(id=model_id, owned_by=name, state=state, reason=reason))
         return list(cards.values())
 
     def chain(self, route: Route, fallback: Sequence[str] | None) -> list[Route]:
@@ -165,6 +228,15 @@ class Router:
                 )
         rest = [Route(n) for n in names if n != route.provider]
         return [route, *rest]
+
+    def first_available(self, route: Route, fallback: Sequence[str] | None) -> Provider:
+        """The first provider of the chain that could be built: the one whose tokenizer and
+        context window the prompt is fitted to. None can: the first one's error."""
+        chain = self.chain(route, fallback)
+        for step in chain:
+            with contextlib.suppress(ProviderError):
+                return self.provider(step.provider)
+        return self.provider(chain[0].provider)
 
     # --- calls ----------------------------------------------------------------------
 
@@ -182,9 +254,8 @@ class Router:
         return RetryPolicy(llm.max_retries, llm.retry_backoff_s, llm.retry_backoff_max_s)
 
     def _for(self, route: Route, request: ProviderRequest) -> ProviderRequest:
-        return ProviderRequest(
-            messages=request.messages, params=request.params, model=route.model, sources=request.sources
-        )
+        """``request`` as ``route``'s provider gets it: every field kept, the model id its own."""
+        return dataclasses.replace(request, model=route.model)
 
     async def _attempt(
         self, step: Route, call: CallRecord, deadline: Deadline, fn: Callable[[], Awaitable[T]], first: bool
@@ -289,7 +360,7 @@ class Router:
             try:
                 result = await self._retried(step, call, deadline, open_)
             except ProviderError as exc:
-                if not exc.retryable:
+                if exc.blames_request:
                     raise
                 errors.append(exc)
                 if i + 1 < len(chain):
@@ -394,13 +465,16 @@ class Router:
 
     async def health(self) -> dict[str, dict[str, Any]]:
         """Each configured provider's state and breaker; a provider that cannot be built
-        is ``down``, one whose breaker is not closed at best ``degraded``."""
+        is ``unavailable`` (with the reason), one whose breaker is not closed at best
+        ``degraded``."""
         out: dict[str, dict[str, Any]] = {}
         for name in self.configured():
             try:
                 state = dict(await self.provider(name).health())
+            except ProviderError:
+                state = {"status": "unavailable", "error": self._unavailable.get(name, "")}
             except LexragError as exc:
-                state = {"status": "down", "error": exc.message}
+                state = {"status": "down", "error": redact(exc.message)}
             breaker = self.breaker(name).snapshot()
             if breaker["state"] != BreakerState.CLOSED.value and state.get("status") == "ok":
                 state["status"] = "degraded"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 
 def new_id(prefix: str = "chatcmpl") -> str:
@@ -26,62 +27,263 @@ class NoSettings(BaseModel):
 # --- requests -------------------------------------------------------------------------
 
 
+def _surrogate_error(text: str, where: str = "") -> PydanticCustomError | None:
+    """An error for a lone surrogate in ``text`` (JSON's ``"\\ud800"``, or bytes that are not
+    UTF-8 read with ``surrogateescape``): no tokenizer, encoder or socket can take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        at = f" in {where}" if where else ""
+        return PydanticCustomError(
+            "invalid_text",
+            "is not valid Unicode text: a lone surrogate (U+{code}) at character {position}{at}; "
+            "send UTF-8 text",
+            {"code": f"{ord(text[exc.start]):04X}", "position": exc.start, "at": at},
+        )
+    return None
+
+
+def valid_text(value: Any) -> Any:
+    """``value``, or a validation error when it is a string holding a lone surrogate (a
+    ``mode="before"`` validator: length constraints could not even measure such a string)."""
+    error = _surrogate_error(value) if isinstance(value, str) else None
+    if error is not None:
+        raise error
+    return value
+
+
+def _first_bad_string(value: Any, path: str = "") -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return (path, value) if _surrogate_error(value) is not None else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_bad_string(str(key), f"{path}.{key}" if path else str(key))
+            found = found or _first_bad_string(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_bad_string(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def valid_json(value: Any) -> Any:
+    """``value`` (any JSON), or a validation error naming where a lone surrogate sits in it."""
+    found = _first_bad_string(value)
+    if found is not None:
+        where, text = found
+        error = _surrogate_error(text, where)
+        assert error is not None
+        raise error
+    return value
+
+
+def integral(value: Any) -> Any:
+    """``5.0`` as ``5`` for a strict integer field (a ``mode="before"`` validator): JSON
+    Schema counts it an integer; ``"5"``, ``true`` and ``5.5`` stay errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A string of a request: valid Unicode (no lone surrogates).
+Text = Annotated[str, BeforeValidator(valid_text)]
+#: Any JSON value of a request (tools, metadata, an unknown OpenAI field), its strings valid Unicode.
+Json = Annotated[Any, AfterValidator(valid_json)]
+
+#: Request models are strict: ``"stream": "yes"``, ``"rag": 0`` or ``"temperature": "0.5"``
+#: are errors, as the schema says, not values coerced into something else.
+_STRICT = ConfigDict(strict=True)
+
+
 class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: Literal["text"]
-    text: str
+    text: Text
+
+
+class FunctionCall(BaseModel):
+    """The function an assistant's tool call invokes (``arguments``: JSON text)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    """One tool call of an assistant message, as OpenAI shapes it (other kinds' fields kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str = "function"
+    function: FunctionCall | None = None
 
 
 class ChatMessage(BaseModel):
-    """One turn. List-of-parts content (text only) is accepted and joined."""
+    """One turn. List-of-parts content (text only) is accepted and joined.
 
-    model_config = ConfigDict(extra="ignore")
+    Assistant turns keep their ``tool_calls``, tool turns their ``tool_call_id``; any other
+    field a client sends is kept too and reaches OpenAI-compatible upstreams as it is.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, Json] = Field(init=False)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | None = None
-    name: str | None = None
+    content: Text | None = None
+    name: Text | None = None
+    tool_calls: list[Annotated[ToolCall, AfterValidator(valid_json)]] | None = None
+    tool_call_id: Text | None = None
 
     @field_validator("content", mode="before")
     @classmethod
     def _join_parts(cls, value: Any) -> Any:
         if isinstance(value, list):
-            texts = [TextPart.model_validate(p).text for p in value]
+            texts = []
+            for i, part in enumerate(value):
+                text = part.get("text") if isinstance(part, dict) else None
+                error = _surrogate_error(text, f"part {i}") if isinstance(text, str) else None
+                if error is not None:
+                    raise error
+                texts.append(TextPart.model_validate(part).text)
             return "".join(texts)
         return value
 
+    @property
+    def has_text(self) -> bool:
+        """Whether the content holds more than white space."""
+        return bool(self.content and self.content.strip())
+
+
+#: A user message with more than white space: the question (schema of ``messages``' ``contains``).
+USER_TEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "anyOf": [
+                {"type": "string", "pattern": "\\S"},
+                {
+                    "type": "array",
+                    "contains": {
+                        "type": "object",
+                        "required": ["text"],
+                        "properties": {"text": {"type": "string", "pattern": "\\S"}},
+                    },
+                },
+            ]
+        },
+    },
+}
+
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    """``{"type": "text" | "json_object" | "json_schema", "json_schema": {...}}``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, Json] = Field(init=False)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Json] | None = None
+
+
+def _stop_schema(schema: dict[str, Any]) -> None:
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "array":
+            branch["maxItems"] = 4
+
+
+#: The OpenAI parameters that reach a provider in ``GenerationParams.options`` (sampling
+#: parameters lexrag reads itself travel in ``GenerationParams``' own fields).
+OPTION_FIELDS = (
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "max_completion_tokens",
+)
 
 
 class ChatCompletionRequest(BaseModel):
     """The OpenAI chat request, plus lexrag's extras (``rag``, ``top_k``, ``fallback``).
 
-    Unknown OpenAI fields (``user``, ``presence_penalty``, …) are accepted and ignored.
+    Every OpenAI parameter is kept, unknown ones too, and passed to OpenAI-compatible
+    upstreams as it came (:attr:`options`); a provider that cannot honour one that changes
+    the answer's shape (``tools``, ``response_format``, ``logprobs``) makes it a 400.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, Json] = Field(init=False)
 
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: Text | None = None
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        description="The conversation; at least one user message with text (the question).",
+        json_schema_extra={"contains": USER_TEXT_SCHEMA},
+    )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(default=None, json_schema_extra=_stop_schema)
     seed: int | None = None
-    n: int = Field(default=1, ge=1)
+    n: int = Field(
+        default=1,
+        ge=1,
+        description="Choices to return: lexrag returns one.",
+        json_schema_extra={"maximum": 1},
+    )
+    tools: list[dict[str, Json]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Json] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    user: Text | None = None
+    metadata: dict[str, Text] | None = None
+    store: bool | None = None
+    service_tier: Text | None = None
     # lexrag extras
     rag: bool | None = None
     top_k: int | None = Field(default=None, ge=1, le=100)
-    fallback: list[str] | None = None
+    fallback: list[Text] | None = None
+
+    _integral = field_validator(
+        "max_tokens", "max_completion_tokens", "seed", "n", "top_logprobs", "top_k", mode="before"
+    )(integral)
 
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
+        valid_json(value)
         return value
 
     @property
@@ -94,18 +296,51 @@ class ChatCompletionRequest(BaseModel):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The OpenAI parameters a provider gets as they came (``GenerationParams.options``):
+        the ones in :data:`OPTION_FIELDS` the client set, and every unknown one."""
+        out: dict[str, Any] = {}
+        for name in OPTION_FIELDS:
+            value = getattr(self, name)
+            if name in self.model_fields_set and value is not None:
+                out[name] = (
+                    value.model_dump(mode="json", exclude_unset=True)
+                    if isinstance(value, BaseModel)
+                    else value
+                )
+        out.update(self.model_extra or {})
+        return out
+
 
 # --- responses ------------------------------------------------------------------------
 
 
 class Usage(BaseModel):
+    """Token counts. ``estimated`` (lexrag's extra, present only when true) says they were
+    estimated without the model's tokenizer; an upstream's details (``prompt_tokens_details``,
+    ``completion_tokens_details``, …) are kept as it sent them."""
+
+    model_config = ConfigDict(extra="allow")
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    estimated: bool = Field(
+        default=False,
+        exclude_if=lambda v: not v,
+        description="lexrag's extra, present only when true: the counts are an estimate "
+        "(no tokenizer for this model), not the model's token counts.",
+    )
 
     @classmethod
-    def of(cls, prompt: int, completion: int) -> Usage:
-        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    def of(cls, prompt: int, completion: int, *, estimated: bool = False) -> Usage:
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            estimated=estimated,
+        )
 
 
 class Source(BaseModel):
@@ -122,20 +357,58 @@ class Source(BaseModel):
     text: str
 
 
-FinishReason = Literal["stop", "length", "content_filter", "error"]
+#: OpenAI's finish reasons. A stream cut by a failure ends with an error event instead
+#: (see :mod:`lexrag.server.sse`), never with a finish reason of its own.
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+
+
+def _none(value: Any) -> bool:
+    return value is None
+
+
+class TopLogprob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    """A choice's log probabilities, as an OpenAI-compatible upstream sent them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
 class AssistantMessage(BaseModel):
+    """The answer. ``tool_calls`` appear only when the model called tools; any other field
+    an OpenAI-compatible upstream sent (``annotations``, ``audio``, …) is kept."""
+
+    model_config = ConfigDict(extra="allow")
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=_none)
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: FinishReason | None = "stop"
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -146,6 +419,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    service_tier: str | None = Field(default=None, exclude_if=_none)
     sources: list[Source] | None = None
 
     @classmethod
@@ -163,17 +437,38 @@ class ChatCompletion(BaseModel):
         return self.choices[0].message.content or ""
 
 
+class FunctionCallDelta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed tool call: ``index`` says which call it extends."""
+
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCallDelta | None = None
+
+
 class Delta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=_none)
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -184,6 +479,7 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    service_tier: str | None = Field(default=None, exclude_if=_none)
     sources: list[Source] | None = None
 
 
@@ -206,6 +502,10 @@ class ChunkFactory:
     def text(self, text: str) -> ChatCompletionChunk:
         return self._chunk([ChunkChoice(delta=Delta(content=text))])
 
+    def delta(self, delta: Delta, logprobs: ChoiceLogprobs | None = None) -> ChatCompletionChunk:
+        """A chunk with any delta: tool-call pieces, a refusal, text with its log probabilities."""
+        return self._chunk([ChunkChoice(delta=delta, logprobs=logprobs)])
+
     def finish(self, reason: FinishReason) -> ChatCompletionChunk:
         return self._chunk([ChunkChoice(delta=Delta(), finish_reason=reason)])
 
@@ -218,8 +518,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "lexrag"
-    state: Literal["closed", "open", "half_open"] | None = None
-    """lexrag's extra: the serving provider's circuit breaker (``open``: cooling down, skipped)."""
+    state: Literal["closed", "open", "half_open", "unavailable"] | None = None
+    """lexrag's extra: the serving provider's circuit breaker (``open``: cooling down, skipped),
+    or ``unavailable``: the provider could not be built (``reason`` says why)."""
+    reason: str | None = None
 
 
 class ModelList(BaseModel):
@@ -241,12 +543,45 @@ class ErrorResponse(BaseModel):
 # --- embeddings -----------------------------------------------------------------------
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _input_schema(schema: dict[str, Any]) -> None:
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["minLength"] = 1
+        elif branch.get("type") == "array":
+            branch["minItems"] = 1
 
-    input: str | list[str] = Field(min_length=1)
-    model: str | None = None
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    input: str | list[str] = Field(
+        description="A text, or a list of at least one text, to embed.", json_schema_extra=_input_schema
+    )
+    model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        description="Length of the vectors; only embedders trained for it (Matryoshka) can "
+        "shorten theirs, others answer 400.",
+    )
+    user: Text | None = None
+
+    _integral = field_validator("dimensions", mode="before")(integral)
+
+    @field_validator("input")
+    @classmethod
+    def _some_text(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and not value:
+            raise PydanticCustomError("too_short", "needs a text to embed, not an empty string")
+        if isinstance(value, list) and not value:
+            raise PydanticCustomError("too_short", "needs at least one text to embed, not an empty list")
+        valid_json(value)
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
 class Embedding(BaseModel):
@@ -273,11 +608,20 @@ class EmbeddingResponse(BaseModel):
 class GenerateRequest(BaseModel):
     """``POST /v1/generate`` of the seed's llm-service."""
 
-    prompt: str = Field(min_length=1)
-    max_tokens: int = Field(default=256, ge=1)
+    model_config = ConfigDict(strict=True)
+
+    prompt: Text = Field(min_length=1)
+    max_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="Completion tokens at most; the served schema's maximum is the server's "
+        "[server] max_tokens, and the default is lowered to it when it is smaller.",
+    )
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     do_sample: bool = True
+
+    _integral = field_validator("max_tokens", mode="before")(integral)
 
 
 class GenerateResponse(BaseModel):
@@ -288,12 +632,15 @@ class GenerateResponse(BaseModel):
 
 
 __all__ = [
+    "OPTION_FIELDS",
+    "USER_TEXT_SCHEMA",
     "AssistantMessage",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatMessage",
     "Choice",
+    "ChoiceLogprobs",
     "ChunkChoice",
     "ChunkFactory",
     "Delta",
@@ -304,12 +651,23 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "FinishReason",
+    "FunctionCall",
+    "FunctionCallDelta",
     "GenerateRequest",
     "GenerateResponse",
+    "Json",
     "ModelCard",
     "ModelList",
+    "ResponseFormat",
     "Source",
     "StreamOptions",
+    "Text",
+    "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
+    "TopLogprob",
     "Usage",
     "new_id",
+    "valid_json",
+    "valid_text",
 ]

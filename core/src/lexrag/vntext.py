@@ -12,6 +12,16 @@ _WORD = re.compile(r"\w+")
 # Bigrams never cross a punctuation mark or a line break: those end a phrase.
 PHRASE_BREAK = re.compile(r"[^\w\s]+|\n")
 _FOLD_TABLE = str.maketrans({"đ": "d", "Đ": "D"})
+#: Invisible characters that split a word without showing (zero-width space, non-joiner,
+#: joiner, word joiner, BOM/zero-width no-break space, soft hyphen): pasted text carries them.
+_INVISIBLE = str.maketrans(dict.fromkeys(["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"]))
+
+
+def normalize(text: str) -> str:
+    """The one normalisation of text for matching, used at ingest and for every query: NFC,
+    ``\\n`` newlines, invisible characters removed, no trailing spaces on lines."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n").translate(_INVISIBLE))
+    return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
 @lru_cache(maxsize=65536)
@@ -23,7 +33,7 @@ def fold(word: str) -> str:
 
 def syllables(text: str) -> list[str]:
     """Lower-cased NFC syllables (Vietnamese writes one syllable per space-separated word)."""
-    return _WORD.findall(unicodedata.normalize("NFC", text).lower())
+    return _WORD.findall(unicodedata.normalize("NFC", text.translate(_INVISIBLE)).lower())
 
 
 def terms(text: str, *, bigrams: bool = True) -> list[str]:
@@ -31,7 +41,7 @@ def terms(text: str, *, bigrams: bool = True) -> list[str]:
     Vietnamese compound words; bigrams never cross punctuation or a line break."""
     out = [fold(s) for s in syllables(text)]
     if bigrams:
-        for phrase in PHRASE_BREAK.split(unicodedata.normalize("NFC", text).lower()):
+        for phrase in PHRASE_BREAK.split(unicodedata.normalize("NFC", text.translate(_INVISIBLE)).lower()):
             words = [fold(w) for w in _WORD.findall(phrase)]
             out.extend(f"{a}_{b}" for a, b in itertools.pairwise(words))
     return out
@@ -161,6 +171,7 @@ __all__ = [
     "STOPWORDS",
     "fold",
     "fold_text",
+    "normalize",
     "syllables",
     "terms",
     "without_question_words",

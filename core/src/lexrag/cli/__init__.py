@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..errors import LexragError, cli_exit_code, cli_message
 from ..plugins import PluginManager, make_plugin_manager
+from ..redact import RedactingFormatter
 from ._app import App, pass_app
 
 
@@ -62,7 +63,7 @@ def _quiet_logs(verbose: int) -> None:
     logger = logging.getLogger("lexrag")
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("lexrag: %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("lexrag: %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel({0: logging.ERROR, 1: logging.WARNING}.get(verbose, logging.DEBUG))
 

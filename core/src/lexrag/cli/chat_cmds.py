@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
+from ..errors import InvalidRequestError
 from ..types import ChatCompletionRequest, ChatMessage, Source
 from ._app import App, pass_app
 
@@ -78,8 +80,12 @@ def ask(
 ) -> None:
     """Answer QUESTION once, streamed, with its sources listed under it."""
     app.override({"llm.provider": provider, "index.dir": index_dir})
+    try:
+        message = ChatMessage(role="user", content=question)
+    except ValidationError as exc:  # bytes that are not UTF-8 (a lone surrogate)
+        raise InvalidRequestError(f"QUESTION {exc.errors()[0]['msg']}", param="question") from None
     request = ChatCompletionRequest(
-        messages=[ChatMessage(role="user", content=question)],
+        messages=[message],
         stream=not as_json,
         top_k=top_k,
         rag=False if no_rag else None,

@@ -4,6 +4,11 @@ It quotes the best passage's article heading and the Khoản that share the most
 with the question (all of them when none stands out), cites it by number, and lists the
 other passages as related provisions. It is the fallback of last resort and what lexrag
 answers with offline before any model is exported.
+
+It honours ``stop`` (the answer ends before the first stop string) and ``max_tokens`` (cut
+at the limit, ``finish_reason: "length"``), counting tokens with :func:`estimate_tokens`
+like every provider without a tokenizer; its usage is marked ``estimated``. It cannot call
+tools, follow a ``response_format`` or return log probabilities (``supports`` is empty).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..hookspecs import hookimpl
-from ..providers import Provider, ProviderRequest
-from ..types import ChatCompletion, ChatCompletionChunk, ChunkFactory, Source, Usage
+from ..prompt import estimate_tokens, estimate_usage
+from ..providers import GenerationParams, Provider, ProviderRequest
+from ..types import ChatCompletion, ChatCompletionChunk, ChunkFactory, FinishReason, Source, Usage
 from ..vntext import STOPWORDS, terms
 
 NO_SOURCES = (
@@ -94,6 +100,18 @@ def _quote(source: Source, weights: dict[str, float], limit: int) -> _Quote:
     return _Quote(source, text.split("\n"), sum(w for t, w in weights.items() if t in present))
 
 
+def limit(text: str, params: GenerationParams) -> tuple[str, FinishReason]:
+    """``text`` as a model would end it: before the first stop string (``"stop"``), or at
+    ``max_tokens`` tokens by :func:`estimate_tokens` (``"length"``)."""
+    hits = [i for i in (text.find(s) for s in params.stop if s) if i >= 0]
+    if hits:
+        text = text[: min(hits)]
+    if params.max_tokens is not None and text and estimate_tokens(text) > params.max_tokens:
+        # estimate_tokens(t) = len(t) // 2 + 1, so 2 * max_tokens - 1 characters fit.
+        return text[: 2 * params.max_tokens - 1], "length"
+    return text, "stop"
+
+
 class ExtractiveProvider(Provider):
     Settings = ExtractiveSettings
     context_window = 1_000_000
@@ -124,26 +142,26 @@ class ExtractiveProvider(Provider):
         return next((m.content or "" for m in reversed(request.messages) if m.role == "user"), "")
 
     def _usage(self, request: ProviderRequest, text: str) -> Usage:
-        prompt = sum(len(terms(m.content or "", bigrams=False)) for m in request.messages)
-        return Usage.of(prompt, len(terms(text, bigrams=False)))
+        return estimate_usage(request.messages, text)
+
+    def _generate(self, request: ProviderRequest) -> tuple[str, FinishReason]:
+        self.check_options(request)
+        return limit(self.answer(self._question(request), request.sources), request.params)
 
     async def complete(self, request: ProviderRequest) -> ChatCompletion:
-        text = self.answer(self._question(request), request.sources)
+        text, finish = self._generate(request)
         return ChatCompletion.of_text(
-            request.model or self.default_model, text, "stop", self._usage(request, text)
+            request.model or self.default_model, text, finish, self._usage(request, text)
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
-        text = self.answer(self._question(request), request.sources)
+        text, finish = self._generate(request)
         chunks = ChunkFactory(request.model or self.default_model)
         yield chunks.role()
         for piece in re.findall(r"\S+\s*|\s+", text):
             yield chunks.text(piece)
-        yield chunks.finish("stop")
+        yield chunks.finish(finish)
         yield chunks.usage(self._usage(request, text))
-
-    def count_tokens(self, text: str) -> int | None:
-        return len(terms(text, bigrams=False))
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "kind": "extractive"}

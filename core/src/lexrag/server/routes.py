@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import calllog
-from ..errors import LexragError, NotFoundError
+from ..errors import InvalidRequestError, LexragError, NotFoundError
 from ..types import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -22,8 +22,10 @@ from ..types import (
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
+    ModelCard,
     ModelList,
 )
+from .disconnect import unless_disconnected
 from .sse import chunk_events
 from .state import state_of
 
@@ -39,8 +41,10 @@ _SSE_EVENT: dict[str, Any] = {
     "properties": {
         "data": {
             "type": "string",
-            "description": "A chat.completion.chunk as JSON; an error body as JSON if the stream "
-            "fails after it started; [DONE] last",
+            "description": "A chat.completion.chunk as JSON, then [DONE] last. A stream that fails "
+            "after it started (the provider broke off mid-answer, the server is shutting down) "
+            'ends with an error event instead of a finish chunk: {"error": {"message", "type", '
+            '"param", "code"}} (what OpenAI\'s SDKs raise as APIError), then [DONE]',
         },
         "event": {"type": "string"},
     },
@@ -91,7 +95,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
-    completion = await pipeline.chat(body)
+    completion = await unless_disconnected(request, pipeline.chat(body))
     call.usage(completion.usage)
     call.keep_answer(completion.text)
     return _json(completion, exclude_sources=completion.sources is None)
@@ -108,10 +112,31 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
             param="model",
             code="model_not_found",
         )
-    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    texts = body.texts
+    dimensions = body.dimensions
+    if dimensions is not None:
+        if not embedder.matryoshka:
+            raise InvalidRequestError(
+                f"dimensions: the embedder {embedder.name!r} gives {embedder.dim}-dimensional vectors "
+                "and was not trained to give shorter ones (as Matryoshka models are); omit dimensions",
+                param="dimensions",
+            )
+        if dimensions > embedder.dim:
+            raise InvalidRequestError(
+                f"dimensions={dimensions} is more than the {embedder.dim} of the embedder "
+                f"{embedder.name!r}; ask for {embedder.dim} or fewer",
+                param="dimensions",
+            )
 
     def run() -> tuple[Any, int]:
-        return embedder.embed(texts), embedder.count_tokens(texts)
+        vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+        if dimensions is not None and dimensions < vectors.shape[1]:
+            # A Matryoshka embedder's leading dimensions are a coarser embedding: cut, then
+            # back to unit length.
+            vectors = vectors[:, :dimensions]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        return vectors, embedder.count_tokens(texts)
 
     vectors, tokens = await asyncio.to_thread(run)
     data = []
@@ -134,6 +159,24 @@ async def models(request: Request) -> Response:
     return _json(ModelList(data=await state_of(request).pipeline.router.model_cards()))
 
 
+@router.get(
+    "/v1/models/{model_id:path}",
+    responses={200: {"model": ModelCard}, 404: {"model": ErrorResponse}, **_SERVER_ERRORS},
+)
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    """One model of ``GET /v1/models`` (the SDK's ``models.retrieve``); 404 for an id not
+    served here."""
+    router_ = state_of(request).pipeline.router
+    for card in await router_.model_cards():
+        if card.id == model_id:
+            return _json(card)
+    raise NotFoundError(
+        f"model {model_id!r} is not served here; GET /v1/models lists the valid ids",
+        param="model",
+        code="model_not_found",
+    )
+
+
 @router.post("/v1/generate", responses={200: {"model": GenerateResponse}, **_ERRORS})
 async def generate(body: GenerateRequest, request: Request) -> Response:
     """The seed's llm-service API: the prompt goes to the configured provider as it is."""
@@ -141,7 +184,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     call.stream = False
     if state_of(request).config.settings.logging.log_bodies:
         call.messages = [{"role": "user", "content": body.prompt}]
-    response = await state_of(request).pipeline.generate(body)
+    response = await unless_disconnected(request, state_of(request).pipeline.generate(body))
     call.usage(response.usage)
     call.keep_answer(response.generated_text)
     return _json(response)
@@ -155,11 +198,12 @@ _HEALTH = {
 
 
 @router.get(
-    "/health", responses={200: _HEALTH, 503: {**_HEALTH, "description": "The default provider is down"}}
+    "/health",
+    responses={200: _HEALTH, 503: {**_HEALTH, "description": "No provider of the chain can answer"}},
 )
 async def health(request: Request) -> JSONResponse:
-    """Each provider's and the index's state and the provider chain; 503 when the default
-    provider is down."""
+    """Each provider's and the index's state and the provider chain; 503 when no provider of
+    the chain can answer (each is down or unavailable)."""
     state = state_of(request)
     pipeline = state.pipeline
     providers = await pipeline.router.health()
@@ -173,14 +217,17 @@ async def health(request: Request) -> JSONResponse:
         except LexragError as exc:
             index = {"status": "down", "error": exc.message}
     default = pipeline.router.default_provider
+    chain = pipeline.router.chain_names()
     states = [p.get("status") for p in providers.values()] + [index.get("status")]
     overall = "ok" if all(s in ("ok", "disabled") for s in states) else "degraded"
-    if providers.get(default, {}).get("status") == "down":
+    # Down only when no provider of the chain can answer: a broken default with a working
+    # fallback still serves.
+    if all(providers.get(name, {}).get("status") in ("down", "unavailable") for name in chain):
         overall = "down"
     body = {
         "status": overall,
         "provider": default,
-        "chain": pipeline.router.chain_names(),
+        "chain": chain,
         "providers": providers,
         "index": index,
         "reloads": state.server.reloads,

@@ -1,4 +1,10 @@
-"""Server-sent events in OpenAI's framing: ``data: {chunk}\n\n`` … ``data: [DONE]\n\n``."""
+"""Server-sent events in OpenAI's framing: ``data: {chunk}\n\n`` … ``data: [DONE]\n\n``.
+
+A stream that fails after it started (the provider broke off, the server is shutting down)
+ends with an error event, ``data: {"error": {"message", "type", "param", "code"}}`` (the
+body OpenAI's SDKs raise as ``APIError``), then ``data: [DONE]``. No chunk carries a finish
+reason of its own for it: a client that reads only chunks sees an answer without one, which
+OpenAI's clients already read as incomplete."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 from .. import calllog
 from ..errors import LexragError, StreamCutShort, error_body
-from ..types import ChatCompletionChunk, ChunkChoice, Delta
+from ..types import ChatCompletionChunk
 from .errors import internal_error
 
 log = logging.getLogger("lexrag.server")
@@ -30,23 +36,6 @@ def _never() -> bool:
     return False
 
 
-def _error_end(last: ChatCompletionChunk, exc: LexragError) -> list[bytes]:
-    """The end of a stream cut by ``exc``: a chunk with ``finish_reason: "error"`` (unless
-    the answer had finished already) so that a client reading only chunks knows the answer
-    is incomplete, then the error event that OpenAI's SDKs raise."""
-    events = []
-    if not any(c.finish_reason for c in last.choices):
-        finish = ChatCompletionChunk(
-            id=last.id,
-            created=last.created,
-            model=last.model,
-            choices=[ChunkChoice(delta=Delta(), finish_reason="error")],
-        )
-        events.append(chunk_event(finish))
-    events.append(error_event(exc))
-    return events
-
-
 async def chunk_events(
     first: ChatCompletionChunk,
     rest: AsyncIterator[ChatCompletionChunk],
@@ -54,17 +43,15 @@ async def chunk_events(
     stop: Callable[[], bool] = _never,
 ) -> AsyncIterator[bytes]:
     """The SSE body: every chunk, then ``[DONE]``. A failure mid-stream, or ``stop()``
-    turning true (the server shutting down), ends it with a chunk whose ``finish_reason``
-    is ``"error"``, an error event and ``[DONE]``: the client never hangs or sees a
-    silent truncation. Usage and the answer go to the call record."""
+    turning true (the server shutting down), ends it with an error event and ``[DONE]``:
+    the client never hangs or sees a silent truncation. Usage and the answer go to the
+    call record."""
     call = calllog.current()
-    last = first
     error: LexragError | None = None
     try:
         yield chunk_event(first)
         _note(call, first)
         async for chunk in rest:
-            last = chunk
             _note(call, chunk)
             yield chunk_event(chunk)
             if stop():
@@ -81,8 +68,7 @@ async def chunk_events(
             await aclose()
     if error is not None:
         call.error, call.error_status = error.code, error.status
-        for event in _error_end(last, error):
-            yield event
+        yield error_event(error)
     yield DONE
 
 

@@ -8,6 +8,7 @@ of its requests is done. So a reload never drops or changes a request in flight.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -63,6 +64,9 @@ class ServerState:
     def __init__(self, config: Config, registry: Registry, pipeline: Pipeline) -> None:
         self.registry = registry
         self.metrics = Metrics()
+        # Providers are built now, not on the first request: one that cannot be built is
+        # reported at start (log, /health, /v1/models) and the chain skips it.
+        pipeline.router.build_all()
         self.current = Generation(self, config, pipeline)
         self.reloads = 0
         self._streams_end_at: float | None = None
@@ -91,7 +95,9 @@ class ServerState:
     async def reload(self, config: Config) -> None:
         """Serve new requests with ``config``; requests in flight finish with the old one."""
         old = self.current
-        self.current = Generation(self, config, Pipeline(config, self.registry))
+        pipeline = Pipeline(config, self.registry)
+        await asyncio.to_thread(pipeline.router.build_all)
+        self.current = Generation(self, config, pipeline)
         self.reloads += 1
         old.retired = True
         log.info(

@@ -18,6 +18,7 @@ from lexrag import (
     ProviderError,
     ProviderTimeoutError,
     Usage,
+    mask_url,
     parse_retry_after,
 )
 
@@ -44,6 +45,8 @@ class HttpBackend:
         assert settings.url is not None
         self.settings = settings
         self.url = settings.url.rstrip("/")
+        self.shown_url = mask_url(self.url)
+        """The URL as it may be shown (responses, logs): a password or token in it masked."""
         self.tokenizer_dir: Path | None = settings.tokenizer_dir or settings.model_dir
         self.context_window = settings.context_window
         self.defaults = FROG_DEFAULTS
@@ -75,7 +78,7 @@ class HttpBackend:
 
     def _fail(self, what: str, *, retryable: bool, status: int | None = None, **kw: Any) -> ProviderError:
         return ProviderError(
-            f"llm-service at {self.url} {what} (LOCAL_LLM_API_URL / [providers.local] url)",
+            f"llm-service at {self.shown_url} {what} (LOCAL_LLM_API_URL / [providers.local] url)",
             retryable=retryable,
             status=status,
             provider="local",
@@ -87,7 +90,7 @@ class HttpBackend:
             response = await self._http().request(method, self.url + path, json=body)
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(
-                f"llm-service at {self.url} did not answer {path} in time ({type(exc).__name__}); "
+                f"llm-service at {self.shown_url} did not answer {path} in time ({type(exc).__name__}); "
                 "it may be overloaded, or raise [providers.local] read_timeout_s",
                 provider="local",
             ) from None
@@ -160,12 +163,12 @@ class HttpBackend:
         try:
             upstream = await self._request("GET", "/health")
         except ProviderError as exc:
-            return {"status": "down", "mode": "http", "url": self.url, "error": exc.message}
+            return {"status": "down", "mode": "http", "url": self.shown_url, "error": exc.message}
         status = upstream.get("status", "ok")
         return {
             "status": "ok" if status in ("ok", "healthy") else "degraded",
             "mode": "http",
-            "url": self.url,
+            "url": self.shown_url,
             "upstream": upstream,
         }
 

@@ -25,6 +25,11 @@ def make_backend(settings: LocalSettings) -> Backend:
 
 
 class LocalProvider(Provider):
+    """The Frog model. It takes the sampling parameters (``max_tokens``, ``temperature``,
+    ``top_p``, ``seed``, ``stop``) and ignores OpenAI's others; it cannot call tools, follow
+    a ``response_format`` or return log probabilities, so ``supports`` is empty and such a
+    request is a 400 naming the parameter (unless its chain has a provider that can)."""
+
     Settings = LocalSettings
 
     def __init__(self, name: str, settings: BaseModel) -> None:
@@ -41,6 +46,7 @@ class LocalProvider(Provider):
         return self.backend.count_tokens(text)
 
     async def complete(self, request: ProviderRequest) -> ChatCompletion:
+        self.check_options(request)
         parts: list[str] = []
         outcome = Outcome("stop", None)
         async for item in self.backend.generate(request.messages, request.params):
@@ -53,6 +59,7 @@ class LocalProvider(Provider):
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
+        self.check_options(request)
         chunks = ChunkFactory(request.model or self.default_model)
         generation = self.backend.generate(request.messages, request.params)
         usage: Usage | None = None

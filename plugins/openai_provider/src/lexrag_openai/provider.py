@@ -6,6 +6,9 @@ to lexrag's router, which needs every failure reported at once with ``retryable`
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -16,8 +19,11 @@ from lexrag import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatMessage,
     Choice,
+    ChoiceLogprobs,
     ChunkFactory,
+    Delta,
     FinishReason,
     Provider,
     ProviderError,
@@ -25,6 +31,7 @@ from lexrag import (
     ProviderTimeoutError,
     Usage,
     estimate_usage,
+    mask_url,
     new_id,
     parse_retry_after,
 )
@@ -38,9 +45,46 @@ _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "content_filter": "content_filter",
-    "tool_calls": "stop",
-    "function_call": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "function_call",
 }
+
+#: Arguments of ``chat.completions.create`` that are the SDK's own, not request parameters.
+_NOT_PARAMETERS = frozenset(
+    {"self", "messages", "model", "stream", "stream_options"}
+    | {"extra_headers", "extra_query", "extra_body", "timeout"}
+)
+
+
+@functools.cache
+def _sdk_parameters() -> frozenset[str]:
+    """The chat parameters the installed SDK types (passed as arguments); others a client
+    sends go in ``extra_body``, so an upstream that knows them still gets them."""
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - _NOT_PARAMETERS
+
+
+def _message(m: ChatMessage) -> dict[str, Any]:
+    """A turn as the upstream gets it: every field the client sent (``tool_calls``,
+    ``tool_call_id``, ``name``, unknown ones); ``content`` null only beside tool calls."""
+    message = m.model_dump(mode="json", exclude_none=True)
+    if m.content is None and not m.tool_calls:
+        message["content"] = ""
+    return message
+
+
+def _dump(value: Any) -> dict[str, Any] | None:
+    """An SDK object as the upstream sent it (unknown fields kept, absent ones left out)."""
+    if value is None:
+        return None
+    dumped: dict[str, Any] = value.model_dump(exclude_none=True)
+    return dumped
+
+
+def _usage(value: Any) -> Usage | None:
+    dumped = _dump(value)
+    return None if dumped is None else Usage.model_validate(dumped)
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:
@@ -68,9 +112,11 @@ def _upstream_message(exc: openai.APIStatusError) -> str:
 
 
 class OpenAIProvider(Provider):
-    """Chat completions from OpenAI or any server that speaks its API."""
+    """Chat completions from OpenAI or any server that speaks its API: every OpenAI parameter
+    and message field is passed on, every answer field returned, as the upstream sent it."""
 
     Settings = OpenAISettings
+    supports = frozenset({"tools", "response_format", "logprobs"})
 
     def __init__(self, name: str, settings: BaseModel) -> None:
         super().__init__(name, settings)
@@ -79,14 +125,21 @@ class OpenAIProvider(Provider):
         self.context_window = settings.context_window
         self._client: openai.AsyncOpenAI | None = None
         self._transport_errors = _transport_errors()
+        self._health: tuple[float, dict[str, Any]] | None = None
+        self._probe: asyncio.Task[dict[str, Any]] | None = None
 
     @property
     def default_model(self) -> str:
         return self.config.model
 
     @property
+    def base_url(self) -> str:
+        """The API root as it may be shown: a password or token in it masked."""
+        return mask_url(self.config.base_url or "https://api.openai.com/v1")
+
+    @property
     def where(self) -> str:
-        return f"the {self.name} provider ({self.config.base_url or 'https://api.openai.com/v1'})"
+        return f"the {self.name} provider ({self.base_url})"
 
     async def models(self) -> list[str]:
         return list(dict.fromkeys([self.config.model, *self.config.models]))
@@ -119,15 +172,15 @@ class OpenAIProvider(Provider):
     # --- requests -------------------------------------------------------------------
 
     def _arguments(self, request: ProviderRequest) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = []
-        for m in request.messages:
-            message: dict[str, Any] = {"role": m.role, "content": m.content or ""}
-            if m.name:
-                message["name"] = m.name
-            messages.append(message)
-        args: dict[str, Any] = {"model": request.model or self.config.model, "messages": messages}
+        """The SDK call for ``request``: the messages and every OpenAI parameter the client
+        sent, unchanged; those the SDK does not type travel in ``extra_body``."""
+        args: dict[str, Any] = {
+            "model": request.model or self.config.model,
+            "messages": [_message(m) for m in request.messages],
+        }
         p = request.params
-        if p.max_tokens is not None:
+        options = request.options
+        if p.max_tokens is not None and "max_completion_tokens" not in options:
             args[self.config.token_param] = p.max_tokens
         if p.temperature is not None:
             args["temperature"] = p.temperature
@@ -137,6 +190,15 @@ class OpenAIProvider(Provider):
             args["seed"] = p.seed
         if p.stop:
             args["stop"] = list(p.stop)
+        typed = _sdk_parameters()
+        extra: dict[str, Any] = {}
+        for name, value in options.items():
+            if name in typed:
+                args[name] = value
+            else:
+                extra[name] = value
+        if extra:
+            args["extra_body"] = extra
         return args
 
     def _error(self, exc: Exception, *, midway: bool = False) -> ProviderError:
@@ -245,23 +307,24 @@ class OpenAIProvider(Provider):
                 f"{self.where} answered with no choices; try again", retryable=True, status=502
             )
         choice = response.choices[0]
-        text = choice.message.content or ""
-        usage = (
-            Usage.of(response.usage.prompt_tokens, response.usage.completion_tokens)
-            if response.usage
-            else estimate_usage(request.messages, text)
-        )
+        message = AssistantMessage.model_validate(_dump(choice.message) or {})
+        if message.content is None and not message.tool_calls and message.refusal is None:
+            message.content = ""
+        logprobs = _dump(choice.logprobs)
         return ChatCompletion(
             id=response.id or new_id(),
             created=response.created or int(time.time()),
             model=response.model or args["model"],
             choices=[
                 Choice(
-                    message=AssistantMessage(content=text, refusal=choice.message.refusal),
+                    message=message,
                     finish_reason=_FINISH.get(choice.finish_reason or "stop", "stop"),
+                    logprobs=None if logprobs is None else ChoiceLogprobs.model_validate(logprobs),
                 )
             ],
-            usage=usage,
+            usage=_usage(response.usage) or estimate_usage(request.messages, message.content or ""),
+            system_fingerprint=response.system_fingerprint,
+            service_tier=response.service_tier,
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -285,13 +348,22 @@ class OpenAIProvider(Provider):
                     chunks = ChunkFactory(event.model or args["model"], id=event.id or None)
                     yield chunks.role()
                 if event.usage is not None:
-                    usage = Usage.of(event.usage.prompt_tokens, event.usage.completion_tokens)
+                    usage = _usage(event.usage)
                 for choice in event.choices:
                     if choice.index != 0:
                         continue
-                    if choice.delta.content:
-                        text.append(choice.delta.content)
-                        yield chunks.text(choice.delta.content)
+                    # Text, tool-call pieces, a refusal, log probabilities: each as sent.
+                    delta = _dump(choice.delta) or {}
+                    delta.pop("role", None)
+                    if not delta.get("content"):
+                        delta.pop("content", None)
+                    logprobs = _dump(choice.logprobs)
+                    if delta or logprobs:
+                        text.append(delta.get("content") or "")
+                        yield chunks.delta(
+                            Delta.model_validate(delta),
+                            None if logprobs is None else ChoiceLogprobs.model_validate(logprobs),
+                        )
                     if choice.finish_reason:
                         finish = _FINISH.get(choice.finish_reason, "stop")
         except caught as exc:
@@ -309,7 +381,38 @@ class OpenAIProvider(Provider):
         yield chunks.usage(usage or estimate_usage(request.messages, "".join(text)))
 
     async def health(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.config.model, "base_url": self.config.base_url}
+        """The upstream as a cheap ``GET /models`` finds it: ``ok``, ``unauthorized`` (key
+        missing or refused) or ``down``. The answer is kept for ``health_cache_s`` and one
+        probe serves every caller meanwhile, so ``/health`` stays cheap under load."""
+        now = time.monotonic()
+        if self._health is not None and now - self._health[0] < self.config.health_cache_s:
+            return self._health[1]
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_upstream())
+        state = await asyncio.shield(self._probe)
+        self._health = (time.monotonic(), state)
+        return state
+
+    async def _probe_upstream(self) -> dict[str, Any]:
+        import openai
+
+        base = {"model": self.config.model, "base_url": self.base_url}
+        try:
+            client = self.client()
+        except ProviderError as exc:
+            return {**base, "status": "unauthorized", "error": exc.message}
+        try:
+            await client.with_options(timeout=self.config.health_timeout_s, max_retries=0).models.list()
+        except openai.AuthenticationError as exc:
+            return {**base, "status": "unauthorized", "error": self._error(exc).message}
+        except openai.PermissionDeniedError as exc:
+            return {**base, "status": "unauthorized", "error": self._error(exc).message}
+        except openai.NotFoundError:
+            # A compatible server without /models (some proxies): it answered, so it is up.
+            return {**base, "status": "ok"}
+        except (openai.OpenAIError, *self._transport_errors) as exc:
+            return {**base, "status": "down", "error": self._error(exc).message}
+        return {**base, "status": "ok"}
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

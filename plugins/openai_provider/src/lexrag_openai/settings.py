@@ -35,6 +35,10 @@ class OpenAISettings(BaseModel):
     ``max_completion_tokens``; most compatible servers read ``max_tokens``)."""
     stream_usage: bool = True
     """Ask for usage at the end of streams (``stream_options.include_usage``)."""
+    health_timeout_s: float = Field(default=2.0, gt=0)
+    """Seconds ``/health``'s probe of the upstream (``GET /models``) may take."""
+    health_cache_s: float = Field(default=5.0, ge=0)
+    """Seconds a probe's answer is reused: ``/health`` under load costs no upstream calls."""
 
 
 __all__ = ["OpenAISettings"]
