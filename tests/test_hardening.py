@@ -370,3 +370,23 @@ def test_cli_search_ignores_zero_width_characters(sample_index):
         return [(h["doc"], h["article"]) for h in json.loads(result.stdout)]
 
     assert top("Th\u200bời gi\u200ban th\u200dử vi\ufeffệc tối đa") == top("Thời gian thử việc tối đa")
+
+
+def test_a_reload_builds_the_new_providers_and_reports_the_broken_ones(start_server, resilient_pm, tmp_path):
+    """SIGHUP's reload builds the new config's providers at once: a broken one is listed as
+    unavailable before any request asks for it, and the chain answers without it."""
+    import asyncio
+
+    from lexrag.config import load_config
+    from lexrag.registry import Registry, check_config
+
+    served = start_server('[llm]\nprovider = "extractive"\n[retrieval]\nenabled = false\n')
+    assert _models(served.base)["extractive"]["state"] == "closed"
+    path = tmp_path / "reloaded.toml"
+    path.write_text('[llm]\nprovider = "local"\nfallback = ["extractive"]\n[retrieval]\nenabled = false\n')
+    config = check_config(load_config(path, env={}), Registry(resilient_pm))
+    asyncio.run(served.state.reload(config))
+    assert served.state.pipeline.router.unavailable.keys() == {"local"}  # built by the reload itself
+    cards = _models(served.base)
+    assert cards["local"]["state"] == "unavailable"
+    assert ask(served.base, stream=True, model="local").provider == "extractive"
