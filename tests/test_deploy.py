@@ -593,9 +593,19 @@ def test_backend_answers_through_the_llm_service(
             temperature=0,
         )
         assert reply.choices[0].message.content is not None
-        # The generation happened in the llm-service, not in the backend.
+        streamed = client.chat.completions.create(
+            model="local",
+            messages=[{"role": "user", "content": "Người lao động có quyền nghỉ hằng năm không?"}],
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+        )
+        assert sum(bool(c.choices and c.choices[0].delta.content) for c in streamed) > 1
+        # The generation happened in the llm-service, streamed over OpenAI's chat completions.
         with urllib.request.urlopen(f"{llm_url}/metrics", timeout=10) as resp:
-            assert "/v1/generate" in resp.read().decode()
+            metrics = resp.read().decode()
+        assert 'route="/v1/chat/completions",status="200"' in metrics
+        assert 'route="/v1/generate"' not in metrics
     finally:
         for proc in procs:
             proc.terminate()

@@ -31,7 +31,10 @@ def server_config(model_dir) -> str:
     )
 
 
-def test_http_mode_against_lexrag_serve_equals_in_process(running_server, tiny_onnx_dir):
+@pytest.mark.parametrize("api", ["chat", "completions", "generate"])
+def test_http_mode_against_lexrag_serve_equals_in_process(running_server, tiny_onnx_dir, api):
+    """Each ``api`` of HTTP mode, against ``lexrag serve`` as the llm-service, gives what
+    the model gives in-process: the same prompt tokens, whoever renders the template."""
     url = running_server(server_config(tiny_onnx_dir))
     request = ProviderRequest(
         messages=[
@@ -40,7 +43,7 @@ def test_http_mode_against_lexrag_serve_equals_in_process(running_server, tiny_o
         ],
         params=GenerationParams(temperature=0.0, max_tokens=40),
     )
-    remote = LocalProvider("local", LocalSettings(url=url, tokenizer_dir=tiny_onnx_dir))
+    remote = LocalProvider("local", LocalSettings(url=url, tokenizer_dir=tiny_onnx_dir, api=api))
     direct = LocalProvider("local", LocalSettings(model_dir=tiny_onnx_dir))
 
     async def go():

@@ -8,9 +8,12 @@ can script what happens on the wire, request by request::
         ...  # point a client at up.base_url ("http://127.0.0.1:PORT/v1")
         assert up.requests[-1].json["model"] == "fake-model"
 
-Each POST to ``/v1/chat/completions`` or ``/v1/generate`` takes the next scripted
-behaviour, or ``up.default`` when the script is empty. Whether a chat answer is streamed
-follows the request's ``"stream"``. ``GET /health`` and ``GET /v1/models`` always answer.
+Each POST to ``/v1/chat/completions``, ``/v1/completions`` or ``/v1/generate`` takes the
+next scripted behaviour, or ``up.default`` when the script is empty. Whether a chat or
+completions answer is streamed follows the request's ``"stream"`` (``chat.completion.chunk``
+or ``text_completion`` events). ``GET /health`` and ``GET /v1/models`` always answer.
+``up.sent`` records when each streamed event went out (``time.monotonic()``), and
+``up.abandoned`` counts answers whose client hung up before they ended.
 
 Behaviours: :class:`Reply` (answer; streamed, slow or split mid-UTF-8 on the wire),
 :class:`Fail` (an HTTP error, e.g. 429 with Retry-After, 500/502/503), :class:`Hang`,
@@ -146,7 +149,10 @@ class FakeUpstream:
         self.models_status = 200
         """Status of ``GET /v1/models`` (e.g. 401 for a refused key); 200 lists the models."""
         self.abandoned = 0
-        """Requests whose client closed the connection while :class:`Hang` held the answer."""
+        """Requests whose client closed the connection before the answer ended (while
+        :class:`Hang` held it, or mid-stream)."""
+        self.sent: list[tuple[float, bytes]] = []
+        """Each streamed event as it went out: (``time.monotonic()`` after the write, bytes)."""
         self.in_flight = 0
         self.max_in_flight = 0
         """Most POSTs being answered at once (shows that a client sent them concurrently)."""
@@ -179,6 +185,7 @@ class FakeUpstream:
         with self._lock:
             self._script.clear()
             self.requests.clear()
+            self.sent.clear()
 
     def _next(self) -> Behaviour:
         with self._lock:
@@ -288,7 +295,7 @@ class FakeUpstream:
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
             await _send_json(writer, 200, {"object": "list", "data": data})
             return True
-        if request.method != "POST" or request.path not in ("/v1/chat/completions", "/v1/generate"):
+        if request.method != "POST" or request.path not in _POST_PATHS:
             await _send_json(writer, 404, _error(f"no route {request.method} {request.path}", "not_found"))
             return True
         self.in_flight += 1
@@ -300,7 +307,7 @@ class FakeUpstream:
 
     async def _post(self, request: _Request, writer: asyncio.StreamWriter) -> bool:
         behaviour = self._next()
-        stream = bool(request.payload.get("stream")) and request.path == "/v1/chat/completions"
+        stream = bool(request.payload.get("stream")) and request.path in _STREAM_PATHS
         if isinstance(behaviour, Fail):
             headers = {}
             if behaviour.retry_after is not None:
@@ -357,11 +364,21 @@ class FakeUpstream:
             for event in self._events(request, behaviour):
                 if behaviour.chunk_delay:
                     await asyncio.sleep(behaviour.chunk_delay)
-                await _send_chunk(writer, event, behaviour.wire_bytes)
+                if _hung_up(request, writer):
+                    self.abandoned += 1
+                    return False
+                try:
+                    await _send_chunk(writer, event, behaviour.wire_bytes)
+                except ConnectionError:
+                    self.abandoned += 1
+                    return False
+                self.sent.append((time.monotonic(), event))
             await _send_chunk(writer, b"")
             return True
         if request.path == "/v1/generate":
             payload = self._generated(request, behaviour)
+        elif request.path == "/v1/completions":
+            payload = self._text_completion(request, behaviour)
         else:
             payload = self._completion(request, behaviour)
         body = json.dumps(payload, ensure_ascii=False).encode()
@@ -425,7 +442,45 @@ class FakeUpstream:
             "usage": self._usage(request, reply.text),
         }
 
+    def _text_completion(self, request: _Request, reply: Reply) -> dict[str, Any]:
+        return {
+            "id": "cmpl-" + uuid.uuid4().hex[:16],
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": reply.model or request.payload.get("model") or self.model,
+            "choices": [
+                {"index": 0, "text": reply.text, "finish_reason": reply.finish_reason, "logprobs": None}
+            ],
+            "usage": self._usage(request, reply.text),
+        }
+
+    def _text_completion_events(self, request: _Request, reply: Reply) -> list[bytes]:
+        """``/v1/completions`` streamed: a ``text_completion`` per piece, the finish reason
+        on the last (empty text), usage when asked for, ``[DONE]``."""
+        cid = "cmpl-" + uuid.uuid4().hex[:16]
+        model = reply.model or request.payload.get("model") or self.model
+
+        def event(text: str, finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            return {
+                "id": cid,
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [choice],
+            }
+
+        events = [_sse(event(piece)) for piece in reply.pieces()]
+        events.append(_sse(event("", reply.finish_reason)))
+        if (request.payload.get("stream_options") or {}).get("include_usage"):
+            usage = {**event(""), "choices": [], "usage": self._usage(request, reply.text)}
+            events.append(_sse(usage))
+        events.append(b"data: [DONE]\n\n")
+        return events
+
     def _events(self, request: _Request, reply: Reply) -> list[bytes]:
+        if request.path == "/v1/completions":
+            return self._text_completion_events(request, reply)
         cid = "chatcmpl-" + uuid.uuid4().hex[:16]
         model = reply.model or request.payload.get("model") or self.model
         events = [_sse(_chunk(cid, model, {"role": "assistant", "content": ""}))]
@@ -449,6 +504,14 @@ class FakeUpstream:
 
 
 # --- wire helpers -------------------------------------------------------------------
+
+_POST_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/generate")
+_STREAM_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+def _hung_up(request: _Request, writer: asyncio.StreamWriter) -> bool:
+    """Whether the client closed its side (end of its stream, or the socket gone)."""
+    return writer.transport.is_closing() or (request.reader is not None and request.reader.at_eof())
 
 
 def _error(message: str, type_: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from .types import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
+    ChunkChoice,
+    Delta,
     GenerateRequest,
     GenerateResponse,
     Source,
@@ -172,15 +174,16 @@ class Pipeline:
             )
         passages = self.retrieve(query, request.top_k)
         reserve = request.token_limit or DEFAULT_COMPLETION_RESERVE
-        settings = self.config.settings.prompt
+        # The provider's own layout (the Frog card's for `local`), or [prompt.provider_templates]'.
+        template = self.config.settings.prompt.template_for(provider.name, provider.prompt_template)
         kept = prompt.fit_passages(
-            settings,
+            template,
             request.messages,
             passages,
             budget=provider.context_window - reserve,
             count=_counter(provider),
         )
-        return prompt.build_messages(settings, request.messages, kept), kept
+        return prompt.build_messages(template, request.messages, kept), kept
 
     async def prepare(self, request: ChatCompletionRequest) -> Prepared:
         """Validate, resolve the model, retrieve and build the prompt."""
@@ -224,10 +227,14 @@ class Pipeline:
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """The answer as chunks; ``sources`` ride on the last chunk, which is the usage
-        chunk (no choices) when ``stream_options.include_usage`` asks for one."""
+        chunk (no choices) when ``stream_options.include_usage`` asks for one.
+
+        Text goes out as it arrives: only the chunk with the finish reason is held until
+        the provider's stream ends (the usage chunk may still follow it)."""
         prepared = await self.prepare(request)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         pending: ChatCompletionChunk | None = None
+        last: ChatCompletionChunk | None = None
         usage_chunk: ChatCompletionChunk | None = None
         text: list[str] = []
         stream = self.router.stream(prepared.request, route=prepared.route, fallback=prepared.fallback)
@@ -237,9 +244,14 @@ class Pipeline:
                     usage_chunk = chunk
                     continue
                 text.extend(c.delta.content or "" for c in chunk.choices)
+                last = chunk
                 if pending is not None:
                     yield pending
-                pending = chunk
+                    pending = None
+                if any(c.finish_reason for c in chunk.choices):
+                    pending = chunk
+                else:
+                    yield chunk
         except LexragError:
             # The text received before a mid-stream failure still reaches the client,
             # ahead of the error that ends the stream.
@@ -248,12 +260,16 @@ class Pipeline:
             raise
         finally:
             await stream.aclose()
-        if pending is None:
+        if last is None:
             raise ProviderError(
                 f"provider {prepared.route.provider!r} ended the stream without an answer",
                 retryable=True,
                 provider=prepared.route.provider,
             )
+        if pending is None:
+            # No finish chunk to carry the sources (a provider outside the contract): an
+            # empty delta carries them.
+            pending = last.model_copy(update={"choices": [ChunkChoice(delta=Delta())], "usage": None})
         if not include_usage:
             pending.sources = prepared.sources
             yield pending
@@ -281,7 +297,9 @@ class Pipeline:
             top_p=request.top_p if request.do_sample else None,
         )
         provider_request = ProviderRequest(
-            messages=[ChatMessage(role="user", content=request.prompt)], params=params
+            messages=[ChatMessage(role="user", content=request.prompt)],
+            params=params,
+            prompt=request.prompt if request.raw else None,
         )
         route = await self.router.resolve(None)
         completion = await self.router.complete(provider_request, route=route)

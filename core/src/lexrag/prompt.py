@@ -1,15 +1,30 @@
 """The RAG prompt: the one place its wording lives (overridable by ``[prompt]``).
 
-The layout follows the Frog model card's RAG use: one system message holding the
+A prompt *template* is one layout of the RAG prompt: one system message holding the
 instructions and the numbered passages, each under its legal citation, then the
-conversation as the client sent it. The answer cites passages as ``[n]``.
+conversation as the client sent it. The answer cites passages as ``[n]``. Two are built in:
+
+- ``default``: lexrag's own wording (``[prompt]`` ``system`` / ``context_header`` / ``passage``
+  set it), what the ``openai`` and ``extractive`` providers get;
+- ``frog``: the layout the Frog model (``phamhai/Llama-3.2-3B-Instruct-Frog``) was tuned on,
+  from its model card: the card's Vietnamese system prompt, then ``Context:`` and the passages
+  as ``Đoạn N: "…"``, with lexrag's ``[n]`` citation instruction added; the ``local``
+  provider's default.
+
+Each provider names its template (:attr:`lexrag.Provider.prompt_template`);
+``[prompt.provider_templates]`` overrides it per provider, ``[prompt.templates.NAME]``
+rewords a template or adds one (:meth:`PromptSettings.template_for`).
+
+The card's question-rewriting prompt for multi-turn chats is here too
+(:data:`FROG_REWRITE_INSTRUCTION`, :func:`rewrite_messages`), for query rewriting before
+retrieval.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .types import ChatMessage, Source, Usage
 
@@ -24,9 +39,41 @@ DEFAULT_PASSAGE_TEMPLATE = "[{index}] {citation}\n{text}"
 
 DEFAULT_CONTEXT_HEADER = "Các đoạn văn bản pháp luật liên quan:"
 
+#: The Frog model card's recommended system prompt (its QnA, RAG and rewriting examples all
+#: start with it), word for word.
+FROG_SYSTEM_PROMPT = (
+    "Bạn là một trợ lí Tiếng Việt nhiệt tình và trung thực. Hãy luôn trả lời một cách hữu ích "
+    "nhất có thể, đồng thời giữ an toàn.\nNếu một câu hỏi không có ý nghĩa hoặc không hợp lý về "
+    "mặt thông tin, hãy giải thích tại sao thay vì trả lời một điều gì đó không chính xác, vui "
+    "lòng không chia sẻ thông tin sai lệch."
+)
 
-class PromptSettings(BaseModel):
-    """The ``[prompt]`` table: the wording of the RAG prompt."""
+#: lexrag's grounding and ``[n]`` citation instruction, added after the card's prompt.
+FROG_CITATION_INSTRUCTION = (
+    "Hãy trả lời dựa vào các đoạn văn bản pháp luật trong phần Context. Khi dùng thông tin từ "
+    "một đoạn, hãy trích dẫn số của đoạn đó trong ngoặc vuông, ví dụ [1]. Nếu các đoạn không đủ "
+    "để trả lời, hãy nói rõ là không tìm thấy quy định phù hợp."
+)
+
+#: The card's context header and passage layout (``Đoạn 0: "…"`` there; numbered from 1
+#: here so that ``Đoạn n`` is the ``[n]`` the answer cites).
+FROG_CONTEXT_HEADER = "Context:"
+FROG_PASSAGE_TEMPLATE = 'Đoạn {index}: "{citation}\n{text}"'
+
+#: The card's question-rewriting instruction (its "Question Rewriting task"), word for word,
+#: "đầu đủ" included: the user turn that asks the model to rewrite the last question of a
+#: conversation into one that stands on its own. ``{question}`` is filled in; the
+#: conversation goes into the system message (:func:`rewrite_messages`).
+FROG_REWRITE_INSTRUCTION = (
+    "Dựa vào đoạn hội thoại được cung cấp, viết lại câu nói của người dùng sao cho đầu đủ ý "
+    "nhất có thể mà không bị sai lệch thông tin.\nCâu nói: {question}"
+)
+
+
+class PromptTemplate(BaseModel):
+    """One layout of the RAG prompt's system message: ``system``, then ``context_header``
+    and the passages (each rendered with ``passage``), then the client's own system text,
+    joined by ``separator``."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -34,6 +81,83 @@ class PromptSettings(BaseModel):
     context_header: str = DEFAULT_CONTEXT_HEADER
     passage: str = DEFAULT_PASSAGE_TEMPLATE
     """Format of one passage: ``{index}``, ``{citation}`` and ``{text}`` are filled in."""
+    separator: str = "\n\n"
+    """Between the instructions, the header, each passage and the client's system text."""
+
+
+#: The built-in templates, by name.
+BUILTIN_TEMPLATES: dict[str, PromptTemplate] = {
+    "default": PromptTemplate(),
+    "frog": PromptTemplate(
+        system=FROG_SYSTEM_PROMPT + "\n" + FROG_CITATION_INSTRUCTION,
+        context_header=FROG_CONTEXT_HEADER,
+        passage=FROG_PASSAGE_TEMPLATE,
+        separator="\n",
+    ),
+}
+
+
+class TemplateOverride(BaseModel):
+    """``[prompt.templates.NAME]``: the keys set replace the template's (a new name starts
+    from ``default``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str | None = None
+    context_header: str | None = None
+    passage: str | None = None
+    separator: str | None = None
+
+
+class PromptSettings(PromptTemplate):
+    """The ``[prompt]`` table: the ``default`` template's wording (``system``,
+    ``context_header``, ``passage``, ``separator``), other templates' (``templates``) and which
+    provider uses which (``provider_templates``)."""
+
+    templates: dict[str, TemplateOverride] = Field(default_factory=dict)
+    """``[prompt.templates.NAME]``: reword a built-in template (``frog``) or add one."""
+    provider_templates: dict[str, str] = Field(default_factory=dict)
+    """``[prompt.provider_templates]``: provider name → template name, overriding the
+    provider's own choice (``local``: ``frog``; the others: ``default``)."""
+
+    @model_validator(mode="after")
+    def _known_templates(self) -> PromptSettings:
+        known = self.template_names()
+        for provider, name in self.provider_templates.items():
+            if name not in known:
+                raise ValueError(
+                    f"provider_templates.{provider} = {name!r} names no template; "
+                    f"use one of {', '.join(sorted(known))} or add [prompt.templates.{name}]"
+                )
+        return self
+
+    def template_names(self) -> set[str]:
+        return {*BUILTIN_TEMPLATES, *self.templates}
+
+    def template(self, name: str) -> PromptTemplate:
+        """The template called ``name``: ``default`` is this table's own wording; another
+        built-in one, or one of ``templates``, with its ``[prompt.templates.NAME]`` keys."""
+        if name == "default":
+            base = PromptTemplate.model_validate(self.model_dump(include=set(PromptTemplate.model_fields)))
+        elif name in BUILTIN_TEMPLATES:
+            base = BUILTIN_TEMPLATES[name]
+        elif name in self.templates:
+            base = self.template("default")
+        else:
+            raise ValueError(
+                f"prompt template {name!r} does not exist; use one of "
+                f"{', '.join(sorted(self.template_names()))} or add [prompt.templates.{name}]"
+            )
+        override = self.templates.get(name)
+        if override is None:
+            return base
+        return base.model_copy(update=override.model_dump(exclude_none=True))
+
+    def template_for(self, provider: str, own: str = "default") -> PromptTemplate:
+        """The template the provider called ``provider`` gets: its entry in
+        ``[prompt.provider_templates]``, else ``own``, the template it names itself
+        (:attr:`lexrag.Provider.prompt_template`)."""
+        return self.template(self.provider_templates.get(provider, own))
 
 
 #: Tokens a chat template spends per message on role headers and separators
@@ -56,25 +180,24 @@ def estimate_usage(messages: Sequence[ChatMessage], completion: str) -> Usage:
     return Usage.of(prompt_tokens, estimate_tokens(completion) if completion else 0, estimated=True)
 
 
-def render_passage(settings: PromptSettings, source: Source) -> str:
-    return settings.passage.format(index=source.index, citation=source.citation, text=source.text)
+def render_passage(template: PromptTemplate, source: Source) -> str:
+    return template.passage.format(index=source.index, citation=source.citation, text=source.text)
 
 
-def system_message(settings: PromptSettings, passages: Sequence[Source], client_system: str = "") -> str:
+def system_message(template: PromptTemplate, passages: Sequence[Source], client_system: str = "") -> str:
     """The system message: instructions, then the numbered passages under their citations,
     then whatever system text the client sent itself."""
-    parts = [settings.system]
+    sep = template.separator
+    parts = [template.system]
     if passages:
-        parts.append(
-            settings.context_header + "\n\n" + "\n\n".join(render_passage(settings, p) for p in passages)
-        )
+        parts.append(template.context_header + sep + sep.join(render_passage(template, p) for p in passages))
     if client_system:
         parts.append(client_system)
-    return "\n\n".join(parts)
+    return sep.join(parts)
 
 
 def fit_passages(
-    settings: PromptSettings,
+    template: PromptTemplate,
     messages: Sequence[ChatMessage],
     passages: Sequence[Source],
     *,
@@ -83,13 +206,13 @@ def fit_passages(
 ) -> list[Source]:
     """The best-ranked passages (a prefix of ``passages``) whose prompt fits ``budget``
     tokens, renumbered from 1. The conversation and instructions are counted first."""
-    used = count(settings.system) + count(settings.context_header)
+    used = count(template.system) + count(template.context_header)
     used += sum(count(m.content or "") + MESSAGE_OVERHEAD_TOKENS for m in messages)
     used += MESSAGE_OVERHEAD_TOKENS
     kept: list[Source] = []
     for source in passages:
         numbered = source.model_copy(update={"index": len(kept) + 1})
-        cost = count(render_passage(settings, numbered)) + 2
+        cost = count(render_passage(template, numbered)) + 2
         if used + cost > budget:
             break
         used += cost
@@ -98,28 +221,60 @@ def fit_passages(
 
 
 def build_messages(
-    settings: PromptSettings, messages: Sequence[ChatMessage], passages: Sequence[Source]
+    template: PromptTemplate, messages: Sequence[ChatMessage], passages: Sequence[Source]
 ) -> list[ChatMessage]:
     """The messages sent to the provider: one system message (the client's own system
-    turns folded into it, as Llama chat templates expect a single one) then the turns."""
+    turns folded into it, as Llama chat templates expect a single one) then the turns.
+
+    ``template`` is the provider's: ``settings.template_for(provider.name,
+    provider.prompt_template)``; the ``[prompt]`` table itself is the ``default`` one."""
     client_system = "\n\n".join(
         m.content or "" for m in messages if m.role in ("system", "developer") and m.content
     )
     turns = [m for m in messages if m.role not in ("system", "developer")]
-    system = ChatMessage(role="system", content=system_message(settings, passages, client_system))
+    system = ChatMessage(role="system", content=system_message(template, passages, client_system))
     return [system, *turns]
 
 
+def rewrite_messages(history: Sequence[ChatMessage], question: str) -> list[ChatMessage]:
+    """The Frog card's question-rewriting prompt, for retrieval in a multi-turn chat: the
+    conversation so far (its user and assistant turns with text, as ``USER: …`` /
+    ``ASSISTANT: …`` lines under ``Context:``) in the system message after
+    :data:`FROG_SYSTEM_PROMPT`, then :data:`FROG_REWRITE_INSTRUCTION` with ``question``.
+    The model answers with the question rewritten to stand on its own, which is what to
+    search for."""
+    lines = [
+        f"{'USER' if m.role == 'user' else 'ASSISTANT'}: {(m.content or '').strip()}"
+        for m in history
+        if m.role in ("user", "assistant") and m.has_text
+    ]
+    system = "\n".join([FROG_SYSTEM_PROMPT, FROG_CONTEXT_HEADER, *lines])
+    return [
+        ChatMessage(role="system", content=system),
+        ChatMessage(role="user", content=FROG_REWRITE_INSTRUCTION.format(question=question.strip())),
+    ]
+
+
 __all__ = [
+    "BUILTIN_TEMPLATES",
     "DEFAULT_CONTEXT_HEADER",
     "DEFAULT_PASSAGE_TEMPLATE",
     "DEFAULT_SYSTEM_PROMPT",
+    "FROG_CITATION_INSTRUCTION",
+    "FROG_CONTEXT_HEADER",
+    "FROG_PASSAGE_TEMPLATE",
+    "FROG_REWRITE_INSTRUCTION",
+    "FROG_SYSTEM_PROMPT",
     "MESSAGE_OVERHEAD_TOKENS",
     "PromptSettings",
+    "PromptTemplate",
+    "TemplateOverride",
     "TokenCounter",
     "build_messages",
     "estimate_tokens",
     "estimate_usage",
     "fit_passages",
+    "render_passage",
+    "rewrite_messages",
     "system_message",
 ]

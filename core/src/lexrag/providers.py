@@ -64,6 +64,11 @@ class ProviderRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     model: str | None = None
     sources: Sequence[Source] = ()
+    prompt: str | None = None
+    """A raw prompt (``POST /v1/completions``, ``/v1/generate`` with ``"raw": true``): text
+    the model continues as it is, with no chat template applied. ``messages`` then hold it as
+    one user message, for providers that take only messages (a chat API has no way to send
+    a raw prompt); one that applies a chat template itself (``local``) uses ``prompt``."""
 
     @property
     def options(self) -> dict[str, Any]:
@@ -90,6 +95,11 @@ class Provider(ABC):
 
     #: Maximum prompt + completion tokens; the pipeline fits passages into it.
     context_window: int = 8192
+
+    #: The layout of the RAG prompt this provider gets: a template of :mod:`lexrag.prompt`
+    #: (``default``: lexrag's own; ``frog``: the Frog model card's). ``[prompt.provider_templates]``
+    #: overrides it per provider.
+    prompt_template: str = "default"
 
     def __init__(self, name: str, settings: BaseModel) -> None:
         self.name = name

@@ -620,6 +620,13 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     do_sample: bool = True
+    raw: bool = Field(
+        default=False,
+        description="lexrag's extra. true: the prompt is already rendered (the model's chat "
+        "template applied, its special tokens written) and goes to the model as it is. false "
+        "(the seed's behaviour): the prompt is the user's message, which the provider renders "
+        "with the model's chat template.",
+    )
 
     _integral = field_validator("max_tokens", mode="before")(integral)
 
@@ -629,6 +636,102 @@ class GenerateResponse(BaseModel):
     model: str
     finish_reason: FinishReason
     usage: Usage
+
+
+# --- OpenAI's (legacy) completions: a raw prompt ----------------------------------------
+
+
+def _one_prompt_schema(schema: dict[str, Any]) -> None:
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["minLength"] = 1
+        elif branch.get("type") == "array":
+            branch.update(minItems=1, maxItems=1)
+            branch.setdefault("items", {})["minLength"] = 1
+
+
+class CompletionRequest(BaseModel):
+    """``POST /v1/completions``: a raw prompt the model continues as it is (no chat template,
+    no retrieval), as vLLM and llama.cpp serve it; what the ``local`` provider sends an
+    llm-service with ``api = "completions"``. The sampling parameters are honoured; OpenAI's
+    other parameters are accepted and ignored, except those that would change the answer's
+    shape (``n`` or ``best_of`` above 1, ``echo``, ``logprobs``, ``suffix``): a 400."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, Json] = Field(init=False)
+
+    model: Text | None = None
+    prompt: Text | list[Text] = Field(
+        description="The prompt: a string, or a list of exactly one string.",
+        json_schema_extra=_one_prompt_schema,
+    )
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = Field(default=None, json_schema_extra=_stop_schema)
+    seed: int | None = None
+    n: int = Field(
+        default=1, ge=1, description="Completions to return: one.", json_schema_extra={"maximum": 1}
+    )
+    best_of: int | None = Field(default=None, ge=1, json_schema_extra={"maximum": 1})
+    echo: Literal[False] = Field(default=False, description="The prompt is never echoed.")
+    logprobs: None = Field(default=None, description="Log probabilities are not returned.")
+    suffix: None = Field(default=None, description="No text is inserted before a suffix.")
+
+    _integral = field_validator("max_tokens", "seed", "n", "best_of", mode="before")(integral)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if len(texts) != 1:
+            raise PydanticCustomError(
+                "one_prompt", "lexrag continues one prompt per request: send a string or a list of one"
+            )
+        if not texts[0]:
+            raise PydanticCustomError("too_short", "needs a prompt to continue, not an empty string")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        valid_json(value)
+        return value
+
+    @property
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: FinishReason | None = None
+    logprobs: Any | None = None
+
+
+class Completion(BaseModel):
+    """A ``text_completion``: the whole answer, or (streamed) one piece of it, the last
+    with ``finish_reason``; with ``stream_options.include_usage`` a last one with
+    ``usage`` and no choices."""
+
+    id: str = Field(default_factory=lambda: new_id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
 
 
 __all__ = [
@@ -643,6 +746,9 @@ __all__ = [
     "ChoiceLogprobs",
     "ChunkChoice",
     "ChunkFactory",
+    "Completion",
+    "CompletionChoice",
+    "CompletionRequest",
     "Delta",
     "Embedding",
     "EmbeddingRequest",

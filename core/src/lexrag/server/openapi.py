@@ -41,6 +41,7 @@ def _error(code: str) -> dict[str, Any]:
 _CAPPED = {
     "ChatCompletionRequest": ("max_tokens", "max_completion_tokens"),
     "GenerateRequest": ("max_tokens",),
+    "CompletionRequest": ("max_tokens",),
 }
 
 

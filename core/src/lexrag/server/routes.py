@@ -1,9 +1,11 @@
-"""The HTTP API: OpenAI's chat, embeddings and models; health; the seed's ``/v1/generate``."""
+"""The HTTP API: OpenAI's chat, completions, embeddings and models; health; the seed's
+``/v1/generate``."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -11,10 +13,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import calllog
-from ..errors import InvalidRequestError, LexragError, NotFoundError
+from ..errors import InvalidRequestError, LexragError, NotFoundError, StreamCutShort
+from ..prompt import estimate_usage
+from ..providers import GenerationParams, ProviderRequest
 from ..types import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatMessage,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -26,7 +35,9 @@ from ..types import (
     ModelList,
 )
 from .disconnect import unless_disconnected
-from .sse import chunk_events
+from .errors import internal_error
+from .sse import DONE, chunk_events, error_event
+from .sse import log as sse_log
 from .state import state_of
 
 router = APIRouter()
@@ -179,7 +190,10 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
 
 @router.post("/v1/generate", responses={200: {"model": GenerateResponse}, **_ERRORS})
 async def generate(body: GenerateRequest, request: Request) -> Response:
-    """The seed's llm-service API: the prompt goes to the configured provider as it is."""
+    """The seed's llm-service API: the prompt goes to the configured provider, as the
+    user's message (rendered with the model's chat template), or, with ``"raw": true``,
+    as a prompt already rendered, to continue as it is. Never streamed: the ``local``
+    provider's HTTP mode streams over ``/v1/chat/completions`` or ``/v1/completions``."""
     call = calllog.current()
     call.stream = False
     if state_of(request).config.settings.logging.log_bodies:
@@ -188,6 +202,147 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     call.usage(response.usage)
     call.keep_answer(response.generated_text)
     return _json(response)
+
+
+@router.post(
+    "/v1/completions",
+    responses={
+        200: {
+            "model": Completion,
+            "description": "A text_completion, or with stream=true, text_completion events (SSE)",
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        },
+        **_ERRORS,
+    },
+)
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    """OpenAI's completions: the prompt is continued as it is (no chat template, no
+    retrieval) by the provider ``model`` names, else the configured one. What the ``local``
+    provider asks an llm-service with ``api = "completions"`` (vLLM and llama.cpp serve the
+    same); a provider without a chat template of its own gets the prompt as a user message."""
+    state = state_of(request)
+    pipeline = state.pipeline
+    call = calllog.current()
+    call.stream, call.requested_model = body.stream, body.model
+    if state.config.settings.logging.log_bodies:
+        call.messages = [{"role": "user", "content": body.text}]
+    for param in ("n", "best_of"):
+        value = getattr(body, param)
+        if value not in (None, 1):
+            raise InvalidRequestError(
+                f"{param}={value}: lexrag returns one completion per request; omit {param} or send 1",
+                param=param,
+            )
+    pipeline.check_token_limit("max_tokens", body.max_tokens)
+    params = GenerationParams(
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_list,
+    )
+    provider_request = ProviderRequest(
+        messages=[ChatMessage(role="user", content=body.text)], params=params, prompt=body.text
+    )
+    route = await pipeline.router.resolve(body.model)
+    if body.stream:
+        stream = pipeline.router.stream(provider_request, route=route)
+        try:
+            first = await anext(stream)
+        except BaseException:
+            await stream.aclose()
+            raise
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _completion_events(
+                first,
+                stream,
+                provider_request,
+                include_usage=include_usage,
+                stop=state.server.streams_must_end,
+            ),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+    completion = await unless_disconnected(request, pipeline.router.complete(provider_request, route=route))
+    usage = completion.usage or estimate_usage(provider_request.messages, completion.text)
+    call.usage(usage)
+    call.keep_answer(completion.text)
+    choice = CompletionChoice(
+        text=completion.text, finish_reason=completion.choices[0].finish_reason or "stop"
+    )
+    return _json(
+        Completion(id=_completion_id(completion.id), model=completion.model, choices=[choice], usage=usage)
+    )
+
+
+def _completion_id(chat_id: str) -> str:
+    return "cmpl-" + chat_id.split("-", 1)[-1]
+
+
+def _as_completion(chunk: ChatCompletionChunk, **fields: Any) -> Completion:
+    return Completion(id=_completion_id(chunk.id), created=chunk.created, model=chunk.model, **fields)
+
+
+async def _completion_events(
+    first: ChatCompletionChunk,
+    rest: AsyncIterator[ChatCompletionChunk],
+    provider_request: ProviderRequest,
+    *,
+    include_usage: bool,
+    stop: Callable[[], bool],
+) -> AsyncIterator[bytes]:
+    """The chat chunks of a raw prompt's answer as ``text_completion`` events: each text
+    piece as it comes, the finish reason on the last, usage when asked for, then ``[DONE]``;
+    a failure mid-stream ends it as a chat stream's does (an error event, then ``[DONE]``)."""
+    call = calllog.current()
+    error: LexragError | None = None
+    text: list[str] = []
+    last = first
+    usage_sent = False
+
+    async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+        yield first
+        async for chunk in rest:
+            yield chunk
+
+    try:
+        async for chunk in chunks():
+            last = chunk
+            call.usage(chunk.usage)
+            if not chunk.choices:
+                if include_usage and chunk.usage is not None:
+                    usage_sent = True
+                    yield _event(_as_completion(chunk, choices=[], usage=chunk.usage))
+                continue
+            choice = chunk.choices[0]
+            piece = choice.delta.content or ""
+            if piece or choice.finish_reason is not None:
+                text.append(piece)
+                call.keep_answer(piece)
+                out = CompletionChoice(text=piece, finish_reason=choice.finish_reason)
+                yield _event(_as_completion(chunk, choices=[out]))
+            if stop():
+                raise StreamCutShort("the server is shutting down and ended this answer early; ask again")
+    except LexragError as exc:
+        sse_log.warning("stream ended by an error: %s", exc.message)
+        error = exc
+    except Exception as exc:
+        sse_log.error("stream failed", exc_info=exc)
+        error = internal_error()
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+    if error is not None:
+        call.error, call.error_status = error.code, error.status
+        yield error_event(error)
+    elif include_usage and not usage_sent:
+        usage = estimate_usage(provider_request.messages, "".join(text))
+        yield _event(_as_completion(last, choices=[], usage=usage))
+    yield DONE
+
+
+def _event(completion: Completion) -> bytes:
+    return b"data: " + completion.model_dump_json().encode() + b"\n\n"
 
 
 _HEALTH = {

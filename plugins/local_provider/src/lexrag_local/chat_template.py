@@ -32,14 +32,16 @@ def as_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return [{"role": _role(m), "content": m.content or ""} for m in messages]
 
 
-def prerendered(messages: Sequence[ChatMessage], bos: str) -> str | None:
-    """The prompt itself when the messages are one user turn that is already a rendered
-    prompt: what the seed's ``/v1/generate`` receives from a client in HTTP mode."""
-    if len(messages) == 1 and messages[0].role == "user":
-        content = messages[0].content or ""
-        if content.startswith((bos, "<|start_header_id|>")):
-            return content
-    return None
+class RawPrompt(list[ChatMessage]):
+    """A raw prompt (``ProviderRequest.prompt``: ``/v1/completions``, ``/v1/generate`` with
+    ``"raw": true``), marked as such by its type, never guessed from its text. It holds the
+    prompt as one user message, so it passes for messages wherever those are taken;
+    :func:`render` returns ``text`` as it is, with the tokenizer's BOS put in front, as a
+    completions server tokenizes its prompt (one already there is not doubled)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__([ChatMessage(role="user", content=text)])
+        self.text = text
 
 
 @cache
@@ -55,11 +57,10 @@ def _llama3_template() -> Any:
 def render(messages: Sequence[ChatMessage], tokenizer: Any | None) -> str:
     """The prompt text: the tokenizer's ``apply_chat_template`` with its own template, or
     with Llama-3's when it has none; Llama-3's through jinja2 when there is no tokenizer.
-    A prompt that is already rendered is kept as it is (rendering it twice would nest it)."""
+    A :class:`RawPrompt` is its text as it is, after the BOS token."""
+    if isinstance(messages, RawPrompt):
+        return with_bos(messages.text, tokenizer)
     bos = getattr(tokenizer, "bos_token", None) or LLAMA3_BOS
-    ready = prerendered(messages, bos)
-    if ready is not None:
-        return ready
     conversation = as_dicts(messages)
     if tokenizer is None:
         text: str = _llama3_template().render(
@@ -76,4 +77,34 @@ def render(messages: Sequence[ChatMessage], tokenizer: Any | None) -> str:
     return text
 
 
-__all__ = ["LLAMA3_BOS", "LLAMA3_CHAT_TEMPLATE", "as_dicts", "prerendered", "render"]
+def bos_of(tokenizer: Any | None) -> str:
+    """The text the tokenizer puts in front of a text it encodes with its special tokens
+    (Llama-3: ``<|begin_of_text|>``; ``""`` for one that adds none, as GPT-2-style ChatML
+    tokenizers), or Llama-3's BOS without a tokenizer."""
+    if tokenizer is None:
+        return LLAMA3_BOS
+    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    return str(tokenizer.decode(ids)) if ids else ""
+
+
+def with_bos(text: str, tokenizer: Any | None) -> str:
+    bos = bos_of(tokenizer)
+    return text if not bos or text.startswith(bos) else bos + text
+
+
+def without_bos(text: str, tokenizer: Any | None) -> str:
+    """``text`` without its leading BOS: a completions server puts its own in front."""
+    bos = bos_of(tokenizer)
+    return text[len(bos) :] if bos and text.startswith(bos) else text
+
+
+__all__ = [
+    "LLAMA3_BOS",
+    "LLAMA3_CHAT_TEMPLATE",
+    "RawPrompt",
+    "as_dicts",
+    "bos_of",
+    "render",
+    "with_bos",
+    "without_bos",
+]

@@ -7,9 +7,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lexrag import ChatCompletion, ChatCompletionChunk, ChunkFactory, Provider, ProviderRequest, Usage
+from lexrag import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    ChunkFactory,
+    Provider,
+    ProviderRequest,
+    Usage,
+)
 
 from .backend import Backend, Outcome
+from .chat_template import RawPrompt
 from .settings import LocalSettings
 
 
@@ -28,9 +37,14 @@ class LocalProvider(Provider):
     """The Frog model. It takes the sampling parameters (``max_tokens``, ``temperature``,
     ``top_p``, ``seed``, ``stop``) and ignores OpenAI's others; it cannot call tools, follow
     a ``response_format`` or return log probabilities, so ``supports`` is empty and such a
-    request is a 400 naming the parameter (unless its chain has a provider that can)."""
+    request is a 400 naming the parameter (unless its chain has a provider that can).
+
+    Its RAG prompt has the Frog model card's layout (``prompt_template = "frog"``; another
+    with ``[prompt.provider_templates] local = "..."``). A raw prompt
+    (``ProviderRequest.prompt``) reaches the model as it is, without the chat template."""
 
     Settings = LocalSettings
+    prompt_template = "frog"
 
     def __init__(self, name: str, settings: BaseModel) -> None:
         super().__init__(name, settings)
@@ -45,11 +59,16 @@ class LocalProvider(Provider):
     def count_tokens(self, text: str) -> int | None:
         return self.backend.count_tokens(text)
 
+    @staticmethod
+    def _messages(request: ProviderRequest) -> list[ChatMessage]:
+        """The request's messages, or its raw prompt marked as one (:class:`RawPrompt`)."""
+        return RawPrompt(request.prompt) if request.prompt is not None else request.messages
+
     async def complete(self, request: ProviderRequest) -> ChatCompletion:
         self.check_options(request)
         parts: list[str] = []
         outcome = Outcome("stop", None)
-        async for item in self.backend.generate(request.messages, request.params):
+        async for item in self.backend.generate(self._messages(request), request.params):
             if isinstance(item, Outcome):
                 outcome = item
             else:
@@ -61,7 +80,7 @@ class LocalProvider(Provider):
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
         self.check_options(request)
         chunks = ChunkFactory(request.model or self.default_model)
-        generation = self.backend.generate(request.messages, request.params)
+        generation = self.backend.generate(self._messages(request), request.params)
         usage: Usage | None = None
         try:
             first = True
@@ -82,6 +101,12 @@ class LocalProvider(Provider):
 
     async def health(self) -> dict[str, Any]:
         return await self.backend.health()
+
+    def load(self) -> dict[str, float]:
+        """The in-process batch's numbers for ``/metrics`` (running / waiting sequences, KV
+        cache, tokens per second); HTTP mode reports none."""
+        load = getattr(self.backend, "load", None)
+        return dict(load()) if load is not None else {}
 
     async def aclose(self) -> None:
         await self.backend.aclose()

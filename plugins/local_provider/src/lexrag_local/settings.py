@@ -20,7 +20,8 @@ class LocalSettings(BaseModel):
     model_dir: Path | None = None
     """Directory written by ``lexrag model export`` (model.onnx, tokenizer, generation config)."""
     url: str | None = None
-    """Base URL of an llm-service (``POST {url}/v1/generate``); set, it replaces in-process generation."""
+    """Base URL of an llm-service (another ``lexrag serve``, vLLM, llama.cpp's server); set,
+    it replaces in-process generation. ``api`` says which of its endpoints is used."""
     model_name: str | None = None
     """Model id reported to clients (default: the export's source, or "local")."""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -38,11 +39,34 @@ class LocalSettings(BaseModel):
     max_tokens: int = Field(default=512, ge=1)
     """Default completion length when a request names none."""
     queue_size: int = Field(default=32, ge=1)
-    """Requests that may wait for the model at once; more fail with a retryable error."""
+    """Requests that may wait for a free place in the running batch; more fail with a
+    retryable 503 (Retry-After)."""
+    max_batch: int = Field(default=8, ge=1)
+    """Sequences generated together (continuous batching); the KV cache is planned for
+    ``max_batch`` × the context window."""
+    kv_cache_mb: int | None = Field(default=None, ge=1)
+    """A budget for the KV cache (MiB): fewer than ``max_batch`` sequences run together
+    when their cache would not fit in it."""
+    prefill_chunk: int | None = Field(default=None, ge=0)
+    """Prompt tokens prefilled per step while other sequences decode, so their tokens keep
+    flowing during a long prompt; unset: as many as take about one decode step's time
+    (measured as it runs); 0: each prompt in one step."""
     # HTTP mode
+    api: Literal["chat", "completions", "generate"] = "chat"
+    """HTTP mode: how the llm-service is asked. ``chat``: OpenAI's streamed
+    ``POST /v1/chat/completions`` with the messages (the service applies the model's chat
+    template). ``completions``: OpenAI's streamed ``POST /v1/completions`` with the prompt
+    rendered here (``tokenizer_dir``'s template, else Llama-3's). ``generate``: the seed's
+    ``POST /v1/generate``, one whole answer, not streamed. A raw prompt always goes to
+    ``/v1/completions`` unless ``api = "generate"``."""
+    upstream_model: str | None = None
+    """HTTP mode: the ``model`` sent to the llm-service (vLLM wants the id it serves, e.g.
+    ``phamhai/Llama-3.2-3B-Instruct-Frog``); unset, none is sent and the service answers with
+    its default model (lexrag, llama.cpp)."""
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=300.0, gt=0)
-    """Time to wait for a whole answer of the llm-service (it does not stream)."""
+    """HTTP mode: the longest wait for the llm-service's next bytes (its first token, each
+    following one), or, with ``api = "generate"``, for its whole answer."""
     tokenizer_dir: Path | None = None
     """HTTP mode: a directory whose tokenizer renders the chat template and counts tokens
     (default: ``model_dir`` if set, else the built-in Llama-3 template)."""
