@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.fixtures_server",
     "tests.fixtures_local",
     "tests.fixtures_resilience",
+    "tests.fixtures_postgres",
 ]
 
 

@@ -27,7 +27,17 @@ from .onnxrt import cuda_usable, execution_providers
 from .prompt import estimate_tokens, estimate_usage
 from .providers import GenerationParams, Provider, ProviderRequest
 from .redact import mask_url, redact
-from .retrieval import Chunk, Citation, Embedder, FloatArray, Hit, RetrievalContext, Retriever
+from .retrieval import (
+    Chunk,
+    Citation,
+    Embedder,
+    FloatArray,
+    Hit,
+    IndexStore,
+    Reranker,
+    RetrievalContext,
+    Retriever,
+)
 from .retry import parse_retry_after
 from .store import DocumentRecord, Store
 from .types import (
@@ -83,6 +93,7 @@ __all__ = [
     "FloatArray",
     "GenerationParams",
     "Hit",
+    "IndexStore",
     "InvalidRequestError",
     "LexragError",
     "ModelExportError",
@@ -93,6 +104,7 @@ __all__ = [
     "ProviderError",
     "ProviderRequest",
     "ProviderTimeoutError",
+    "Reranker",
     "RetrievalContext",
     "RetrievalError",
     "Retriever",

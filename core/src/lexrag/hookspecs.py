@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import click
 
     from .providers import Provider
-    from .retrieval import Embedder, Retriever
+    from .retrieval import Embedder, IndexStore, Reranker, Retriever
 
 hookspec = pluggy.HookspecMarker("lexrag")
 hookimpl = pluggy.HookimplMarker("lexrag")
@@ -81,6 +81,39 @@ def register_retrievers(register: Callable[[str, type[Retriever]], None]) -> Non
     :class:`lexrag.RetrievalContext` (the index directory, and builders of the configured
     embedder and of other retrievers). The same registration checks as
     :func:`register_llm_providers` apply.
+    """
+
+
+@hookspec
+def register_rerankers(register: Callable[[str, type[Reranker]], None]) -> None:
+    """Offer rerankers: models that score (query, passage) pairs together (cross-encoders).
+
+    :param register: ``register(name, cls)``; call it once per reranker.
+
+    ``name`` is what ``[retrieval] reranker`` selects (unset: no reranking) and names the
+    table ``[rerankers.<name>]``. ``cls`` must be a concrete subclass of
+    :class:`lexrag.Reranker` (``model_id``, ``score``) with a pydantic ``Settings``; it is
+    built as ``cls(name, settings)`` with the configured retriever, whose best
+    ``[retrieval] rerank_candidates`` hits it reorders. The same registration checks as
+    :func:`register_llm_providers` apply.
+    """
+
+
+@hookspec
+def register_stores(register: Callable[[str, type[IndexStore]], None]) -> None:
+    """Offer index backends: where documents, chunks and vectors are kept.
+
+    :param register: ``register(name, cls)``; call it once per backend.
+
+    ``name`` is what ``[index] backend`` selects (the core's own is ``embedded``: SQLite and
+    files in ``[index] dir``). ``cls`` must be a concrete subclass of
+    :class:`lexrag.IndexStore`; the core opens it as ``cls.open(location, create=...)`` for
+    ``lexrag ingest`` and ``lexrag index copy``, where ``location`` is ``[index] dir`` for a
+    backend without ``schemes`` and ``[index] database_url`` (or ``LEXRAG_DATABASE_URL``, or
+    a ``lexrag index copy --to`` URL of one of its ``schemes``) otherwise. Its retrievers
+    (``backends`` naming it) reach it through :attr:`lexrag.RetrievalContext.open_store`;
+    ``[retrieval] retriever`` defaults to its ``default_retriever``. The same registration
+    checks as :func:`register_llm_providers` apply.
     """
 
 

@@ -1,4 +1,5 @@
-"""The ingest pipeline: files → chunks → vectors → the SQLite store, one transaction per document."""
+"""The ingest pipeline: files → chunks → vectors → the index store (``[index] backend``), one
+transaction per document."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .chunking import DEFAULT_MAX_CHARS, chunk_document
 from .errors import InvalidRequestError
-from .retrieval import Embedder
-from .store import DocumentRecord, Store
+from .retrieval import DocumentRecord, Embedder, IndexStore
 
 SUFFIXES = (".txt", ".md")
 
@@ -147,7 +149,7 @@ def find_files(paths: Iterable[Path], *, follow_symlinks: bool = False) -> tuple
     return found.files, found.problems
 
 
-def stale_documents(store: Store, files: Iterable[Path]) -> list[str]:
+def stale_documents(store: IndexStore, files: Iterable[Path]) -> list[str]:
     """Ids of the documents in ``store`` whose file is not among ``files``: what
     ``ingest(..., prune=True)`` deletes."""
     keep = {document_id(f) for f in files}
@@ -167,10 +169,15 @@ def read_text(path: Path) -> str:
 
 
 ProgressCallback = Callable[[Path, str], None]
+#: ``chunk_progress(path, embedded, total)``: chunks of the document being ingested embedded so far.
+ChunkProgressCallback = Callable[[Path, int, int], None]
+#: Chunks embedded per call when ``chunk_progress`` is asked for (a multilingual embedder takes
+#: tens of seconds for a whole code: the progress bar moves within a document).
+EMBED_SLICE = 256
 
 
 def ingest(
-    store: Store,
+    store: IndexStore,
     embedder: Embedder | None,
     paths: Sequence[Path],
     *,
@@ -180,13 +187,15 @@ def ingest(
     force: bool = False,
     follow_symlinks: bool = False,
     progress: ProgressCallback | None = None,
+    chunk_progress: ChunkProgressCallback | None = None,
 ) -> IngestReport:
     """Ingest ``paths`` (files or directories, walked as :func:`scan` does) into ``store``.
 
     A document whose content hash is unchanged is skipped (unless ``force``); a changed one
     has its chunks replaced. With ``prune``, documents in the store whose file is not among
     ``paths`` any more are deleted; ``prune_only`` limits that to these ids (the ones a
-    user agreed to delete). ``progress(path, outcome)`` is called after each file.
+    user agreed to delete). ``progress(path, outcome)`` is called after each file,
+    ``chunk_progress(path, embedded, total)`` as a document's chunks are embedded.
     """
     start = time.perf_counter()
     report = IngestReport()
@@ -197,7 +206,7 @@ def ingest(
     if embedder is not None:
         store.check_embedder(embedder.model_id, embedder.dim)
     for path in files:
-        outcome = _ingest_one(store, embedder, path, max_chars, force, report)
+        outcome = _ingest_one(store, embedder, path, max_chars, force, report, chunk_progress)
         if progress is not None:
             progress(path, outcome)
     if prune:
@@ -209,7 +218,13 @@ def ingest(
 
 
 def _ingest_one(
-    store: Store, embedder: Embedder | None, path: Path, max_chars: int, force: bool, report: IngestReport
+    store: IndexStore,
+    embedder: Embedder | None,
+    path: Path,
+    max_chars: int,
+    force: bool,
+    report: IngestReport,
+    chunk_progress: ChunkProgressCallback | None = None,
 ) -> str:
     try:
         text = read_text(path)
@@ -226,7 +241,17 @@ def _ingest_one(
     except OSError as exc:
         report.failed[str(path)] = f"cannot read: {exc.strerror or exc}"
         return "failed"
-    vectors = embedder.embed([c.text for c in parsed.chunks]) if embedder is not None else None
+    vectors = None
+    if embedder is not None:
+        texts = [c.text for c in parsed.chunks]
+        if chunk_progress is None:
+            vectors = embedder.embed(texts)
+        else:
+            parts = []
+            for start in range(0, len(texts), EMBED_SLICE):
+                parts.append(embedder.embed(texts[start : start + EMBED_SLICE]))
+                chunk_progress(path, min(start + EMBED_SLICE, len(texts)), len(texts))
+            vectors = np.concatenate(parts) if parts else embedder.embed(texts)
     record = DocumentRecord(parsed.doc_id, parsed.title, str(path.resolve()), digest, len(parsed.chunks))
     store.put_document(
         record, parsed.chunks, vectors, None if embedder is None else (embedder.model_id, embedder.dim)

@@ -9,7 +9,9 @@ and checks each registered class against its contract. The functions below bind 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import pluggy
 from pydantic import BaseModel, ValidationError
@@ -17,7 +19,9 @@ from pydantic import BaseModel, ValidationError
 from .config import CONFIG_FILE_NAME, PLUGIN_TABLES, Config
 from .errors import ConfigError, PluginError
 from .providers import Provider
-from .retrieval import Embedder, RetrievalContext, Retriever
+from .redact import mask_url
+from .retrieval import Embedder, IndexStore, RerankedRetriever, Reranker, RetrievalContext, Retriever
+from .store import Store
 
 T = TypeVar("T")
 
@@ -26,6 +30,7 @@ SELECTORS: dict[str, str] = {
     "providers": "llm.provider",
     "embedders": "retrieval.embedder",
     "retrievers": "retrieval.retriever",
+    "rerankers": "retrieval.reranker",
 }
 
 
@@ -97,10 +102,16 @@ class Registry:
         self.providers: Kind[Provider] = Kind("provider", Provider)
         self.embedders: Kind[Embedder] = Kind("embedder", Embedder)
         self.retrievers: Kind[Retriever] = Kind("retriever", Retriever)
+        self.rerankers: Kind[Reranker] = Kind("reranker", Reranker)
+        self.stores: Kind[IndexStore] = Kind("index backend", IndexStore)
+        # The core's own backend; plugins add theirs through register_stores.
+        self.stores.add("lexrag", "embedded", Store)
         for hook_name, kind in (
             ("register_llm_providers", self.providers),
             ("register_embedders", self.embedders),
             ("register_retrievers", self.retrievers),
+            ("register_rerankers", self.rerankers),
+            ("register_stores", self.stores),
         ):
             self._collect(hook_name, kind)
 
@@ -124,8 +135,14 @@ class Registry:
                 ) from exc
 
     def kinds(self) -> dict[str, Kind[Any]]:
-        """Each plugin table (``providers``, ``embedders``, ``retrievers``) to its kind."""
-        return {"providers": self.providers, "embedders": self.embedders, "retrievers": self.retrievers}
+        """Each plugin table (``providers``, ``embedders``, ``retrievers``, ``rerankers``) to
+        its kind."""
+        return {
+            "providers": self.providers,
+            "embedders": self.embedders,
+            "retrievers": self.retrievers,
+            "rerankers": self.rerankers,
+        }
 
 
 def _validate(config: Config, table: str, name: str, cls: type[Any]) -> BaseModel:
@@ -152,8 +169,72 @@ def selected(config: Config, registry: Registry, table: str) -> tuple[str, type[
     return str(value), kind.get(value)
 
 
+def backend(config: Config, registry: Registry) -> type[IndexStore]:
+    """The class of the index backend ``[index] backend`` names."""
+    name = config.settings.index.backend
+    if name not in registry.stores:
+        raise config.error(
+            "index.backend",
+            name,
+            f"no index backend named {name!r} is installed (installed: {', '.join(registry.stores.names())}"
+            + ("; `lexrag install lexrag-postgres`" if name == "postgres" else "")
+            + ")",
+        )
+    return registry.stores.get(name)
+
+
+def index_location(config: Config, registry: Registry) -> str | Path:
+    """Where the configured index is: ``[index] dir``, or the database URL of a backend with
+    URL schemes."""
+    cls = backend(config, registry)
+    if not cls.schemes:
+        return config.settings.index.dir
+    secret = config.settings.index.database_url
+    url = secret.get_secret_value() if secret is not None else ""
+    if not url:
+        raise config.error(
+            "index.backend",
+            config.settings.index.backend,
+            "needs a database: set [index] database_url or LEXRAG_DATABASE_URL "
+            f"({' or '.join(s + '://…' for s in cls.schemes)})",
+        )
+    return url
+
+
+def open_index(config: Config, registry: Registry, *, create: bool = False) -> IndexStore:
+    """The configured index, opened (``create``: made if it is not there yet)."""
+    return backend(config, registry).open(index_location(config, registry), create=create)
+
+
+def store_for_location(registry: Registry, location: str) -> type[IndexStore]:
+    """The backend that opens ``location``: the one whose ``schemes`` has its URL scheme, or
+    the embedded one for a directory."""
+    scheme = urlsplit(location).scheme.lower() if "://" in location else ""
+    for name in registry.stores.names():
+        cls = registry.stores.get(name)
+        if scheme and scheme in cls.schemes:
+            return cls
+        if not scheme and not cls.schemes:
+            return cls
+    if scheme:
+        raise ConfigError(
+            f"{mask_url(location)}: no installed index backend opens {scheme}:// URLs "
+            "(install its plugin, e.g. `lexrag install lexrag-postgres`)"
+        )
+    raise ConfigError(f"{location}: no installed index backend keeps an index in a directory")
+
+
 def check_config(config: Config, registry: Registry) -> Config:
-    """Validate the plugin tables and the names that select plugins; returns ``config``."""
+    """Validate the plugin tables and the names that select plugins; returns ``config``.
+    Over a backend other than the embedded one, an unset ``[retrieval] retriever`` becomes
+    that backend's ``default_retriever``."""
+    store_cls = backend(config, registry)
+    if (
+        config.origin("retrieval.retriever") == "default"
+        and config.settings.retrieval.retriever != store_cls.default_retriever
+        and store_cls.default_retriever in registry.retrievers
+    ):
+        config.settings.retrieval.retriever = store_cls.default_retriever
     kinds = registry.kinds()
     for table in PLUGIN_TABLES:
         kind = kinds[table]
@@ -168,6 +249,8 @@ def check_config(config: Config, registry: Registry) -> Config:
                 )
             _validate(config, table, name, kind.get(name))
     selected(config, registry, "providers")
+    if config.settings.retrieval.reranker is not None:
+        selected(config, registry, "rerankers")
     fallback = config.settings.llm.fallback
     for i, name in enumerate(fallback):
         if name not in registry.providers:
@@ -210,15 +293,44 @@ def build_embedder(config: Config, registry: Registry, name: str | None = None) 
     return embedder
 
 
-def build_retriever(config: Config, registry: Registry, name: str | None = None) -> Retriever:
-    """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``."""
+def build_reranker(config: Config, registry: Registry, name: str | None = None) -> Reranker:
+    """The reranker ``name`` (default: ``[retrieval] reranker``) with its validated settings."""
+    name, cls, settings = _resolve(config, registry, "rerankers", name)
+    reranker: Reranker = cls(name, settings)
+    return reranker
+
+
+def build_retriever(
+    config: Config, registry: Registry, name: str | None = None, *, rerank: bool = True
+) -> Retriever:
+    """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``; with
+    ``[retrieval] reranker`` set (and ``rerank``), its best hits reordered by that reranker.
+    A retriever building its parts (a hybrid) gets them without reranking."""
     name, cls, settings = _resolve(config, registry, "retrievers", name)
+    index_backend = config.settings.index.backend
+    if cls.backends is not None and index_backend not in cls.backends:
+        fits = [
+            n
+            for n in registry.retrievers.names()
+            if index_backend in (registry.retrievers.get(n).backends or ())
+        ]
+        raise config.error(
+            "index.backend",
+            index_backend,
+            f"the retriever {name!r} reads the {'/'.join(sorted(cls.backends))} index, not this one; "
+            f"choose one of {', '.join(fits) or 'none installed'} ([retrieval] retriever, --retriever)",
+        )
     context = RetrievalContext(
         index_dir=config.settings.index.dir,
         build_embedder=lambda: build_embedder(config, registry),
-        build_retriever=lambda other: build_retriever(config, registry, other),
+        build_retriever=lambda other: build_retriever(config, registry, other, rerank=False),
+        open_store=lambda: open_index(config, registry),
+        backend=index_backend,
     )
     retriever: Retriever = cls(name, settings, context)
+    if rerank and config.settings.retrieval.reranker is not None:
+        reranker = build_reranker(config, registry)
+        return RerankedRetriever(retriever, reranker, config.settings.retrieval.rerank_candidates)
     return retriever
 
 
@@ -238,11 +350,16 @@ __all__ = [
     "SELECTORS",
     "Kind",
     "Registry",
+    "backend",
     "build_embedder",
     "build_provider",
+    "build_reranker",
     "build_retriever",
     "check_config",
     "effective_settings",
+    "index_location",
+    "open_index",
     "plugin_settings",
     "selected",
+    "store_for_location",
 ]

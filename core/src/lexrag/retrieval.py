@@ -1,4 +1,4 @@
-"""Passages, citations, and the contracts of embedders and retrievers."""
+"""Passages, citations, and the contracts of embedders, retrievers and index stores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +121,11 @@ class RetrievalContext:
     """The embedder ``[retrieval] embedder`` selects, with its validated settings."""
     build_retriever: Callable[[str], Retriever]
     """The retriever of that name, with its validated settings, over the same index."""
+    open_store: Callable[[], IndexStore] | None = None
+    """Opens the configured index (``[index] backend``): a retriever of a backend other than
+    the embedded one reads through it. Each call opens a new handle; close it."""
+    backend: str = "embedded"
+    """The configured ``[index] backend``."""
 
 
 class Retriever(ABC):
@@ -130,6 +135,10 @@ class Retriever(ABC):
     """
 
     Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    #: The index backends (``[index] backend``) this retriever reads; building it over
+    #: another is a config error. None: it reads no index and works with any.
+    backends: ClassVar[frozenset[str] | None] = frozenset({"embedded"})
 
     def __init__(self, name: str, settings: BaseModel, context: RetrievalContext) -> None:
         self.name = name
@@ -153,12 +162,155 @@ class Retriever(ABC):
         return None
 
 
+class Reranker(ABC):
+    """Scores (query, passage) pairs together (a cross-encoder) to reorder a retriever's best
+    candidates. Built as ``cls(name, settings)``; ``[retrieval] reranker`` turns it on."""
+
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    def __init__(self, name: str, settings: BaseModel) -> None:
+        self.name = name
+        self.settings = settings
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """Identifies the model (for ``health`` and the logs)."""
+
+    @abstractmethod
+    def score(self, query: str, passages: Sequence[str]) -> FloatArray:
+        """Relevance of each passage to ``query``, shape (len(passages),), higher is better
+        (any scale). CPU work is fine: callers run it in a thread."""
+
+    def close(self) -> None:
+        return None
+
+
+class RerankedRetriever(Retriever):
+    """A retriever's best ``candidates`` hits reordered by a :class:`Reranker` (each hit's
+    score becomes the reranker's); what :func:`lexrag.registry.build_retriever` returns when
+    ``[retrieval] reranker`` is set."""
+
+    backends = None
+
+    def __init__(self, base: Retriever, reranker: Reranker, candidates: int) -> None:
+        super().__init__(base.name, base.settings, base.context)
+        self.base, self.reranker, self.candidates = base, reranker, candidates
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        hits = self.base.search(query, max(k, self.candidates))
+        if len(hits) < 2:
+            return hits[:k]
+        scores = np.asarray(self.reranker.score(query, [h.chunk.text for h in hits]), dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Hit(hits[i].chunk, float(scores[i])) for i in order]
+
+    def sync(self) -> None:
+        self.base.sync()
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.base.health(), reranker=self.reranker.model_id)
+
+    def close(self) -> None:
+        self.base.close()
+        self.reranker.close()
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: str
+    title: str
+    path: str
+    sha256: str
+    n_chunks: int
+
+
+class IndexStore(ABC):
+    """Where an index keeps its documents, chunks and vectors: what ingest, ``lexrag index
+    copy`` and the retrievers of its backend read and write.
+
+    A backend registers its class through the ``register_stores`` hook under the name that
+    ``[index] backend`` selects. The core opens it as ``cls.open(location, create=...)``:
+    ``location`` is the ``[index] dir`` directory for a backend without :attr:`schemes`
+    (the embedded one), the ``[index] database_url`` (or a ``--to`` URL) otherwise.
+    Every write is atomic per document: a crash leaves the index as it was before or after
+    that document.
+    """
+
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    #: URL schemes this backend opens (``("postgres", "postgresql")``); empty: it lives in a
+    #: directory.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: The retriever ``[retrieval] retriever`` defaults to over this backend.
+    default_retriever: ClassVar[str] = "hybrid"
+
+    @classmethod
+    @abstractmethod
+    def open(cls, location: str | Path, *, create: bool = False) -> Self:
+        """Open the index at ``location``; with ``create`` make it (schema included) if it is
+        not there, else raise :class:`lexrag.RetrievalError` telling the user what to do."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def generation(self) -> int:
+        """Bumped by every committed change."""
+
+    @abstractmethod
+    def embedder(self) -> tuple[str, int] | None:
+        """(model id, dimension) of the embedder the stored vectors came from, if any."""
+
+    @abstractmethod
+    def check_embedder(self, model_id: str, dim: int) -> None:
+        """Raise :class:`lexrag.RetrievalError` unless the stored vectors came from this embedder."""
+
+    @abstractmethod
+    def document(self, doc_id: str) -> DocumentRecord | None: ...
+
+    @abstractmethod
+    def documents(self) -> list[DocumentRecord]:
+        """Every document, by id."""
+
+    @abstractmethod
+    def document_chunks(self, doc_id: str) -> tuple[list[Chunk], FloatArray | None]:
+        """The chunks of one document in order, and their vectors (None when it has none)."""
+
+    @abstractmethod
+    def put_document(
+        self,
+        record: DocumentRecord,
+        chunks: Sequence[Chunk],
+        vectors: FloatArray | None,
+        embedder: tuple[str, int] | None,
+    ) -> None:
+        """Replace the document ``record.id`` with ``chunks`` (and their ``vectors``, from
+        ``embedder``), atomically; the first vectors record the embedder."""
+
+    @abstractmethod
+    def delete_document(self, doc_id: str) -> bool:
+        """Delete a document and its chunks; False when there was none."""
+
+    @abstractmethod
+    def count_chunks(self) -> int: ...
+
+    def describe(self) -> str:
+        """Where the index is, for messages (a password never shows)."""
+        return type(self).__name__
+
+
 __all__ = [
     "Chunk",
     "Citation",
+    "DocumentRecord",
     "Embedder",
     "FloatArray",
     "Hit",
+    "IndexStore",
+    "RerankedRetriever",
+    "Reranker",
     "RetrievalContext",
     "Retriever",
 ]

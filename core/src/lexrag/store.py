@@ -12,13 +12,12 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import RetrievalError
-from .retrieval import Chunk, Citation, FloatArray
+from .retrieval import Chunk, Citation, DocumentRecord, FloatArray, IndexStore
 
 DB_NAME = "lexrag.sqlite3"
 SCHEMA_VERSION = "1"
@@ -58,15 +57,6 @@ def db_path(index_dir: Path) -> Path:
     return Path(index_dir) / DB_NAME
 
 
-@dataclass(frozen=True)
-class DocumentRecord:
-    id: str
-    title: str
-    path: str
-    sha256: str
-    n_chunks: int
-
-
 def _chunk_of(row: sqlite3.Row | tuple[object, ...]) -> tuple[int, Chunk]:
     rowid, cid, doc, title, part, chapter, section, article, article_title, clauses, text = row
     citation = Citation(
@@ -82,8 +72,8 @@ def _chunk_of(row: sqlite3.Row | tuple[object, ...]) -> tuple[int, Chunk]:
     return int(str(rowid)), Chunk(id=str(cid), citation=citation, text=str(text))
 
 
-class Store:
-    """The SQLite file of one index directory.
+class Store(IndexStore):
+    """The SQLite file of one index directory (the ``embedded`` backend).
 
     ``Store.open(dir, create=False)`` raises :class:`RetrievalError` when there is no index
     there yet, telling the user to run ``lexrag ingest``.
@@ -94,7 +84,8 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, index_dir: Path, *, create: bool = False) -> Store:
+    def open(cls, index_dir: str | Path, *, create: bool = False) -> Store:
+        index_dir = Path(index_dir)
         path = db_path(index_dir)
         if not path.is_file():
             if not create:
@@ -126,6 +117,9 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    def describe(self) -> str:
+        return str(self.path.parent)
 
     # --- meta -------------------------------------------------------------------------
 
@@ -164,6 +158,19 @@ class Store:
     def documents(self) -> list[DocumentRecord]:
         rows = self.conn.execute("SELECT id, title, path, sha256, n_chunks FROM documents ORDER BY id")
         return [DocumentRecord(*row) for row in rows]
+
+    def document_chunks(self, doc_id: str) -> tuple[list[Chunk], FloatArray | None]:
+        rows = self.conn.execute(
+            f"SELECT {_CHUNK_COLUMNS}, c.embedding FROM chunks c JOIN documents d ON d.id = c.doc "
+            "WHERE c.doc = ? ORDER BY c.seq",
+            (doc_id,),
+        ).fetchall()
+        chunks = [_chunk_of(row[:-1])[1] for row in rows]
+        blobs = [row[-1] for row in rows]
+        if not blobs or any(b is None for b in blobs):
+            return chunks, None
+        data = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+        return chunks, data.copy()
 
     def put_document(
         self,

