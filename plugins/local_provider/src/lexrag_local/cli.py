@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .genai_builder import GENAI_PYTHON_ENV, GENAI_VERSION
+from .parity import DEFAULT_MAX_TOP1_CHANGES
 from .quantize import DEFAULT_CPU_QUANTIZE, default_quantize
 
 
@@ -49,11 +50,27 @@ def model_group() -> None:
     help=f"Python interpreter with onnxruntime-genai=={GENAI_VERSION} installed, for --builder genai "
     f"(default: ${GENAI_PYTHON_ENV}, else this one). Keep it in its own virtual environment.",
 )
+@click.option(
+    "--gguf-file",
+    default=None,
+    metavar="NAME",
+    help="A GGUF file of the hub repository (or directory) SOURCE, e.g. "
+    "llama-3.2-3b-instruct-frog-q4_k_m.gguf. A SOURCE ending in .gguf is a GGUF file itself.",
+)
 @click.option("--revision", default="main", show_default=True, help="Hub revision when SOURCE is a hub id.")
 @click.option(
     "--no-memory-check", is_flag=True, help="Start even when the RAM estimate says it will not fit."
 )
-@click.option("--no-parity", is_flag=True, help="Skip the logits comparison with PyTorch.")
+@click.option("--no-parity", is_flag=True, help="Skip the comparison with PyTorch.")
+@click.option(
+    "--max-top1-changes",
+    type=click.FloatRange(0.0, 1.0),
+    default=DEFAULT_MAX_TOP1_CHANGES,
+    show_default=True,
+    metavar="SHARE",
+    help="The parity check refuses an export whose top-1 (greedy) token differs from PyTorch's "
+    "at more than this share of the compared positions (8 prompts × 16 tokens; switches between near-tied tokens do not count).",
+)
 def export_command(
     source: str,
     out_dir: Path,
@@ -62,14 +79,17 @@ def export_command(
     quantize: str | None,
     builder: str,
     genai_python: str | None,
+    gguf_file: str | None,
     revision: str,
     no_memory_check: bool,
     no_parity: bool,
+    max_top1_changes: float,
 ) -> None:
-    """Export SOURCE (a hub id such as phamhai/Llama-3.2-3B-Instruct-Frog, or a local
-    checkpoint directory) to ONNX in OUT_DIR, with its tokenizer, chat template and
-    generation config. Peak RAM is about 2.5× the fp32 weights (3.8× with int8): a 3B
-    model needs 30 GB or more. Re-running with the same inputs reuses the export."""
+    """Export SOURCE (a hub id such as phamhai/Llama-3.2-3B-Instruct-Frog, a local
+    checkpoint directory, or a GGUF file: path/to/model.gguf, or a hub repo id with
+    --gguf-file NAME) to ONNX in OUT_DIR, with its tokenizer, chat template and generation
+    config. Peak RAM is about 2.5× the fp32 weights (3.8× with int8): a 3B model needs
+    30 GB or more. Re-running with the same inputs reuses the export."""
     from .export import ExportOptions, export
 
     options = ExportOptions(
@@ -80,9 +100,11 @@ def export_command(
         quantize=quantize or (default_quantize(device) if dtype == "fp32" else "none"),  # type: ignore[arg-type]
         builder=builder,  # type: ignore[arg-type]
         genai_python=genai_python,
+        gguf_file=gguf_file,
         revision=revision,
         check_memory=not no_memory_check,
         parity=not no_parity,
+        max_top1_changes=max_top1_changes,
     )
     result = export(options)
     for line in result.summary():

@@ -1,6 +1,7 @@
-"""``lexrag model export``: optimum export (or onnxruntime-genai's builder), last-position
-logits, quantization, tokenizer and generation config beside the model, parity check, and a
-manifest that makes re-runs free."""
+"""``lexrag model export``: a checkpoint directory, a hub id, or a GGUF file (dequantised to a
+checkpoint first); optimum export (or onnxruntime-genai's builder), last-position logits,
+quantization, tokenizer and generation config beside the model, parity check, and a manifest
+that makes re-runs free."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ from rich.console import Console
 
 from lexrag import ModelExportError
 
+from . import gguf
 from .memory import GB, available_bytes, needed_bytes, parameter_count
 from .model_files import MANIFEST_FILE, MODEL_FILE
-from .parity import Parity
+from .parity import DEFAULT_MAX_TOP1_CHANGES, Parity
 
 #: Bump when the export pipeline changes what it writes, so old exports are redone.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
+
+#: Where a GGUF source is dequantised to a checkpoint (inside the output, removed after).
+GGUF_CHECKPOINT = ".gguf-checkpoint"
 
 Device = Literal["cpu", "cuda"]
 DType = Literal["fp32", "fp16"]
@@ -46,6 +51,12 @@ class ExportOptions:
     builder: Builder = "optimum"
     #: The interpreter that runs the genai builder (None: $LEXRAG_GENAI_PYTHON, or this one).
     genai_python: str | None = None
+    #: A GGUF file of the hub repository (or directory) ``source``; a ``source`` ending in
+    #: .gguf is a GGUF file itself.
+    gguf_file: str | None = None
+    #: The parity check refuses an export whose top-1 tokens differ from PyTorch's at more
+    #: than this share of the compared positions.
+    max_top1_changes: float = DEFAULT_MAX_TOP1_CHANGES
 
     @property
     def precision(self) -> str:
@@ -68,7 +79,7 @@ class ExportResult:
         ]
         parity = m.get("parity")
         if parity:
-            lines.append(Parity(**{k: v for k, v in parity.items() if k != "ok"}).summary())
+            lines.append(Parity.from_dict(parity).summary())
         lines.append(f"use it: [providers.local] model_dir = {str(self.out_dir)!r}")
         return lines
 
@@ -82,6 +93,8 @@ def validate(options: ExportOptions) -> None:
         )
     if options.dtype == "fp16" and options.quantize != "none":
         raise ModelExportError("--quantize applies to fp32 exports; use --dtype fp32 with --quantize")
+    if not 0.0 <= options.max_top1_changes <= 1.0:
+        raise ModelExportError("--max-top1-changes is a share of positions: give a number from 0 to 1")
     if options.device == "cuda":
         import torch
 
@@ -92,10 +105,17 @@ def validate(options: ExportOptions) -> None:
             )
 
 
-def _fingerprint(source: str, revision: str) -> str:
-    """A hash of the source: its files (content for small ones, size and mtime for weights)."""
+def _fingerprint(source: str, revision: str, gguf_file: str | None = None) -> str:
+    """A hash of the source: its files (content for small ones, size and mtime for weights);
+    a GGUF file's whole content."""
     digest = hashlib.sha256()
     path = Path(source)
+    if gguf.is_gguf(source, gguf_file):
+        if gguf_file is not None and not path.is_dir():
+            digest.update(f"hub:{source}@{revision}:{gguf_file}".encode())
+        else:
+            digest.update(f"gguf:{gguf.fingerprint(gguf.locate(source, gguf_file, revision))}".encode())
+        return digest.hexdigest()
     if not path.is_dir():
         digest.update(f"hub:{source}@{revision}".encode())
         return digest.hexdigest()
@@ -152,20 +172,28 @@ def _require_source(options: ExportOptions, load: dict[str, Any]) -> None:
     """Fail early, in one line, when the source has no readable model config."""
     from transformers import AutoConfig
 
+    if gguf.is_gguf(options.source, options.gguf_file):
+        return  # read (and refused in one line) by gguf.GgufInfo
     try:
         AutoConfig.from_pretrained(options.source, **load)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelExportError(
             f"cannot read a model from {options.source!r} ({reason}); give a local directory with "
-            "config.json and the weights (save_pretrained), or a hub id this machine can reach"
+            "config.json and the weights (save_pretrained), a hub id this machine can reach, or a "
+            "GGUF file (a path ending in .gguf, or --gguf-file NAME for a file of a hub repository)"
         ) from None
 
 
-def _check_memory(options: ExportOptions, load: dict[str, Any]) -> None:
-    params = parameter_count(options.source, **load)
+def _check_memory(options: ExportOptions, load: dict[str, Any], info: gguf.GgufInfo | None) -> None:
+    params = info.parameters if info is not None else parameter_count(options.source, **load)
     need, step = needed_bytes(
-        params, dtype=options.dtype, device=options.device, quantize=options.quantize, builder=options.builder
+        params,
+        dtype=options.dtype,
+        device=options.device,
+        quantize=options.quantize,
+        builder=options.builder,
+        gguf=info is not None,
     )
     have = available_bytes()
     if have is not None and need > have:
@@ -199,25 +227,89 @@ def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
     validate(options)
     load: dict[str, Any] = {} if Path(options.source).is_dir() else {"revision": options.revision}
     _require_source(options, load)
-    key = _key(options, _fingerprint(options.source, options.revision))
+    key = _key(options, _fingerprint(options.source, options.revision, options.gguf_file))
     manifest = _reusable(options, key)
     if manifest is not None:
         return ExportResult(options.out_dir, True, manifest)
+    info = None
+    if gguf.is_gguf(options.source, options.gguf_file):
+        info = gguf.GgufInfo.read(gguf.locate(options.source, options.gguf_file, options.revision))
     if options.check_memory:
-        _check_memory(options, load)
-
-    from .graph import last_position_logits
-    from .quantize import QUANTIZERS
-
-    progress = _Progress(quiet)
+        _check_memory(options, load, info)
     genai_python = None
     if options.builder == "genai":
         from .genai_builder import builder_python
 
         genai_python = builder_python(options.genai_python)
+    progress = _Progress(quiet)
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
     _clear_models(out)
+    checkpoint = out / GGUF_CHECKPOINT
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    try:
+        source = options.source
+        if info is not None:
+            with progress.step(f"dequantise {info.path.name} ({info.architecture}) to an fp32 checkpoint"):
+                gguf.dequantize(info, checkpoint)
+            source, load = str(checkpoint), {}
+        _build(options, source, load, out, progress, genai_python)
+        parity = None
+        if options.parity:
+            from .parity import check
+
+            with progress.step("parity check against PyTorch"):
+                parity = check(
+                    source,
+                    out,
+                    options.precision,
+                    options.device,
+                    max_top1_changes=options.max_top1_changes,
+                    **load,
+                )
+    finally:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    if parity is not None and not parity.ok:
+        _clear_models(out)
+        raise ModelExportError(
+            f"export of {options.source} refused: {parity.failure()}; no model was written to {out}. "
+            "Try another --quantize (int8 changes fewer tokens than int4), or check the source model"
+        )
+    files = sorted(str(p.relative_to(out)) for p in out.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {
+        "key": key,
+        "source": options.source,
+        "options": {**asdict(options), "out_dir": str(out), "precision": options.precision},
+        "files": files,
+        "size_bytes": sum((out / f).stat().st_size for f in files),
+        "parity": parity.as_dict() if parity else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if info is not None:
+        manifest["gguf"] = {
+            "file": info.path.name,
+            "architecture": info.architecture,
+            "name": info.name,
+            "eos_token_ids": info.eos_token_ids,
+            "chat_template": bool(info.chat_template),
+        }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return ExportResult(out, False, manifest)
+
+
+def _build(
+    options: ExportOptions,
+    source: str,
+    load: dict[str, Any],
+    out: Path,
+    progress: _Progress,
+    genai_python: str | None,
+) -> None:
+    """The graph (optimum, or the genai builder run by ``genai_python``), last-position
+    logits, quantization and the tokenizer / config files, from ``source`` into ``out``."""
+    from .graph import last_position_logits
+    from .quantize import QUANTIZERS
+
     work = out / ".export-tmp"
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -229,7 +321,7 @@ def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
                 f"onnxruntime-genai builder on {options.source} ({precision}, {options.device})"
             ):
                 build(
-                    options.source,
+                    source,
                     work,
                     python=genai_python,
                     precision=precision,
@@ -240,7 +332,7 @@ def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
             quantize = "int8" if options.quantize == "int8" else "none"
         else:
             with progress.step(f"optimum export of {options.source} ({options.dtype}, {options.device})"):
-                _optimum_export(options, work)
+                _optimum_export(options, source, work)
             quantize = options.quantize
         with progress.step("LM head on the last position only"):
             last_position_logits(work / MODEL_FILE)
@@ -251,40 +343,17 @@ def export(options: ExportOptions, *, quiet: bool = False) -> ExportResult:
             with progress.step(f"{quantize} quantization"):
                 QUANTIZERS[quantize](work / MODEL_FILE, out / MODEL_FILE)
         with progress.step("tokenizer, chat template and generation config"):
-            _save_companions(options.source, out, load)
+            _save_companions(source, out, load)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    parity = None
-    if options.parity:
-        from .parity import check
-
-        with progress.step("parity check against PyTorch"):
-            parity = check(options.source, out, options.precision, options.device, **load)
-    files = sorted(str(p.relative_to(out)) for p in out.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
-    manifest = {
-        "key": key,
-        "source": options.source,
-        "options": {**asdict(options), "out_dir": str(out), "precision": options.precision},
-        "files": files,
-        "size_bytes": sum((out / f).stat().st_size for f in files),
-        "parity": parity.as_dict() if parity else None,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if parity is not None and not parity.ok:
-        raise ModelExportError(
-            f"the export in {out} does not match PyTorch: {parity.summary()}; "
-            "check the source model, or try another --quantize"
-        )
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-    return ExportResult(out, False, manifest)
 
 
-def _optimum_export(options: ExportOptions, work: Path) -> None:
+def _optimum_export(options: ExportOptions, source: str, work: Path) -> None:
     from optimum.exporters.onnx import main_export
 
     try:
         main_export(
-            options.source,
+            source,
             output=work,
             task="text-generation-with-past",
             device=options.device,

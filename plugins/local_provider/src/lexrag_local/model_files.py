@@ -16,13 +16,19 @@ MANIFEST_FILE = "lexrag-export.json"
 
 @dataclass
 class GenerationDefaults:
-    """The model card's sampling defaults and stop ids (``generation_config.json``)."""
+    """The model card's sampling defaults and stop ids (``generation_config.json``).
+
+    As in transformers, a model samples only when its generation config says
+    ``do_sample: true``; a model without one (every GGUF export) decodes greedily unless the
+    request or ``[providers.local]`` sets a temperature."""
 
     eos_token_ids: list[int] = field(default_factory=list)
     bos_token_id: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    #: Built directly (HTTP mode's Frog card defaults) it samples; read from a model
+    #: directory, only when the file says so.
     do_sample: bool = True
 
     @classmethod
@@ -39,7 +45,8 @@ class GenerationDefaults:
             top_p=float(data.get("top_p", 1.0)),
             # transformers' default top_k=50 applies only when sampling was asked for in the file.
             top_k=int(top_k) if "top_k" in data else 0,
-            do_sample=bool(data.get("do_sample", True)),
+            # transformers' default: no do_sample in the file (or no file) is greedy decoding.
+            do_sample=bool(data.get("do_sample", False)),
         )
 
 
