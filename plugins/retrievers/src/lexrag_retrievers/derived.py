@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lexrag import Hit, Retriever, Store
+from lexrag import Chunk, Hit, Retriever, Store
 
 
 def read_pointer(index_dir: Path, name: str) -> tuple[Path, dict[str, Any]] | None:
@@ -51,6 +51,14 @@ def publish(index_dir: Path, name: str, meta: dict[str, Any], write: Callable[[P
     return build
 
 
+ArticleKey = tuple[str, int | str]
+"""(document, article number), or (document, chunk id) for a chunk outside any article."""
+
+CHUNKS_PER_ARTICLE = 4
+"""Chunks fetched per article asked for, before collapsing to one chunk per article: long
+articles come in several chunks, and a ranking of k chunks holds fewer than k articles."""
+
+
 def collapse_articles(hits: list[Hit], k: int) -> list[Hit]:
     """The best hit of each (document, article), best first, at most ``k``; chunks outside any
     article are kept as they are."""
@@ -75,9 +83,76 @@ class StoreRetriever(Retriever):
 
     _store: Store | None = None
     _generation: int = -1
+    _keys: tuple[int, dict[int, ArticleKey]] | None = None
 
     def _setup(self) -> None:
         self._lock = threading.RLock()
+
+    def article_keys(self) -> dict[int, ArticleKey]:
+        """Chunk rowid → (document, article), or (document, chunk id) for a chunk outside any
+        article; read once per store generation, so collapsing a ranking to one chunk per
+        article needs no chunk text."""
+        with self._lock:
+            generation = self.store.generation
+            if self._keys is None or self._keys[0] != generation:
+                self.remember_keys(generation, self.store.chunks())
+            assert self._keys is not None
+            return self._keys[1]
+
+    def remember_keys(self, generation: int, rows: list[tuple[int, Chunk]]) -> None:
+        """Keep the article keys of ``rows`` (all the store's chunks at ``generation``)."""
+        keys: dict[int, ArticleKey] = {}
+        for rowid, chunk in rows:
+            c = chunk.citation
+            keys[rowid] = (c.doc, c.article if c.article is not None else chunk.id)
+        self._keys = (generation, keys)
+
+    def scored(self, query: str, n: int) -> list[tuple[int, float]]:
+        """(rowid, score) of the ``n`` best chunks for ``query``, best first."""
+        raise NotImplementedError
+
+    def collapses(self) -> bool:
+        """Whether ``search`` returns the best chunk of each article in ``scored`` order, so a
+        hybrid may rank articles with :meth:`article_candidates` instead."""
+        return bool(getattr(self.settings, "collapse_articles", False))
+
+    def article_candidates(self, query: str, k: int, depth: int) -> list[tuple[ArticleKey, int, float]]:
+        """(article key, rowid of its best chunk, score) of the ``k`` best articles among the
+        ``depth`` best chunks, best first; no chunk text is read."""
+        keys = self.article_keys()
+        seen: set[ArticleKey] = set()
+        out: list[tuple[ArticleKey, int, float]] = []
+        for rowid, score in self.scored(query, depth):
+            key = keys.get(rowid)
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            out.append((key, rowid, score))
+            if len(out) == k:
+                break
+        return out
+
+    def fetch(self, rowids: list[int]) -> dict[int, Chunk]:
+        """The chunks of these rowids (those still in the store)."""
+        with self._lock:
+            return dict(self.store.chunks(rowids))
+
+    def collapsed(self, scored: list[tuple[int, float]], k: int) -> list[Hit]:
+        """The best chunk of each of the first ``k`` articles of ``scored`` ((rowid, score),
+        best first), fetching only those chunks from the store."""
+        keys = self.article_keys()
+        seen: set[ArticleKey] = set()
+        picked: list[tuple[int, float]] = []
+        for rowid, score in scored:
+            key = keys.get(rowid)
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            picked.append((rowid, score))
+            if len(picked) == k:
+                break
+        chunks = self.fetch([rowid for rowid, _ in picked])
+        return [Hit(chunks[rowid], score) for rowid, score in picked if rowid in chunks]
 
     @property
     def store(self) -> Store:
@@ -108,6 +183,14 @@ class StoreRetriever(Retriever):
                 self._store.close()
                 self._store = None
             self._generation = -1
+            self._keys = None
 
 
-__all__ = ["StoreRetriever", "collapse_articles", "publish", "read_pointer"]
+__all__ = [
+    "CHUNKS_PER_ARTICLE",
+    "ArticleKey",
+    "StoreRetriever",
+    "collapse_articles",
+    "publish",
+    "read_pointer",
+]

