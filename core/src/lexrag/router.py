@@ -157,6 +157,10 @@ class Router:
                 self.provider(name)
         return dict(self._unavailable)
 
+    def built(self) -> dict[str, Provider]:
+        """The providers built so far (none is built by asking)."""
+        return dict(self._providers)
+
     @property
     def unavailable(self) -> dict[str, str]:
         """Providers that could not be built, and why."""

@@ -33,6 +33,7 @@ def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None 
     """
     state = ServerState(config, registry, pipeline or Pipeline(config, registry))
     state.metrics.watch_breakers(lambda: state.pipeline.router.breaker_states())
+    state.metrics.watch_load(lambda: state.pipeline.router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -3,14 +3,16 @@
 Every HTTP request is counted by route and status (``lexrag_http_…``). Each answered
 LLM request (chat completions, ``/v1/generate``) is counted from its call record: by the
 provider that answered and the outcome, with its latency, time to first token (streams),
-tokens, retries, fallbacks and retrieval time. The breakers' states are read when
-scraped.
+tokens, retries, fallbacks and retrieval time. The breakers' states, and the load of
+providers that run their own model (sequences running and waiting, KV cache, tokens per
+second: :class:`ReportsLoad`), are read when scraped.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -19,14 +21,26 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from ..breaker import BreakerState
     from ..calllog import CallRecord
+    from ..router import Router
+
+log = logging.getLogger("lexrag.server")
 
 #: Routes labelled by their path; anything else is counted as ``other`` so a scan of
 #: random URLs cannot blow up the label set.
 ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/generate", "/health", "/metrics", "/"}
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/generate",
+        "/health",
+        "/metrics",
+        "/",
+    }
 )
 #: Routes whose requests go to an LLM provider.
-LLM_ROUTES = frozenset({"/v1/chat/completions", "/v1/generate"})
+LLM_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/generate"})
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -49,6 +63,72 @@ class _BreakerCollector(Collector):
         for provider, state in self._states().items():
             family.add_metric([provider], state.gauge)
         yield family
+
+
+@runtime_checkable
+class ReportsLoad(Protocol):
+    """A provider that runs a model itself (``local``) and says how loaded it is."""
+
+    def load(self) -> Mapping[str, float]:
+        """Numbers for ``/metrics`` under the keys of ``LOAD_GAUGES`` (others are ignored);
+        empty while the model is not loaded. Called on the event loop: it must not block."""
+        ...
+
+
+#: ``load()`` key → (metric, help, labels beside ``provider``).
+LOAD_GAUGES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "running": (
+        "lexrag_llm_sequences",
+        "Sequences of a provider's own model, by state: running (in the batch), prefilling, waiting.",
+        {"state": "running"},
+    ),
+    "prefilling": ("lexrag_llm_sequences", "", {"state": "prefilling"}),
+    "waiting": ("lexrag_llm_sequences", "", {"state": "waiting"}),
+    "max_batch": ("lexrag_llm_batch_size_max", "Sequences the provider's model runs together at most.", {}),
+    "kv_used_tokens": (
+        "lexrag_llm_kv_cache_tokens",
+        "KV cache of the provider's model in tokens: used, and capacity (batch slots × context).",
+        {"kind": "used"},
+    ),
+    "kv_capacity_tokens": ("lexrag_llm_kv_cache_tokens", "", {"kind": "capacity"}),
+    "kv_bytes": ("lexrag_llm_kv_cache_bytes", "Memory planned for the KV cache of the provider's model.", {}),
+    "tokens_per_second": (
+        "lexrag_llm_tokens_per_second",
+        "Tokens the provider's model generated per second, all sequences together (recent window).",
+        {},
+    ),
+}
+
+
+class _LoadCollector(Collector):
+    """The ``LOAD_GAUGES`` of every built provider that reports its load, at scrape time."""
+
+    def __init__(self, router: Callable[[], Router]) -> None:
+        self._router = router
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        router = self._router()
+        for name, provider in router.built().items():
+            if not isinstance(provider, ReportsLoad):
+                continue
+            try:
+                load = dict(provider.load())
+            except Exception:  # a scrape must not fail for one provider
+                log.debug("provider %s could not report its load", name, exc_info=True)
+                continue
+            for key, value in load.items():
+                if key not in LOAD_GAUGES:
+                    continue
+                metric, _, labels = LOAD_GAUGES[key]
+                if metric not in families:
+                    first = next(v for v in LOAD_GAUGES.values() if v[0] == metric)
+                    families[metric] = GaugeMetricFamily(metric, first[1], labels=["provider", *first[2]])
+                families[metric].add_metric([name, *labels.values()], float(value))
+        yield from families.values()
 
 
 class Metrics:
@@ -121,6 +201,10 @@ class Metrics:
     def watch_breakers(self, states: Callable[[], Mapping[str, BreakerState]]) -> None:
         self.registry.register(_BreakerCollector(states))
 
+    def watch_load(self, router: Callable[[], Router]) -> None:
+        """Report the load of ``router()``'s providers that run their own model."""
+        self.registry.register(_LoadCollector(router))
+
     def observe_http(self, method: str, path: str, status: int, seconds: float) -> None:
         route = path if path in ROUTES else "other"
         self.http_requests.labels(method, route, str(status)).inc()
@@ -153,4 +237,4 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-__all__ = ["LLM_ROUTES", "ROUTES", "Metrics"]
+__all__ = ["LLM_ROUTES", "LOAD_GAUGES", "ROUTES", "Metrics", "ReportsLoad"]

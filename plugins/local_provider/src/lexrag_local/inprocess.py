@@ -70,8 +70,15 @@ class InProcessBackend:
         from .engine import Engine
 
         s = self.settings
-        engine = Engine(self.model_dir, device=s.device, threads=s.threads, max_context=self.context_window)
-        return Worker(engine, self.tokenizer, queue_size=s.queue_size)
+        engine = Engine(
+            self.model_dir,
+            device=s.device,
+            threads=s.threads,
+            max_context=self.context_window,
+            max_batch=s.max_batch,
+            kv_budget_bytes=s.kv_cache_mb * 2**20 if s.kv_cache_mb else None,
+        )
+        return Worker(engine, self.tokenizer, queue_size=s.queue_size, prefill_chunk=s.prefill_chunk)
 
     def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         text = render(messages, self.tokenizer)
@@ -96,20 +103,29 @@ class InProcessBackend:
 
     async def health(self) -> dict[str, Any]:
         worker = await self.worker()
+        batch = worker.stats()
         return {
-            "status": "ok",
+            "status": "ok" if worker.scheduler.alive else "down",
             "mode": "in-process",
             "model": self.model_name,
             "model_dir": str(self.model_dir),
             "execution_providers": worker.engine.providers,
             "device": worker.engine.device,
-            "queued": worker.in_flight,
+            "graph": "GroupQueryAttention (in-place KV)"
+            if worker.engine.shared_kv
+            else "optimum (padded KV)",
+            "queued": batch["running"] + batch["prefilling"] + batch["waiting"],
+            "batch": batch,
         }
+
+    def load(self) -> dict[str, float]:
+        """The batch's numbers for ``/metrics`` (nothing before the model is loaded)."""
+        return {k: float(v) for k, v in self._worker.stats().items()} if self._worker is not None else {}
 
     async def aclose(self) -> None:
         if self._worker is not None:
-            self._worker.close()
-            self._worker = None
+            worker, self._worker = self._worker, None
+            await asyncio.to_thread(worker.close)
 
 
 __all__ = ["InProcessBackend"]

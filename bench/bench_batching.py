@@ -1,0 +1,665 @@
+"""Continuous batching benchmark of the local provider's engine (CPU), every figure a ratio
+to a baseline measured in the same run:
+
+- aggregate decode tokens/s with 4 and 8 concurrent streams vs 1 (goals ≥ 1.8× / ≥ 2.5×);
+- single-stream decode of the new engine vs today's (the engine of ``--baseline-rev``,
+  loaded from git; goal ≥ 0.95×), alone on the engine and through the scheduler;
+- time to first token (p50) of a request arriving while 7 others decode vs on an idle
+  engine (goal ≤ 1.5×), and the inter-token latency (p99) of the 7 while a 1,000-token
+  prompt is admitted vs their idle inter-token latency (goal ≤ 3×), for each prefill
+  policy: the whole prompt in one step, fixed chunks, and the automatic chunk;
+- aggregate tokens/s at 8 vs onnxruntime-genai's own batched generation (batch 8) of the
+  same int8 weights (goal ≥ 1.0×; its graph keeps the logits of every position, which
+  the genai runtime needs);
+- through ``lexrag serve``: 8 and 16 concurrent streamed chats, total tokens/s, time to first
+  token p50/p99, errors;
+- the memory-bandwidth limit of a decode step (weight bytes per step / copy bandwidth) and
+  how close batch 1 and batch 8 come to it.
+
+The model: a random-weight Llama-3.2-1B shape, exported by onnxruntime-genai's builder
+(``GroupQueryAttention``, fp32) and quantized to int8 by lexrag (as ``lexrag model export
+--builder genai`` does on CPU), with bench_local.py's work files (built if missing: about
+3 minutes and 16 GB of RAM). Its tokenizer is widened to the model's vocabulary so that
+every sampled id has text.
+
+    .venv/bin/python bench/bench_batching.py            # 1B shape, about 8 minutes on 2 cores
+    .venv/bin/python bench/bench_batching.py --quick    # a small shape, about a minute
+    .venv/bin/python bench/bench_batching.py --cuda DIR # on a GPU: fp16 export of --make-3b DIR
+
+Needs the genai interpreter (``bash scripts/setup-genai.sh``; ``--genai-python``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import bench_local  # noqa: E402
+
+#: Today's engine (before continuous batching), the single-stream baseline.
+BASELINE_REV = "6c69bc9"
+#: Single-stream comparison: rounds (engines loaded again each round, in the other order)
+#: and runs of each engine per round, in alternating order.
+SINGLE_ROUNDS, SINGLE_TURNS = 4, 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    prompt: int  # prompt tokens of the decoding streams
+    new: int  # tokens each stream decodes in the aggregate figures
+    ttft_prompt: int  # the prompt that arrives while 7 decode
+    long_prompt: int  # the prompt admitted while the inter-token latency is watched
+    rounds: int
+    chunks: tuple[int, ...]  # fixed prefill chunks measured beside "whole" and "auto"
+    context: int
+
+
+FULL = Plan(prompt=64, new=48, ttft_prompt=256, long_prompt=1000, rounds=3, chunks=(64,), context=2048)
+QUICK = Plan(prompt=32, new=32, ttft_prompt=128, long_prompt=250, rounds=2, chunks=(32,), context=512)
+
+
+# ---- the model -----------------------------------------------------------------------------
+
+
+def prepare(shape: bench_local.Shape, work: Path, genai_python: str) -> Path:
+    """The genai builder's fp32 graph with the last-position rewrite, quantized to int8
+    (``int8.onnx``), and the same without the rewrite for the genai runtime
+    (``int8-full.onnx``, with a ``genai_config.json`` naming it), in ``work/genai-fp32``."""
+    from lexrag_local.genai_builder import build
+    from lexrag_local.graph import last_position_logits
+    from lexrag_local.quantize import quantize_int8
+
+    hf = bench_local.build_model(shape, work / "hf")
+    out = work / "genai-fp32"
+    if not (out / "model.onnx").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        bench_local.step(
+            "genai builder fp32",
+            lambda: build(str(hf), out, python=genai_python, precision="fp32", device="cpu"),
+        )
+        shutil.rmtree(out / ".cache", ignore_errors=True)
+    for name in ("config.json", "generation_config.json"):
+        shutil.copy(hf / name, out / name)
+    if not (out / "lexrag.onnx").is_file():
+        last_position_logits(out / "model.onnx", out / "lexrag.onnx")
+    for src, dst in (("lexrag.onnx", "int8.onnx"), ("model.onnx", "int8-full.onnx")):
+        if not (out / dst).is_file():
+            bench_local.step(
+                f"int8 quantization → {dst}", lambda s=src, d=dst: quantize_int8(out / s, out / d)
+            )
+            gc.collect()
+    return out
+
+
+def widened(model_dir: Path, out: Path, vocab: int) -> Path:
+    """``model_dir`` (linked) with a tokenizer that has text for every id of the model: the
+    ids past the small benchmark tokenizer's are added tokens ``<w123>``."""
+    from tokenizers import AddedToken, Tokenizer
+
+    if (out / "tokenizer.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for file in model_dir.iterdir():
+        if file.name not in ("tokenizer.json", "genai_config.json") and not (out / file.name).exists():
+            (out / file.name).symlink_to(file.resolve())
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.add_tokens([AddedToken(f" w{i}", normalized=False) for i in range(tok.get_vocab_size(), vocab)])
+    tok.save(str(out / "tokenizer.json"))
+    return out
+
+
+def genai_dir(model_dir: Path, out: Path, threads: int) -> Path:
+    """The genai runtime's view of the int8 weights: ``int8-full.onnx`` and every core."""
+    out.mkdir(parents=True, exist_ok=True)
+    for file in model_dir.iterdir():
+        if file.name != "genai_config.json" and not (out / file.name).exists():
+            (out / file.name).symlink_to(file.resolve())
+    config = json.loads((model_dir / "genai_config.json").read_text())
+    config["model"]["decoder"]["filename"] = "int8-full.onnx"
+    config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+    (out / "genai_config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def baseline_engine(rev: str) -> Any:
+    """``lexrag_local.engine.Engine`` as it was at ``rev`` (git), beside today's modules."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:plugins/local_provider/src/lexrag_local/engine.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType("lexrag_local._baseline_engine")
+    module.__package__ = "lexrag_local"
+    sys.modules[module.__name__] = module
+    exec(compile(source, f"engine.py@{rev}", "exec"), module.__dict__)
+    return module.Engine
+
+
+# ---- measurements ---------------------------------------------------------------------------
+
+
+class Timed(list):  # type: ignore[type-arg]
+    """A request's token list that notes when each token came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, token: int) -> None:
+        self.times.append(time.perf_counter())
+        super().append(token)
+
+
+@dataclass
+class Stream:
+    prompt: list[int]
+    new: int
+    submitted: float = 0.0
+    tokens: Timed = field(default_factory=Timed)
+    request: Any = None
+
+    def start(self, scheduler: Any) -> Stream:
+        from lexrag_local.sampling import SamplingParams
+        from lexrag_local.scheduler import Request
+
+        self.request = Request(
+            self.prompt, self.new, SamplingParams(temperature=0.0), lambda _: None, tokens=self.tokens
+        )
+        self.submitted = time.perf_counter()
+        scheduler.submit(self.request)
+        return self
+
+    def wait(self, timeout: float = 600) -> Stream:
+        assert self.request.done.wait(timeout), "a stream did not end"
+        return self
+
+    @property
+    def ttft(self) -> float:
+        return self.tokens.times[0] - self.submitted
+
+    def gaps(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
+        """Inter-token gaps that end within [start, end]."""
+        t = self.tokens.times
+        return [b - a for a, b in itertools.pairwise(t) if start <= b <= end]
+
+
+def aggregate(streams: list[Stream]) -> float:
+    """Decode tokens/s of all streams together while all of them decode."""
+    start = max(s.tokens.times[0] for s in streams)
+    end = min(s.tokens.times[-1] for s in streams)
+    count = sum(1 for s in streams for t in s.tokens.times[1:] if start < t <= end)
+    return count / max(end - start, 1e-9)
+
+
+def single_decode(run: Callable[[], list[float]]) -> float:
+    times = run()
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+_GENAI_BATCH = r"""
+import json, sys, time
+import numpy as np
+import onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    ids = np.asarray(req["ids"], dtype=np.int32)
+    batch, prompt = ids.shape
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=prompt + req["new"], min_length=prompt + req["new"], do_sample=False,
+                              batch_size=batch)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    gen.generate_next_token()
+    start = time.perf_counter()
+    for _ in range(req["new"] - 1):
+        gen.generate_next_token()
+    took = time.perf_counter() - start
+    print(json.dumps({"tok_s": batch * (req["new"] - 1) / took,
+                      "first": [gen.get_sequence(i)[prompt:prompt + 8].tolist() for i in range(batch)]}), flush=True)
+    del gen
+"""
+
+
+class GenaiBatch:
+    """onnxruntime-genai's own batched greedy generation, in its interpreter."""
+
+    def __init__(self, python: str, model_dir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [python, "-c", _GENAI_BATCH, str(model_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        json.loads(self.proc.stdout.readline())
+
+    def __call__(self, prompts: list[list[int]], new: int) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"ids": prompts, "new": new}) + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return answer
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+# ---- the server -----------------------------------------------------------------------------
+
+
+async def _chat(client: Any, base: str, content: str, max_tokens: int) -> dict[str, Any]:
+    body = {
+        "model": "local",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    first = None
+    tokens = prompt = 0
+    error = None
+    try:
+        async with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                return {"error": f"HTTP {response.status_code}"}
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    error = event["error"].get("message")
+                for choice in event.get("choices", []):
+                    if first is None and choice.get("delta", {}).get("content"):
+                        first = time.perf_counter() - start
+                if event.get("usage"):
+                    tokens = event["usage"]["completion_tokens"]
+                    prompt = event["usage"]["prompt_tokens"]
+    except Exception as exc:  # counted as an error of the run
+        error = repr(exc)
+    return {"ttft": first, "tokens": tokens, "prompt": prompt, "error": error, "end": time.perf_counter()}
+
+
+def serve_figures(
+    model_dir: Path, plan: Plan, concurrencies: list[int], max_tokens: int
+) -> list[dict[str, Any]]:
+    """``lexrag serve`` with provider "local" on ``model_dir``; ``c`` concurrent streamed chats."""
+    import httpx
+
+    work = Path(tempfile.mkdtemp(prefix="bench-batching-"))
+    config = work / "lexrag.toml"
+    config.write_text(
+        '[llm]\nprovider = "local"\nmax_retries = 0\n[retrieval]\nenabled = false\n[logging]\nlevel = "WARNING"\n'
+        f'[providers.local]\nmodel_dir = "{model_dir}"\ntemperature = 0.0\nmax_batch = 8\n'
+        f"max_context = {plan.context}\n",
+        encoding="utf-8",
+    )
+    port = bench_local_free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_", "LOCAL_LLM"))
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    results = []
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=120).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("lexrag serve did not start")
+            time.sleep(0.5)
+        content = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày? " * 4
+
+        async def run(c: int) -> dict[str, Any]:
+            async with httpx.AsyncClient(timeout=600) as client:
+                await _chat(client, base, content, 4)  # warm
+                start = time.perf_counter()
+                got = await asyncio.gather(*(_chat(client, base, content, max_tokens) for _ in range(c)))
+                took = max(g.get("end", start) for g in got) - start
+            ttfts = [g["ttft"] for g in got if g.get("ttft") is not None]
+            return {
+                "concurrency": c,
+                "tok_s": sum(g.get("tokens", 0) for g in got) / took,
+                "ttft_p50": p(ttfts, 50),
+                "ttft_p99": p(ttfts, 99),
+                "errors": sum(1 for g in got if g.get("error")),
+                "prompt_tokens": max(g.get("prompt", 0) for g in got),
+            }
+
+        for c in concurrencies:
+            results.append(asyncio.run(run(c)))
+            print(f"  server, {c} concurrent streams: {results[-1]}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def bench_local_free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+#: Llama-3.2-3B's shape, for the CUDA figures.
+SHAPE_3B = bench_local.Shape("llama-3.2-3b-shape", 28, 3072, 24, 8, 8192, 128256, 512, 64, 1000, 1000, 200)
+
+
+def cuda_main(model_dir: Path, streams: tuple[int, ...] = (1, 8, 32)) -> None:
+    """The CUDA figures on an fp16 export in ``model_dir`` (made on a machine with a GPU and
+    CUDA torch: ``python bench/bench_batching.py --make-3b DIR`` writes the random 3B-shaped
+    checkpoint, then ``lexrag model export DIR OUT --device cuda --dtype fp16``): greedy
+    batch == alone for 8 staggered sequences, aggregate tokens/s at 1 / 8 / 32 streams."""
+    from lexrag_local.engine import Engine
+    from lexrag_local.kv import GraphCopier
+    from lexrag_local.model_files import load_tokenizer
+    from lexrag_local.sampling import Sampler, SamplingParams
+    from lexrag_local.scheduler import Scheduler
+    from lexrag_local.session import CUDA
+    from lexrag_local.tokens import fast_backend
+
+    greedy = SamplingParams(temperature=0.0)
+    engine = Engine(model_dir, device="cuda", max_batch=max(streams), max_context=2048)
+    assert engine.providers[0] == CUDA, f"not on CUDA: {engine.providers}"
+    assert isinstance(engine.cache.copier, GraphCopier)
+    vocab = engine.shape.vocab_size
+    rng = np.random.default_rng(0)
+    prompts = [[0, *rng.integers(16, vocab, size=n).tolist()] for n in (40, 300, 7, 120, 64, 500, 15, 90)]
+    limits = [64, 20, 50, 33, 64, 12, 40, 25]
+    solo = Engine(model_dir, device="cuda", max_context=2048)
+    alone = [list(solo.decode(p, n, Sampler(greedy))) for p, n in zip(prompts, limits, strict=True)]
+    del solo
+    scheduler = Scheduler(engine, fast_backend(load_tokenizer(model_dir)), prefill_chunk=64, queue_size=64)
+    batch = [Stream(p, n) for p, n in zip(prompts, limits, strict=True)]
+    for stream in batch:
+        stream.start(scheduler)
+    same = [list(s.wait().tokens) == a for s, a in zip(batch, alone, strict=True)]
+    print(f"greedy fp16 batch == alone on CUDA: {sum(same)} of {len(same)}", flush=True)
+    rates = {}
+    for c in streams:
+        runs = []
+        for _ in range(2):
+            group = [Stream([0, *rng.integers(16, vocab, size=63).tolist()], 128) for _ in range(c)]
+            for stream in group:
+                stream.start(scheduler)
+            runs.append(aggregate([s.wait() for s in group]))
+        rates[c] = max(runs)
+        print(
+            f"  {c} streams: {rates[c]:.1f} tok/s ({rates[c] / rates[streams[0]]:.1f}× 1 stream)", flush=True
+        )
+    scheduler.close()
+    print(f"\n32 vs 1: {rates[streams[-1]] / rates[streams[0]]:.1f}× (goal ≥ 10×)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small shape, about a minute")
+    parser.add_argument("--work", type=Path, default=ROOT / "artifacts" / "bench-local")
+    parser.add_argument(
+        "--genai-python",
+        default=os.environ.get("LEXRAG_GENAI_PYTHON", str(ROOT / ".bench-venv" / "bin" / "python")),
+    )
+    parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of today's engine")
+    parser.add_argument("--no-server", action="store_true", help="skip the lexrag serve figures")
+    parser.add_argument("--cuda", type=Path, metavar="MODEL_DIR", help="the CUDA figures on an fp16 export")
+    parser.add_argument(
+        "--make-3b", type=Path, metavar="DIR", help="write a random Llama-3.2-3B-shaped checkpoint"
+    )
+    args = parser.parse_args()
+    if args.make_3b:
+        bench_local.build_model(SHAPE_3B, args.make_3b)
+        return
+    if args.cuda:
+        cuda_main(args.cuda)
+        return
+    shape, plan = (bench_local.QUICK, QUICK) if args.quick else (bench_local.FULL, FULL)
+    missing = bench_local.genai_python_usable(args.genai_python)
+    if missing:
+        sys.exit(
+            f"{args.genai_python} cannot import onnxruntime_genai ({missing}): run scripts/setup-genai.sh"
+        )
+    work = args.work / shape.name
+    began = time.perf_counter()
+    model = prepare(shape, work, args.genai_python)
+    wide = widened(model, work / "genai-int8-wide-tokenizer", shape.vocab)
+    cores = len(os.sched_getaffinity(0))
+    genai_models = {"genai 8": genai_dir(model, work / "genai-int8-runtime", cores)}
+
+    from lexrag_local.engine import Engine
+    from lexrag_local.model_files import load_tokenizer
+    from lexrag_local.sampling import Sampler, SamplingParams
+    from lexrag_local.scheduler import Scheduler
+    from lexrag_local.tokens import fast_backend
+
+    greedy = SamplingParams(temperature=0.0)
+    backend = fast_backend(load_tokenizer(wide))
+    rng = np.random.default_rng(0)
+
+    def ids(n: int) -> list[int]:
+        return [0, *rng.integers(16, shape.vocab, size=n - 1).tolist()]
+
+    def engine_times(e: Any) -> list[float]:
+        times = []
+        for _ in e.decode(ids(plan.prompt), plan.new, Sampler(greedy)):
+            times.append(time.perf_counter())
+        return times
+
+    print(f"shape {shape.name}, plan {plan}, {cores} cores; model {model / 'int8.onnx'}", flush=True)
+
+    # Single stream: today's engine, the new one alone and through its scheduler. Each round
+    # loads both engines again, in the other order (the session loaded first ran up to 15%
+    # slower here, whichever engine it was), and runs them in alternating order (ABC CBA).
+    Baseline = baseline_engine(args.baseline_rev)
+    single: dict[str, list[float]] = {"today": [], "new": [], "scheduler": []}
+    for round_ in range(SINGLE_ROUNDS):
+        loaded_engines: dict[str, Any] = {}
+        for name in ("today", "new")[:: 1 if round_ % 2 == 0 else -1]:
+            loaded_engines[name] = (
+                Baseline(wide, model_file="int8.onnx", max_context=plan.context)
+                if name == "today"
+                else Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context)
+            )
+        alone = Scheduler(loaded_engines["new"], backend)
+        runners: dict[str, Callable[[], float]] = {
+            "today": lambda e=loaded_engines["today"]: single_decode(lambda: engine_times(e)),
+            "new": lambda e=loaded_engines["new"]: single_decode(lambda: engine_times(e)),
+            "scheduler": lambda s=alone: single_decode(
+                lambda: Stream(ids(plan.prompt), plan.new).start(s).wait().tokens.times
+            ),
+        }
+        for run in runners.values():
+            run()  # warm-up
+        for turn in range(SINGLE_TURNS):
+            for name in list(runners)[:: 1 if turn % 2 == 0 else -1]:
+                single[name].append(runners[name]())
+        alone.close()
+        runners.clear()
+        loaded_engines.clear()
+        gc.collect()
+        print(
+            f"  single stream, round {round_ + 1}: medians so far "
+            + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in single.items())
+            + " tok/s",
+            flush=True,
+        )
+
+    engine = Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context)
+    scheduler = Scheduler(engine, backend, queue_size=64)
+    engine_times(engine)  # warm-up
+    genais = {name: GenaiBatch(args.genai_python, path) for name, path in genai_models.items()}
+    for genai in genais.values():
+        genai([ids(plan.prompt)], 4)
+    agg: dict[str, list[float]] = {"1": [], "4": [], "8": [], **{name: [] for name in genais}}
+    for round_ in range(plan.rounds):
+        for c in (1, 4, 8):
+            streams = [Stream(ids(plan.prompt), plan.new) for _ in range(c)]
+            for s in streams:
+                s.start(scheduler)
+            agg[str(c)].append(aggregate([s.wait() for s in streams]))
+        for name, genai in genais.items():
+            agg[name].append(genai([ids(plan.prompt) for _ in range(8)], plan.new)["tok_s"])
+        print(
+            f"  aggregate, round {round_ + 1}: " + ", ".join(f"{k}: {v[-1]:.1f}" for k, v in agg.items()),
+            flush=True,
+        )
+    for genai in genais.values():
+        genai.close()
+
+    # Idle time to first token, then the same with 7 streams decoding, per prefill policy.
+    idle_ttft = [Stream(ids(plan.ttft_prompt), 1).start(scheduler).wait().ttft for _ in range(3)]
+    idle_long = Stream(ids(plan.long_prompt), 1).start(scheduler).wait().ttft
+    policies: dict[str, int | None] = {
+        "whole prompt": 0,
+        **{f"chunk {c}": c for c in plan.chunks},
+        "auto": None,
+    }
+    loaded: dict[str, dict[str, Any]] = {}
+    for name, chunk in policies.items():
+        scheduler.prefill_chunk = chunk
+        background = [
+            Stream(ids(plan.prompt), plan.context - plan.prompt - 1).start(scheduler) for _ in range(7)
+        ]
+        while min(len(s.tokens) for s in background) < 3:
+            time.sleep(0.01)
+        idle_from = time.perf_counter()
+        while min(len(s.tokens) for s in background) < 23:
+            time.sleep(0.01)
+        idle_to = time.perf_counter()
+        ttfts = [Stream(ids(plan.ttft_prompt), 1).start(scheduler).wait().ttft for _ in range(3)]
+        long = Stream(ids(plan.long_prompt), 1).start(scheduler)
+        chunk_used = scheduler.chunk()
+        long.wait()
+        during_to = long.tokens.times[0]
+        for s in background:
+            s.request.cancelled.set()
+        for s in background:
+            s.wait()
+        idle_gaps = [g for s in background for g in s.gaps(idle_from, idle_to)]
+        # Gaps that overlap the admission: they end after it began, up to the first one after it.
+        during = [g for s in background for g in s.gaps(long.submitted, during_to + 1.0)]
+        loaded[name] = {
+            "ttft_p50": statistics.median(ttfts),
+            "itl_idle_p50": p(idle_gaps, 50),
+            "itl_idle_p99": p(idle_gaps, 99),
+            "itl_during_p99": p(during, 99),
+            "long_ttft": long.ttft,
+            "chunk": chunk_used,
+        }
+        print(f"  {name}: {loaded[name]}", flush=True)
+    scheduler.close()
+    del engine
+    gc.collect()
+
+    servers = [] if args.no_server else serve_figures(wide, plan, [8, 16], plan.new)
+
+    bandwidth = bench_local.copy_bandwidth()
+    _, per_step = bench_local.weight_bytes(model / "int8.onnx")
+    limit = bandwidth / per_step
+    med = {k: statistics.median(v) for k, v in agg.items()}
+    one = med["1"]
+    s_med = {k: statistics.median(v) for k, v in single.items()}
+    print(
+        f"\n## continuous batching, {shape.name} int8 (genai builder graph + lexrag int8), CPU {cores} cores; "
+        f"medians of {plan.rounds} rounds; {time.perf_counter() - began:.0f} s\n"
+    )
+    print("| figure | measured | ratio | goal |")
+    print("|---|---|---|---|")
+    print(f"| aggregate decode, 1 stream | {one:.1f} tok/s | 1.00× | |")
+    for c, goal in (("4", "≥ 1.8×"), ("8", "≥ 2.5×")):
+        print(f"| aggregate decode, {c} streams | {med[c]:.1f} tok/s | {med[c] / one:.2f}× | {goal} |")
+    print(
+        f"| single stream, new engine vs today's ({args.baseline_rev}) | {s_med['new']:.1f} vs "
+        f"{s_med['today']:.1f} tok/s | {s_med['new'] / s_med['today']:.2f}× | ≥ 0.95× |"
+    )
+    print(
+        f"| single stream through the scheduler vs today's engine | {s_med['scheduler']:.1f} tok/s | "
+        f"{s_med['scheduler'] / s_med['today']:.2f}× | ≥ 0.95× |"
+    )
+    idle = statistics.median(idle_ttft)
+    for name, r in loaded.items():
+        print(
+            f"| TTFT p50, {plan.ttft_prompt}-token prompt while 7 decode, {name} (chunk {r['chunk']}) | "
+            f"{r['ttft_p50']:.2f} s vs {idle:.2f} s idle | {r['ttft_p50'] / idle:.2f}× | ≤ 1.5× |"
+        )
+    for name, r in loaded.items():
+        print(
+            f"| inter-token p99 of 7 streams while a {plan.long_prompt}-token prompt is admitted, {name} | "
+            f"{r['itl_during_p99'] * 1000:.0f} ms vs {r['itl_idle_p99'] * 1000:.0f} ms idle p99 "
+            f"({r['itl_idle_p50'] * 1000:.0f} ms p50) | {r['itl_during_p99'] / r['itl_idle_p99']:.2f}× | ≤ 3× |"
+        )
+    for name, r in loaded.items():
+        print(
+            f"| TTFT of that {plan.long_prompt}-token prompt, {name} | {r['long_ttft']:.2f} s vs "
+            f"{idle_long:.2f} s idle | {r['long_ttft'] / idle_long:.2f}× | |"
+        )
+    print(
+        f"| aggregate at 8 vs onnxruntime-genai 0.12.2 batch 8 (same int8 weights) | {med['8']:.1f} vs "
+        f"{med['genai 8']:.1f} tok/s | {med['8'] / med['genai 8']:.2f}× | ≥ 1.0× |"
+    )
+    for r in servers:
+        print(
+            f"| lexrag serve, {r['concurrency']} concurrent streamed chats ({r['prompt_tokens']}-token "
+            f"prompts, {plan.new} new tokens each) | "
+            f"{r['tok_s']:.1f} tok/s (prefills included), TTFT p50 {r['ttft_p50']:.2f} s, p99 {r['ttft_p99']:.2f} s, "
+            f"{r['errors']} errors | | no error |"
+        )
+    print(
+        f"\nbandwidth (2-thread copy) {bandwidth / 1e9:.1f} GB/s; weights read per decode step "
+        f"{per_step / 1e9:.2f} GB → ≤ {limit:.1f} steps/s. Batch 1: {one:.1f} tok/s = {one / limit:.0%} of the "
+        f"limit; batch 8: {med['8'] / 8:.1f} steps/s = {med['8'] / 8 / limit:.0%} of it "
+        f"({med['8']:.1f} tok/s, {med['8'] / limit:.1f}× the single-stream limit)."
+    )
+    print(f"single stream runs (tok/s): {single}")
+    print(f"aggregate runs (tok/s): {agg}")
+
+
+if __name__ == "__main__":
+    main()
