@@ -114,19 +114,24 @@ def prepare(shape: bench_local.Shape, work: Path, genai_python: str) -> Path:
 
 
 def widened(model_dir: Path, out: Path, vocab: int) -> Path:
-    """``model_dir`` (linked) with a tokenizer that has text for every id of the model: the
-    ids past the small benchmark tokenizer's are added tokens ``<w123>``."""
+    """``model_dir``'s int8 graph as ``model.onnx`` (what ``lexrag serve`` loads), linked, with
+    a tokenizer that has text for every id of the model: the ids past the small benchmark
+    tokenizer's are added tokens ``<w123>``."""
     from tokenizers import AddedToken, Tokenizer
 
-    if (out / "tokenizer.json").is_file():
-        return out
     out.mkdir(parents=True, exist_ok=True)
-    for file in model_dir.iterdir():
-        if file.name not in ("tokenizer.json", "genai_config.json") and not (out / file.name).exists():
-            (out / file.name).symlink_to(file.resolve())
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tok.add_tokens([AddedToken(f" w{i}", normalized=False) for i in range(tok.get_vocab_size(), vocab)])
-    tok.save(str(out / "tokenizer.json"))
+    links = {f.name: f for f in model_dir.iterdir() if f.name not in ("tokenizer.json", "genai_config.json")}
+    links["model.onnx"] = model_dir / "int8.onnx"
+    for name, target in links.items():
+        link = out / name
+        if link.is_symlink() and link.resolve() != target.resolve():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(target.resolve())
+    if not (out / "tokenizer.json").is_file():
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tok.add_tokens([AddedToken(f" w{i}", normalized=False) for i in range(tok.get_vocab_size(), vocab)])
+        tok.save(str(out / "tokenizer.json"))
     return out
 
 
