@@ -22,7 +22,7 @@ The model: a random-weight Llama-3.2-1B shape, exported by onnxruntime-genai's b
 3 minutes and 16 GB of RAM). Its tokenizer is widened to the model's vocabulary so that
 every sampled id has text.
 
-    .venv/bin/python bench/bench_batching.py            # 1B shape, about 8 minutes on 2 cores
+    .venv/bin/python bench/bench_batching.py            # 1B shape: 4-5 minutes on 2 cores (+3 for the exports, once)
     .venv/bin/python bench/bench_batching.py --quick    # a small shape, about a minute
     .venv/bin/python bench/bench_batching.py --cuda DIR # on a GPU: fp16 export of --make-3b DIR
 

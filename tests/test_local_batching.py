@@ -256,6 +256,23 @@ def test_a_failure_ends_only_the_sequences_it_concerns_and_serving_goes_on(
     assert scheduler.stats()["running"] == 0
 
 
+def test_a_sequence_that_fills_the_context_window_ends_alone(batch_engine, solo_engine, backend):
+    window = batch_engine.cache.capacity
+    vocab = batch_engine.shape.vocab_size
+    long, short = prompts(vocab, [window - 14, 12], seed=5)
+    expected = solo(solo_engine, short, 40, GREEDY, frozenset())
+    scheduler = Scheduler(batch_engine, backend)
+    try:
+        full, other = Recorder(long, 100), Recorder(short, 40)
+        scheduler.submit(full.request)
+        scheduler.submit(other.request)
+        ends = [full.end, other.end]
+    finally:
+        scheduler.close()
+    assert ends[0] == Finished("length", 15)  # the first token, then one per free position
+    assert ends[1] == Finished("length", 40) and other.tokens == expected
+
+
 def _fail_once(step):
     calls = []
 

@@ -237,6 +237,8 @@ class Scheduler:
         try:
             logits = self.engine.prefill(seq.seat, prompt[seq.prefilled : seq.prefilled + n])
         except Exception as exc:
+            if self.closing:  # interrupted: the shutdown answers it
+                raise
             self._fail(seq, exc)
             return
         if self.prefill_chunk is None and n == chunk and self._step_s is not None:
@@ -265,7 +267,7 @@ class Scheduler:
             results = self.engine.step([s.last for s in sequences])
             self._step_s = _average(self._step_s, time.perf_counter() - started)
         except Exception as exc:
-            if self._closing:
+            if self.closing:
                 raise
             for seq in sequences:
                 self._fail(seq, exc)
@@ -297,7 +299,10 @@ class Scheduler:
             if seq.stops.stopped:
                 self._end(seq, "stop")
                 return False
-            if seq.sampled >= request.max_new_tokens:
+            if seq.sampled >= request.max_new_tokens or (
+                seq.seat is not None and seq.seat.length >= self.engine.cache.capacity
+            ):
+                # max_tokens reached, or the context window is full.
                 self._end(seq, "length")
                 return False
         except Exception as exc:  # this sequence's sampler or detokenizer

@@ -7,7 +7,7 @@ checks it token for token). int8 dynamic quantization (``DynamicQuantizeLinear``
 of the batch together, so a row's numbers depend on what runs beside it, and a greedy answer
 can take another token where two were close. This counts how often, on whole answers:
 
-    .venv/bin/python bench/bench_batch_int8.py MODEL_DIR [MODEL_DIR ...] [--questions 24] [--new 64]
+    .venv/bin/python bench/quality_batching_int8.py MODEL_DIR [MODEL_DIR ...] [--questions 24] [--new 64]
 
 each MODEL_DIR a ``lexrag model export`` directory (e.g. SmolLM2-135M-Instruct's GGUF
 exported with ``--quantize int8``, and the same with ``--quantize none`` as the control).
