@@ -17,27 +17,24 @@ from lexrag.evaluation import evaluate, load_questions
 from lexrag.ingest import ingest
 from lexrag.registry import Registry, build_retriever, open_index
 from lexrag.store import Store
-from lexrag_postgres import accents as pg_accents
-from lexrag_postgres import lay_terms as pg_lay_terms
 from lexrag_postgres.db import SCHEMA_VERSION
 from lexrag_postgres.store import PostgresStore
-from lexrag_retrievers import accents as embedded_accents
-from lexrag_retrievers import lay_terms as embedded_lay_terms
 
 from .conftest import CORPUS, DEV_QUESTIONS
 from .fixtures_retrieval import index_config
 
 
-def test_the_copied_modules_equal_the_retrievers_ones() -> None:
-    """Plugins do not import each other: the lay-term map and the accent restorer are copies,
-    and must stay equal to lexrag-retrievers' for both backends to rank alike."""
-    assert pg_lay_terms.LAY_TO_LEGAL == embedded_lay_terms.LAY_TO_LEGAL
+def test_both_backends_use_the_one_lay_term_map_and_accent_restorer() -> None:
+    """The lay-term map and the accent restorer live in the core: both backends rank alike
+    because they use the same objects, not copies."""
+    import lexrag
+    from lexrag_postgres import retrievers as pg_retrievers
+    from lexrag_postgres import terms as pg_terms
+    from lexrag_retrievers import dense, lexical
 
-    def code(module: object) -> str:
-        text = Path(str(getattr(module, "__file__", ""))).read_text(encoding="utf-8")
-        return text.split('"""', 2)[2]  # past the module docstring
-
-    assert code(pg_accents) == code(embedded_accents)
+    assert pg_terms.LAY_TO_LEGAL is lexical.LAY_TO_LEGAL is lexrag.LAY_TO_LEGAL
+    assert pg_retrievers.AccentRestorer is dense.AccentRestorer is lexrag.AccentRestorer
+    assert pg_retrievers.typed_without_accents is dense.typed_without_accents
 
 
 def _tables(url: str) -> dict[str, int]:

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lexrag import Embedder
+from lexrag import AccentRestorer, Embedder, typed_without_accents
 from lexrag.registry import Registry, build_embedder, build_retriever
-from lexrag_retrievers.accents import AccentRestorer, typed_without_accents
 from lexrag_retrievers.e5_embedder import E5Embedder, E5Settings
 from lexrag_retrievers.e5_model import build_tokenizer, read_weights
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .accents import AccentRestorer, typed_without_accents
 from .errors import (
     ConfigError,
     CoolingDown,
@@ -23,6 +24,7 @@ from .errors import (
     RetrievalError,
 )
 from .hookspecs import hookimpl
+from .lay_terms import LAY_TO_LEGAL
 from .onnxrt import cuda_usable, execution_providers
 from .prompt import estimate_tokens, estimate_usage
 from .providers import GenerationParams, Provider, ProviderRequest
@@ -72,8 +74,10 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
 __all__ = [
+    "LAY_TO_LEGAL",
     "PHRASE_BREAK",
     "STOPWORDS",
+    "AccentRestorer",
     "AssistantMessage",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -126,5 +130,6 @@ __all__ = [
     "redact",
     "syllables",
     "terms",
+    "typed_without_accents",
     "without_question_words",
 ]

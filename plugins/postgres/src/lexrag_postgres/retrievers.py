@@ -16,9 +16,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Embedder, Hit, RetrievalContext, RetrievalError, Retriever
+from lexrag import (
+    AccentRestorer,
+    Embedder,
+    Hit,
+    RetrievalContext,
+    RetrievalError,
+    Retriever,
+    typed_without_accents,
+)
 
-from .accents import AccentRestorer, typed_without_accents
 from .store import CHUNK_COLUMNS, PostgresStore, chunk_of, vector_text
 from .terms import query_weights
 

@@ -13,9 +13,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from lexrag import fold, fold_text, syllables, terms
-
-from .lay_terms import LAY_TO_LEGAL
+from lexrag import LAY_TO_LEGAL, fold, fold_text, syllables, terms
 
 #: What the stored postings are made of; recorded in the index, compared on open.
 TERMS_VERSION = "v3:bigrams,accents,fields"

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Embedder, Hit, RetrievalContext
+from lexrag import AccentRestorer, Embedder, Hit, RetrievalContext, typed_without_accents
 
-from .accents import AccentRestorer, typed_without_accents
 from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
 
 NAME = "dense"

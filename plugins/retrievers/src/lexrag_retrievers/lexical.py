@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Chunk, Hit, RetrievalContext, fold_text
+from lexrag import LAY_TO_LEGAL, Chunk, Hit, RetrievalContext, fold_text
 
 from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
-from .lay_terms import LAY_TO_LEGAL
 from .segment import JOIN, Segmenter, compounds, dictionary_compounds
 from .vntext import tokens
 

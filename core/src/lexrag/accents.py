@@ -18,7 +18,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from lexrag import PHRASE_BREAK, fold, syllables
+from .vntext import PHRASE_BREAK, fold, syllables
 
 _LAMBDA = 0.8
 """Weight of the bigram estimate against the unigram one."""
