@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pluggy
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -23,6 +24,7 @@ from lexrag.types import ChatCompletionRequest, ChatMessage
 from lexrag.vntext import combine_turns, follows_up
 
 from .conftest import DEV_QUESTIONS, run_cli
+from .fixtures_resilience import metric
 
 MARRIAGE = ["Nam bao nhiêu tuổi thì được kết hôn?", "Còn nữ thì sao?"]
 
@@ -165,6 +167,29 @@ def test_a_provider_rewrites_follow_ups_within_its_time(
         query = asyncio.run(slow.retrieval_query(messages))
     assert query == combine_turns(MARRIAGE)
     assert record.rewrite is not None and record.rewrite["outcome"] == "timeout"
+
+
+def test_the_rewrite_call_is_counted_in_the_metrics(
+    sample_index: Path, rewriting_registry: Registry, running_server: Callable[[str], str]
+) -> None:
+    """A follow-up sent through the server: its rewrite call counts on ``/metrics`` by
+    provider and outcome, with its latency; a question on its own adds nothing."""
+    base = running_server(
+        f'[index]\ndir = "{sample_index}"\n[llm]\nprovider = "extractive"\n'
+        '[retrieval]\nrewrite_provider = "rewriter"\n'
+    )
+
+    def chat(turns: list[str]) -> None:
+        body = _chat(turns).model_dump(exclude_none=True)
+        assert httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60).status_code == 200
+
+    chat(MARRIAGE)
+    chat(["Nam bao nhiêu tuổi thì được kết hôn?", "Trộm cắp tài sản bị phạt tù bao nhiêu năm?"])
+    ok = {"provider": "rewriter", "outcome": "ok"}
+    assert metric(base, "lexrag_query_rewrites_total", ok) == 1
+    assert metric(base, "lexrag_query_rewrites_total") == 1
+    assert metric(base, "lexrag_query_rewrite_duration_seconds_count", {"provider": "rewriter"}) == 1
+    assert metric(base, "lexrag_requests_total", {"provider": "extractive", "status": "200"}) == 2
 
 
 def test_conversation_questions_and_answer_contains_load(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Every HTTP request is counted by route and status (``lexrag_http_…``). Each answered
 LLM request (chat completions, ``/v1/generate``) is counted from its call record: by the
 provider that answered and the outcome, with its latency, time to first token (streams),
-tokens, retries, fallbacks and retrieval time. The breakers' states, and the load of
+tokens, retries, fallbacks, retrieval time and the rewrite of a follow-up question
+(``[retrieval] rewrite_provider``). The breakers' states, and the load of
 providers that run their own model (sequences running and waiting, KV cache, tokens per
 second: :class:`ReportsLoad`), are read when scraped.
 """
@@ -197,6 +198,40 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.rewrites = Counter(
+            "lexrag_query_rewrites_total",
+            "Follow-up questions sent to [retrieval] rewrite_provider to be rewritten, by provider "
+            "and outcome: ok, empty, timeout, or the error's code (all but ok fall back to the "
+            "combined turns).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.rewrite_duration = Histogram(
+            "lexrag_query_rewrite_duration_seconds",
+            "Time the rewrite call of a follow-up question took (bounded by rewrite_timeout_s).",
+            ["provider"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+
+        self.key_requests = Counter(
+            "lexrag_key_requests_total",
+            "LLM requests by the name of the API key (api_keys[i] or [server.keys.NAME]) and status.",
+            ["key", "status"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "lexrag_key_tokens_total",
+            "Tokens by the name of the API key and kind (prompt, completion); cache hits not counted.",
+            ["key", "kind"],
+            registry=r,
+        )
+        self.cache = Counter(
+            "lexrag_cache_requests_total",
+            "Chat requests the response cache was asked about, by result (hit, miss).",
+            ["result"],
+            registry=r,
+        )
 
     def watch_breakers(self, states: Callable[[], Mapping[str, BreakerState]]) -> None:
         self.registry.register(_BreakerCollector(states))
@@ -232,6 +267,18 @@ class Metrics:
             self.fallbacks.labels(call.provider).inc()
         if call.retrieval_s is not None:
             self.retrieval.observe(call.retrieval_s)
+        if call.cache is not None:
+            self.cache.labels(call.cache).inc()
+        if call.key is not None:
+            self.key_requests.labels(call.key, str(status)).inc()
+            if call.cache != "hit":
+                if call.prompt_tokens:
+                    self.key_tokens.labels(call.key, "prompt").inc(call.prompt_tokens)
+                if call.completion_tokens:
+                    self.key_tokens.labels(call.key, "completion").inc(call.completion_tokens)
+        if call.rewrite is not None:
+            self.rewrites.labels(call.rewrite["provider"], call.rewrite["outcome"]).inc()
+            self.rewrite_duration.labels(call.rewrite["provider"]).observe(call.rewrite["s"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
