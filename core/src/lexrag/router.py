@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import RetryCallState
 
-from . import calllog
+from . import calllog, tracing
 from .breaker import Breaker, BreakerSettings, BreakerState
 from .calllog import Attempt, CallRecord
 from .errors import (
@@ -37,7 +37,7 @@ from .providers import Provider, ProviderRequest
 from .redact import redact
 from .registry import Registry, build_provider
 from .retry import Deadline, RetryPolicy, transient, with_retries
-from .types import ChatCompletion, ChatCompletionChunk, ModelCard
+from .types import ChatCompletion, ChatCompletionChunk, ModelCard, Usage
 
 if TYPE_CHECKING:
     from .config import Config
@@ -82,6 +82,54 @@ def _exhausted(errors: list[ProviderError], deadline: Deadline) -> ProviderError
     )
     combined.code = last.code
     return combined
+
+
+def _answered_span(span: tracing.Span, result: object) -> None:
+    """What a provider's answer tells its attempt's span: the model, and for a whole answer
+    the usage and finish reason (a stream's go on its ``lexrag.stream`` span)."""
+    if not span.is_recording():
+        return
+    if isinstance(result, ChatCompletion):
+        usage = result.usage
+        tracing.genai_response(
+            span,
+            model=result.model,
+            response_id=result.id,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            finish_reasons=[c.finish_reason for c in result.choices if c.finish_reason],
+        )
+    elif isinstance(result, _Opened) and result.held:
+        tracing.genai_response(span, model=result.held[0].model, response_id=result.held[0].id)
+
+
+@dataclass
+class _Seen:
+    """What a stream's span reports when it ends: chunks, usage, finish reasons."""
+
+    chunks: int = 0
+    model: str | None = None
+    usage: Usage | None = None
+    finish: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        self.chunks += 1
+        self.model = chunk.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        self.finish += [c.finish_reason for c in chunk.choices if c.finish_reason]
+
+    def close(self, span: tracing.Span) -> None:
+        if span.is_recording():
+            span.set_attribute("lexrag.chunks", self.chunks)
+            tracing.genai_response(
+                span,
+                model=self.model,
+                input_tokens=self.usage.prompt_tokens if self.usage else None,
+                output_tokens=self.usage.completion_tokens if self.usage else None,
+                finish_reasons=self.finish,
+            )
+        span.end()
 
 
 @dataclass(frozen=True)
@@ -261,47 +309,83 @@ class Router:
         """``request`` as ``route``'s provider gets it: every field kept, the model id its own."""
         return dataclasses.replace(request, model=route.model)
 
+    def _span_of(self, step: Route, request: ProviderRequest, position: int) -> tuple[str, dict[str, Any]]:
+        """The name and attributes of the trace span of one attempt at ``step`` (GenAI
+        conventions); nothing is worked out while traces are off."""
+        if not tracing.enabled():
+            return "", {}
+        model = step.model
+        if model is None:
+            with contextlib.suppress(ProviderError):
+                model = self.provider(step.provider).default_model
+        operation = "chat" if request.prompt is None else "text_completion"
+        p = request.params
+        attributes = tracing.genai_request(
+            operation, step.provider, model, max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p
+        )
+        attributes.update({"lexrag.chain.position": position, "lexrag.fallback": position > 0})
+        return (f"{operation} {model}" if model else operation), attributes
+
     async def _attempt(
-        self, step: Route, call: CallRecord, deadline: Deadline, fn: Callable[[], Awaitable[T]], first: bool
+        self,
+        step: Route,
+        call: CallRecord,
+        deadline: Deadline,
+        fn: Callable[[], Awaitable[T]],
+        first: bool,
+        span_of: tuple[str, dict[str, Any]] = ("", {}),
     ) -> T:
         """One call of ``step``'s provider within what is left of the deadline; the
-        outcome goes to its breaker and to the call record."""
+        outcome goes to its breaker, to the call record and to a trace span of its own."""
         breaker = self.breaker(step.provider)
         if not first and not breaker.allow():
             raise CoolingDown(step.provider, breaker.retry_in())
         started = time.perf_counter()
+        name, attributes = span_of
+        attempt = 1 + sum(1 for a in call.attempts if a.provider == step.provider)
+        with tracing.span(
+            name, {**attributes, "lexrag.attempt": attempt}, kind=tracing.SpanKind.CLIENT
+        ) as span:
 
-        def note(outcome: str, status: int | None) -> None:
-            call.attempts.append(Attempt(step.provider, outcome, status, time.perf_counter() - started))
+            def note(outcome: str, status: int | None) -> None:
+                call.attempts.append(Attempt(step.provider, outcome, status, time.perf_counter() - started))
+                if outcome != "ok":
+                    tracing.failed(span, outcome, f"HTTP {status}" if status else "")
 
-        try:
-            async with asyncio.timeout(deadline.remaining()):
-                result = await fn()
-        except TimeoutError:
-            breaker.failure()
-            exc = ProviderTimeoutError(
-                f"the {step.provider} provider did not answer within the request deadline "
-                f"({deadline.seconds:g} s, [llm] deadline_s); try again later",
-                provider=step.provider,
-            )
-            note(exc.code or "timeout", exc.status)
-            raise exc from None
-        except ProviderError as exc:
-            if exc.retryable:
+            try:
+                async with asyncio.timeout(deadline.remaining()):
+                    result = await fn()
+            except TimeoutError:
                 breaker.failure()
-            else:
+                exc = ProviderTimeoutError(
+                    f"the {step.provider} provider did not answer within the request deadline "
+                    f"({deadline.seconds:g} s, [llm] deadline_s); try again later",
+                    provider=step.provider,
+                )
+                note(exc.code or "timeout", exc.status)
+                raise exc from None
+            except ProviderError as exc:
+                if exc.retryable:
+                    breaker.failure()
+                else:
+                    breaker.release()
+                note(exc.code or "provider_error", exc.status)
+                raise
+            except BaseException:
                 breaker.release()
-            note(exc.code or "provider_error", exc.status)
-            raise
-        except BaseException:
-            breaker.release()
-            raise
-        breaker.success()
-        note("ok", 200)
-        return result
+                raise
+            breaker.success()
+            note("ok", 200)
+            _answered_span(span, result)
+            return result
 
     async def _retried(
-        self, step: Route, call: CallRecord, deadline: Deadline, open_: Callable[[Route], Awaitable[T]]
+        self,
+        step: Route,
+        call: CallRecord,
+        deadline: Deadline,
+        open_: Callable[[Route], Awaitable[T]],
+        span_of: tuple[str, dict[str, Any]] = ("", {}),
     ) -> T:
         """``step``'s provider, its transient failures retried within the deadline."""
         attempts = 0
@@ -311,7 +395,7 @@ class Router:
             nonlocal attempts, failure
             attempts += 1
             try:
-                return await self._attempt(step, call, deadline, lambda: open_(step), attempts == 1)
+                return await self._attempt(step, call, deadline, lambda: open_(step), attempts == 1, span_of)
             except CoolingDown:
                 raise
             except ProviderError as exc:
@@ -348,6 +432,7 @@ class Router:
         chain: list[Route],
         open_: Callable[[Route], Awaitable[T]],
         call: CallRecord,
+        request: ProviderRequest,
     ) -> tuple[int, Route, T]:
         """Walk the chain: each provider gets its retries, a cooling one is skipped, a
         permanent failure ends the request at once."""
@@ -362,7 +447,7 @@ class Router:
                 errors.append(CoolingDown(step.provider, breaker.retry_in()))
                 continue
             try:
-                result = await self._retried(step, call, deadline, open_)
+                result = await self._retried(step, call, deadline, open_, self._span_of(step, request, i))
             except ProviderError as exc:
                 if exc.blames_request:
                     raise
@@ -385,7 +470,7 @@ class Router:
         async def open_(step: Route) -> ChatCompletion:
             return await self.provider(step.provider).complete(self._for(step, request))
 
-        i, step, completion = await self._first_answer(self.chain(route, fallback), open_, call)
+        i, step, completion = await self._first_answer(self.chain(route, fallback), open_, call, request)
         call.answered(step.provider, completion.model, fallback=i > 0)
         call.usage(completion.usage)
         return completion
@@ -405,12 +490,16 @@ class Router:
         async def open_(step: Route) -> _Opened:
             return await self._open_stream(step, request)
 
-        i, step, opened = await self._first_answer(self.chain(route, fallback), open_, call)
+        i, step, opened = await self._first_answer(self.chain(route, fallback), open_, call, request)
         call.answered(step.provider, opened.held[0].model, fallback=i > 0)
         call.first_token()
         source, idle = opened.source, self.config.settings.llm.deadline_s
+        # Not made current: the span outlives this step of the generator.
+        span = tracing.start_span("lexrag.stream", {"gen_ai.provider.name": step.provider})
+        seen = _Seen()
         try:
             for chunk in opened.held:
+                seen.add(chunk)
                 yield chunk
             while True:
                 try:
@@ -420,6 +509,7 @@ class Router:
                     return
                 except TimeoutError:
                     self.breaker(step.provider).failure()
+                    tracing.failed(span, "timeout")
                     raise ProviderTimeoutError(
                         f"the {step.provider} provider stopped sending mid-answer for {idle:g} s "
                         "([llm] deadline_s); try again",
@@ -428,10 +518,13 @@ class Router:
                 except ProviderError as exc:
                     if exc.retryable:
                         self.breaker(step.provider).failure()
+                    tracing.failed(span, exc.code or "provider_error", exc.message)
                     raise
                 call.usage(chunk.usage)
+                seen.add(chunk)
                 yield chunk
         finally:
+            seen.close(span)
             await _aclose(source)
 
     async def _open_stream(self, step: Route, request: ProviderRequest) -> _Opened:

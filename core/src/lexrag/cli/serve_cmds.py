@@ -167,6 +167,10 @@ def serve(app: App, host: str | None, port: int | None, index_dir: str | None) -
     config = app.config
     settings = config.settings
     _setup_logging(settings.logging.level)
+    from .. import tracing
+
+    # Off unless OTEL_* asks (docs/deploy.md, "Traces"); a bad OTEL_* value is a one-line error.
+    traced = tracing.configure()
     host, port = settings.server.host, settings.server.port
     sock = _bind(host, port)
     with sock:
@@ -189,6 +193,8 @@ def serve(app: App, host: str | None, port: int | None, index_dir: str | None) -
 
         def started() -> None:
             click.echo(f"lexrag serving on {url} (providers: {chain})", err=True)
+            if traced:
+                click.echo("traces: on (OTEL_* environment variables)", err=True)
 
         server = _server_class()(uv_config, app, state, grace, started)
         try:
@@ -196,7 +202,10 @@ def serve(app: App, host: str | None, port: int | None, index_dir: str | None) -
             sock.listen(uv_config.backlog)
         except OSError as exc:
             raise _listen_error(host, port, exc) from None
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        finally:
+            tracing.shutdown()  # the spans still batched go out before the process ends
 
 
 COMMANDS = [serve]
