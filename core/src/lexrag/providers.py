@@ -64,6 +64,9 @@ class ProviderRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     model: str | None = None
     sources: Sequence[Source] = ()
+    notice: str | None = None
+    """What retrieval could not use (only documents no longer in force matched the
+    question): the answer should say so. The prompt's system message already holds it."""
     prompt: str | None = None
     """A raw prompt (``POST /v1/completions``, ``/v1/generate`` with ``"raw": true``): text
     the model continues as it is, with no chat template applied. ``messages`` then hold it as

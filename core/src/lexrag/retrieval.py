@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
-from .types import NoSettings, Source
+from .types import DocumentMeta, NoSettings, Source
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,9 @@ class DocumentRecord:
     path: str
     sha256: str
     n_chunks: int
+    metadata: DocumentMeta = field(default_factory=DocumentMeta)
+    """The document's legal metadata (số hiệu, dates, status, amendments); every store
+    keeps it (``metadata.model_dump_json()``)."""
 
 
 class IndexStore(ABC):

@@ -18,9 +18,15 @@ import numpy as np
 
 from .errors import RetrievalError
 from .retrieval import Chunk, Citation, DocumentRecord, FloatArray, IndexStore
+from .types import DocumentMeta
 
 DB_NAME = "lexrag.sqlite3"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Upgrades of an older schema, in place: (from, statements) — each brings it one version on.
+_UPGRADES: dict[str, str] = {
+    # 2: documents' legal metadata (JSON of lexrag.types.DocumentMeta; NULL: none known).
+    "1": "ALTER TABLE documents ADD COLUMN metadata TEXT",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,7 +36,8 @@ CREATE TABLE IF NOT EXISTS documents (
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
     n_chunks INTEGER NOT NULL,
-    ingested_at REAL NOT NULL
+    ingested_at REAL NOT NULL,
+    metadata TEXT
 );
 -- AUTOINCREMENT: a deleted chunk's rowid is never reused, so derived indexes can key on it.
 CREATE TABLE IF NOT EXISTS chunks (
@@ -104,6 +111,8 @@ class Store(IndexStore):
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
             schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if schema is not None and schema[0] in _UPGRADES:
+                schema = _upgrade(conn)
         except sqlite3.DatabaseError as exc:
             raise RetrievalError(
                 f"the index {path} is unreadable ({exc}); delete {index_dir} and run `lexrag ingest` again"
@@ -151,13 +160,15 @@ class Store(IndexStore):
 
     def document(self, doc_id: str) -> DocumentRecord | None:
         row = self.conn.execute(
-            "SELECT id, title, path, sha256, n_chunks FROM documents WHERE id=?", (doc_id,)
+            "SELECT id, title, path, sha256, n_chunks, metadata FROM documents WHERE id=?", (doc_id,)
         ).fetchone()
-        return None if row is None else DocumentRecord(*row)
+        return None if row is None else _record(row)
 
     def documents(self) -> list[DocumentRecord]:
-        rows = self.conn.execute("SELECT id, title, path, sha256, n_chunks FROM documents ORDER BY id")
-        return [DocumentRecord(*row) for row in rows]
+        rows = self.conn.execute(
+            "SELECT id, title, path, sha256, n_chunks, metadata FROM documents ORDER BY id"
+        )
+        return [_record(row) for row in rows]
 
     def document_chunks(self, doc_id: str) -> tuple[list[Chunk], FloatArray | None]:
         rows = self.conn.execute(
@@ -189,8 +200,17 @@ class Store(IndexStore):
                 self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(embedder[1]),))
             self.conn.execute("DELETE FROM documents WHERE id=?", (record.id,))
             self.conn.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.title, record.path, record.sha256, len(chunks), time.time()),
+                "INSERT INTO documents (id, title, path, sha256, n_chunks, ingested_at, metadata) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.title,
+                    record.path,
+                    record.sha256,
+                    len(chunks),
+                    time.time(),
+                    None if record.metadata.empty else record.metadata.model_dump_json(),
+                ),
             )
             rows = []
             for seq, chunk in enumerate(chunks):
@@ -283,6 +303,35 @@ class Store(IndexStore):
             ).fetchall()
             if rows:
                 yield _vectors(rows, width)
+
+
+def _record(row: sqlite3.Row | tuple[object, ...]) -> DocumentRecord:
+    doc_id, title, path, sha256, n_chunks, metadata = row
+    return DocumentRecord(
+        str(doc_id),
+        str(title),
+        str(path),
+        str(sha256),
+        int(str(n_chunks)),
+        DocumentMeta() if metadata is None else DocumentMeta.model_validate_json(str(metadata)),
+    )
+
+
+def _upgrade(conn: sqlite3.Connection) -> tuple[str]:
+    """Bring an index of an older schema to :data:`SCHEMA_VERSION` in place (one transaction,
+    so two processes opening it at once upgrade it once); the schema it has now."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = str(conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0])
+        while version in _UPGRADES:
+            conn.execute(_UPGRADES[version])
+            version = str(int(version) + 1)
+        conn.execute("UPDATE meta SET value=? WHERE key='schema'", (version,))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return (version,)
 
 
 def _vectors(rows: list[tuple[int, bytes]], width: int) -> tuple[list[int], FloatArray]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import time
+import unicodedata
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -273,6 +276,12 @@ class ChatCompletionRequest(BaseModel):
     rag: bool | None = None
     top_k: int | None = Field(default=None, ge=1, le=100)
     fallback: list[Text] | None = None
+    filters: RetrievalFilters | None = Field(
+        default=None,
+        description="lexrag's extra: which documents retrieval may use (in_force, as_of, status, "
+        "kind, doc); unset fields take [retrieval] filters. By default documents no longer in "
+        "force are left out.",
+    )
 
     _integral = field_validator(
         "max_tokens", "max_completion_tokens", "seed", "n", "top_logprobs", "top_k", mode="before"
@@ -343,6 +352,137 @@ class Usage(BaseModel):
         )
 
 
+# --- document metadata and retrieval filters ---------------------------------------------
+
+#: A document's legal status (tình trạng hiệu lực), as ASCII slugs of the Vietnamese terms.
+DocumentStatus = Literal["con-hieu-luc", "het-hieu-luc", "chua-co-hieu-luc", "het-hieu-luc-mot-phan"]
+STATUS_LABELS: dict[str, str] = {
+    "con-hieu-luc": "Còn hiệu lực",
+    "het-hieu-luc": "Hết hiệu lực",
+    "chua-co-hieu-luc": "Chưa có hiệu lực",
+    "het-hieu-luc-mot-phan": "Hết hiệu lực một phần",
+}
+_STATUS_ALIASES = {"mot-phan": "het-hieu-luc-mot-phan", "con-hieu-luc-mot-phan": "het-hieu-luc-mot-phan"}
+
+
+def compare_key(text: str) -> str:
+    """Lower case without diacritics (đ as d): how kinds, statuses and titles are compared."""
+    decomposed = unicodedata.normalize("NFD", text.strip().lower()).replace("đ", "d")
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def parse_status(value: Any) -> Any:
+    """``"Còn hiệu lực"``, ``"con_hieu_luc"``, ``"CON HIEU LUC"`` … as a :data:`DocumentStatus`
+    slug (a ``mode="before"`` validator: anything else is left for the Literal to refuse)."""
+    if not isinstance(value, str):
+        return value
+    slug = re.sub(r"[\s_]+", "-", compare_key(value))
+    return _STATUS_ALIASES.get(slug, slug)
+
+
+def parse_day(value: Any) -> Any:
+    """A date from ``2024-01-01`` or ``01/01/2024`` (a ``mode="before"`` validator); a date
+    stays as it is, anything else is an error naming the forms accepted."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            pass
+        match = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
+        if match:
+            day, month, year = (int(g) for g in match.groups())
+            try:
+                return dt.date(year, month, day)
+            except ValueError:
+                pass
+    raise PydanticCustomError(
+        "invalid_date", "{value} is not a date: write YYYY-MM-DD (2024-01-01) or DD/MM/YYYY", {"value": repr(value)}
+    )
+
+
+def _list_of(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Day = Annotated[dt.date, BeforeValidator(parse_day)]
+Status = Annotated[DocumentStatus, BeforeValidator(parse_status)]
+
+
+class DocumentMeta(BaseModel):
+    """What is known of a document as a legal text: from its own header
+    (:mod:`lexrag.legalmeta`), overridden by a sidecar ``NAME.meta.toml`` or front matter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    so_hieu: str | None = None
+    """The document number, e.g. ``45/2019/QH14``."""
+    kind: str | None = None
+    """Luật, Bộ luật, Nghị định, Thông tư, Nghị quyết, Quyết định…"""
+    issuer: str | None = None
+    """The issuing body (Quốc hội, Chính phủ, …)."""
+    issued: Day | None = None
+    effective: Day | None = None
+    """Ngày hiệu lực: the first day it is in force."""
+    expires: Day | None = None
+    """The first day it is no longer in force."""
+    status: Status | None = None
+    """The status as declared (a snapshot: the dates, where known, decide on a given day)."""
+    amends: tuple[str, ...] = ()
+    """What it amends (sửa đổi, bổ sung): số hiệu, document ids or titles."""
+    replaces: tuple[str, ...] = ()
+    """What it replaces (… hết hiệu lực kể từ ngày Luật này có hiệu lực): those documents
+    count as expired from this one's ``effective`` day."""
+
+    _list = field_validator("amends", "replaces", mode="before")(_list_of)
+
+    @property
+    def empty(self) -> bool:
+        return self == DocumentMeta()
+
+
+class Amendment(BaseModel):
+    """A provision of another document that amends the cited article."""
+
+    doc: str
+    title: str
+    so_hieu: str | None = None
+    article: int | None = None
+    citation: str
+    text: str
+    """The amending provision (the item of the amending article that names the cited one)."""
+
+
+class RetrievalFilters(BaseModel):
+    """Which documents retrieval may use (``"filters"`` of a chat request, ``[retrieval]
+    filters``, ``--in-force``/``--as-of``/``--kind``/``--doc``).
+
+    By default a document known to be no longer in force today is left out. ``as_of`` or
+    ``in_force: true`` keep only documents in force on that day (today); a document with
+    neither dates nor status counts as in force. ``in_force: false`` uses every document;
+    ``status`` keeps only the documents with those statuses on that day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_force: bool | None = Field(default=None, strict=True)
+    as_of: Day | None = None
+    status: list[Status] | None = None
+    kind: list[str] | None = None
+    """Kinds of document (Luật, Nghị định, …), compared without case or diacritics."""
+    doc: list[str] | None = None
+    """Document ids or số hiệu."""
+
+    _lists = field_validator("status", "kind", "doc", mode="before")(_list_of)
+
+    def merged(self, over: RetrievalFilters | None) -> RetrievalFilters:
+        """These filters with the fields ``over`` sets replacing them."""
+        if over is None:
+            return self
+        return self.model_copy(update=over.model_dump(exclude_unset=True))
+
+
 class Source(BaseModel):
     """A retrieved passage cited by the answer as ``[index]``."""
 
@@ -355,6 +495,12 @@ class Source(BaseModel):
     citation: str
     score: float
     text: str
+    meta: DocumentMeta | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The document's metadata (số hiệu, kind, issuer, dates, declared status), when known."""
+    status: DocumentStatus | None = Field(default=None, exclude_if=lambda v: v is None)
+    """The document's status on the day retrieval asked about (today unless ``as_of``)."""
+    amended_by: list[Amendment] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """Provisions of other documents that amend this article."""
 
 
 #: OpenAI's finish reasons. A stream cut by a failure ends with an error event instead
@@ -421,6 +567,9 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
     service_tier: str | None = Field(default=None, exclude_if=_none)
     sources: list[Source] | None = None
+    notice: str | None = Field(default=None, exclude_if=_none)
+    """lexrag's extra: what the answer could not use, e.g. that only documents no longer in
+    force matched the question."""
 
     @classmethod
     def of_text(
@@ -481,6 +630,9 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: str | None = None
     service_tier: str | None = Field(default=None, exclude_if=_none)
     sources: list[Source] | None = None
+    notice: str | None = Field(default=None, exclude_if=_none)
+    """lexrag's extra: what the answer could not use, e.g. that only documents no longer in
+    force matched the question."""
 
 
 class ChunkFactory:
@@ -736,7 +888,9 @@ class Completion(BaseModel):
 
 __all__ = [
     "OPTION_FIELDS",
+    "STATUS_LABELS",
     "USER_TEXT_SCHEMA",
+    "Amendment",
     "AssistantMessage",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -749,7 +903,10 @@ __all__ = [
     "Completion",
     "CompletionChoice",
     "CompletionRequest",
+    "Day",
     "Delta",
+    "DocumentMeta",
+    "DocumentStatus",
     "Embedding",
     "EmbeddingRequest",
     "EmbeddingResponse",
@@ -765,6 +922,7 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "ResponseFormat",
+    "RetrievalFilters",
     "Source",
     "StreamOptions",
     "Text",
@@ -773,7 +931,10 @@ __all__ = [
     "ToolCallDelta",
     "TopLogprob",
     "Usage",
+    "compare_key",
     "new_id",
+    "parse_day",
+    "parse_status",
     "valid_json",
     "valid_text",
 ]

@@ -132,6 +132,10 @@ class ExtractiveProvider(Provider):
         for quote in quotes:
             body = "\n".join("> " + line for line in quote.lines)
             parts.append(f"Theo [{quote.source.index}] {quote.source.citation}:\n\n{body}")
+        for quote in quotes:
+            for amendment in quote.source.amended_by:
+                body = "\n".join("> " + line for line in amendment.text.split("\n"))
+                parts.append(f"Điều này đã được sửa đổi, bổ sung bởi {amendment.citation}:\n\n{body}")
         quoted = {q.source.index for q in quotes}
         related = [f"[{s.index}] {s.citation}" for s in sources if s.index not in quoted]
         if related:
@@ -146,7 +150,10 @@ class ExtractiveProvider(Provider):
 
     def _generate(self, request: ProviderRequest) -> tuple[str, FinishReason]:
         self.check_options(request)
-        return limit(self.answer(self._question(request), request.sources), request.params)
+        text = self.answer(self._question(request), request.sources)
+        if request.notice:
+            text = f"Lưu ý: {request.notice}\n\n{text}"
+        return limit(text, request.params)
 
     async def complete(self, request: ProviderRequest) -> ChatCompletion:
         text, finish = self._generate(request)
