@@ -6,15 +6,18 @@
 - ``running_server(config_text)``: starts the real lexrag server (uvicorn) on 127.0.0.1,
   a free port, in a background thread, and returns its base URL (``http://127.0.0.1:PORT``).
   Plugins come from ``pm``; register test plugins on it (or use ``fake_pm``) first.
+- ``served_app(config_text)``: the same, giving a :class:`Served` (URL, server state, reload).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -66,6 +69,47 @@ class _ServerThread:
         self.server.should_exit = True
         self.thread.join(15)
         self.sock.close()
+
+
+class Served:
+    """A server started by ``served_app``: its URL, its state (the limiter, the cache, the
+    metrics) and a way to reload its config as SIGHUP does, on the server's own loop."""
+
+    def __init__(self, url: str, thread: _ServerThread, state: Any, registry: Registry, path: Path) -> None:
+        self.url = url
+        self.state = state
+        self._thread = thread
+        self._registry = registry
+        self._path = path
+
+    def reload(self, config_text: str) -> None:
+        self._path.write_text(config_text, encoding="utf-8")
+        config = check_config(load_config(self._path, env={}), self._registry)
+        loop = self._thread.server.servers[0].get_loop()
+        asyncio.run_coroutine_threadsafe(self.state.reload(config), loop).result(15)
+
+
+@pytest.fixture
+def served_app(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callable[[str], Served]]:
+    """Like ``running_server``, but gives a :class:`Served` (set ``served.state.limiter.clock``
+    or ``served.state.cache.clock`` to a fake clock before the first request)."""
+    from lexrag.server import create_app
+
+    threads: list[_ServerThread] = []
+
+    def start(config_text: str) -> Served:
+        path = tmp_path / f"lexrag-served-{len(threads)}.toml"
+        path.write_text(config_text, encoding="utf-8")
+        registry = Registry(pm)
+        config = check_config(load_config(path, env={}), registry)
+        app = create_app(config, registry)
+        thread = _ServerThread(app)
+        threads.append(thread)
+        return Served(thread.start(), thread, app.state.lexrag, registry, path)
+
+    yield start
+    for thread in threads:
+        thread.stop()
 
 
 @pytest.fixture

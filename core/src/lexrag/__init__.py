@@ -23,8 +23,11 @@ from .errors import (
     ProviderTimeoutError,
     RetrievalError,
 )
+from .fusion import CHUNKS_PER_ARTICLE, ArticleKey, article_key, collapse_articles, fuse
 from .hookspecs import hookimpl
 from .lay_terms import LAY_TO_LEGAL
+from .loaders import Loader
+from .limitstore import Increment, LimitStore
 from .onnxrt import cuda_usable, execution_providers
 from .prompt import estimate_tokens, estimate_usage
 from .providers import GenerationParams, Provider, ProviderRequest
@@ -42,6 +45,8 @@ from .retrieval import (
 )
 from .retry import parse_retry_after
 from .store import DocumentRecord, Store
+from .tracing import headers as trace_headers
+from .tracing import span as trace_span
 from .types import (
     AssistantMessage,
     ChatCompletion,
@@ -51,6 +56,7 @@ from .types import (
     ChoiceLogprobs,
     ChunkFactory,
     Delta,
+    DocumentMeta,
     FinishReason,
     NoSettings,
     Source,
@@ -74,10 +80,12 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0"
 
 __all__ = [
+    "CHUNKS_PER_ARTICLE",
     "LAY_TO_LEGAL",
     "PHRASE_BREAK",
     "STOPWORDS",
     "AccentRestorer",
+    "ArticleKey",
     "AssistantMessage",
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -90,6 +98,7 @@ __all__ = [
     "ConfigError",
     "CoolingDown",
     "Delta",
+    "DocumentMeta",
     "DocumentRecord",
     "DocumentStructureError",
     "Embedder",
@@ -97,9 +106,12 @@ __all__ = [
     "FloatArray",
     "GenerationParams",
     "Hit",
+    "Increment",
     "IndexStore",
     "InvalidRequestError",
     "LexragError",
+    "Loader",
+    "LimitStore",
     "ModelExportError",
     "NoSettings",
     "NotFoundError",
@@ -116,12 +128,15 @@ __all__ = [
     "Store",
     "Usage",
     "__version__",
+    "article_key",
+    "collapse_articles",
     "cuda_usable",
     "estimate_tokens",
     "estimate_usage",
     "execution_providers",
     "fold",
     "fold_text",
+    "fuse",
     "hookimpl",
     "mask_url",
     "new_id",
@@ -130,6 +145,8 @@ __all__ = [
     "redact",
     "syllables",
     "terms",
+    "trace_headers",
+    "trace_span",
     "typed_without_accents",
     "without_question_words",
 ]

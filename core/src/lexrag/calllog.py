@@ -45,6 +45,10 @@ class CallRecord:
     started: float = field(default_factory=time.perf_counter)
     stream: bool | None = None
     requested_model: str | None = None
+    key: str | None = None
+    """The name of the API key (``api_keys[0]``, or ``[server.keys.NAME]``'s NAME); never the key."""
+    cache: str | None = None
+    """``hit`` or ``miss`` when the response cache was asked."""
     provider: str | None = None
     """The provider that answered (or the last one tried)."""
     model: str | None = None
@@ -124,6 +128,8 @@ class CallRecord:
             "error_status": self.error_status,
             "stream": self.stream,
             "requested_model": self.requested_model,
+            "key": self.key,
+            "cache": self.cache,
             "provider": self.provider,
             "model": self.model,
             "retries": self.retries,

@@ -11,10 +11,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 from .errors import ConfigError
 from .prompt import PromptSettings
@@ -73,6 +73,11 @@ class RetrievalSettings(_Table):
     """A reranker (``[rerankers.<name>]``, e.g. lexrag-retrievers' "cross-encoder") that
     reorders the retriever's best ``rerank_candidates`` hits; unset: no reranking."""
     rerank_candidates: int = Field(default=20, ge=1, le=200)
+    filters: dict[str, Any] = Field(default_factory=dict)
+    """Which documents retrieval may use unless a request or flag says otherwise: ``in_force``
+    (true: only those in force; false: every one), ``as_of`` ("2024-01-01"), ``status``,
+    ``kind``, ``doc`` (see ``lexrag.types.RetrievalFilters``). Empty: documents known to be no
+    longer in force are left out."""
 
 
 class IndexSettings(_Table):
@@ -87,11 +92,41 @@ class IndexSettings(_Table):
     ``LEXRAG_DATABASE_URL``. Shown with its password masked."""
 
 
+class KeySettings(_Table):
+    """A named API key (``[server.keys.NAME]``) and its limits; a limit left unset is none.
+    The name, never the key, appears in the call log and ``/metrics``."""
+
+    key: SecretStr
+    rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Tokens (prompt + completion) per minute."""
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    """Tokens per UTC day."""
+
+
+class CacheSettings(_Table):
+    """The response cache (``[cache]``): a repeated deterministic chat request is answered
+    from memory, without retrieval or a provider call."""
+
+    enabled: bool = False
+    ttl_s: float = Field(default=600.0, gt=0)
+    max_entries: int = Field(default=1000, ge=1)
+    max_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    """Requests with a ``temperature`` at most this are cached (one without a temperature never is)."""
+    shared: bool = False
+    """One cache for every API key; off: each key has its own."""
+
+
 class ServerSettings(_Table):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Bearer keys; empty means no authentication. ``LEXRAG_API_KEYS`` (comma-separated)."""
+    keys: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], KeySettings] = Field(
+        default_factory=dict
+    )
+    """Named keys with their own limits (``[server.keys.NAME]``), beside ``api_keys``."""
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     max_tokens: int = Field(default=4096, ge=1)
     """Largest ``max_tokens`` a request may ask for."""
@@ -101,6 +136,7 @@ class ServerSettings(_Table):
     """Origins allowed to call the API from a browser; empty: CORS off."""
     shutdown_grace_s: float = Field(default=10.0, gt=0)
     """On SIGTERM, seconds in-flight requests get to finish; streams still open then end cleanly."""
+
 
 
 class LoggingSettings(_Table):
@@ -116,6 +152,7 @@ class Settings(_Table):
     server: ServerSettings = Field(default_factory=ServerSettings)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     embedders: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrievers: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -372,7 +409,24 @@ def load_config(
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise _core_error(partial, exc, raw) from None
-    return Config(settings=settings, origins=origins, path=file_path)
+    config = Config(settings=settings, origins=origins, path=file_path)
+    _check_keys_differ(config)
+    return config
+
+
+def _check_keys_differ(config: Config) -> None:
+    """Each API key once: two names for one key would make the name in the log a guess."""
+    server = config.settings.server
+    seen: dict[str, str] = {}
+    named = [(f"api_keys[{i}]", k) for i, k in enumerate(server.api_keys)]
+    named += [(f"[server.keys.{name}] key", k.key) for name, k in server.keys.items()]
+    for where, secret in named:
+        value = secret.get_secret_value()
+        if value in seen:
+            raise ConfigError(
+                f"{config.path or CONFIG_FILE_NAME}: {where} is the same key as {seen[value]}; give each key once"
+            )
+        seen[value] = where
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
@@ -413,8 +467,10 @@ __all__ = [
     "CONFIG_FILE_NAME",
     "ENV_OVERRIDES",
     "PLUGIN_TABLES",
+    "CacheSettings",
     "Config",
     "IndexSettings",
+    "KeySettings",
     "LLMSettings",
     "LoggingSettings",
     "RetrievalSettings",

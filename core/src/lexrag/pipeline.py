@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import calllog, prompt, vntext
+from . import calllog, prompt, tracing, vntext
 from .errors import InvalidRequestError, LexragError, ProviderError
+from .filtering import Catalog
 from .providers import GenerationParams, Provider, ProviderRequest, demanded, unsupported_error
-from .registry import Registry, build_retriever
+from .registry import Registry, build_retriever, default_filters, open_index
 from .retrieval import Retriever
 from .router import Route, Router
 from .types import (
@@ -29,6 +30,7 @@ from .types import (
     Delta,
     GenerateRequest,
     GenerateResponse,
+    RetrievalFilters,
     Source,
 )
 
@@ -64,6 +66,8 @@ class Prepared:
     fallback: Sequence[str] | None = None
     """The fallback providers to try after ``route`` (None: ``[llm] fallback``); those that
     cannot honour the request's options are left out (see :meth:`Pipeline.capable_chain`)."""
+    notice: str | None = None
+    """What retrieval could not use (only documents no longer in force matched)."""
 
 
 def _counter(provider: Provider) -> prompt.TokenCounter:
@@ -96,6 +100,8 @@ class Pipeline:
         self.router = router or Router(config, registry)
         self._retriever = retriever
         self._retriever_lock = threading.Lock()
+        self.catalog = Catalog(lambda: open_index(config, registry))
+        self.default_filters = default_filters(config)
 
     # --- retrieval ------------------------------------------------------------------
 
@@ -114,11 +120,21 @@ class Pipeline:
     def rag_enabled(self, request: ChatCompletionRequest) -> bool:
         return self.config.settings.retrieval.enabled if request.rag is None else request.rag
 
-    def retrieve(self, query: str, k: int | None = None) -> list[Source]:
+    def retrieve(self, query: str, k: int | None = None, filters: RetrievalFilters | None = None) -> list[Source]:
         """The top passages for ``query`` as numbered sources (blocking: call in a thread)."""
+        return self.search(query, k, filters)[0]
+
+    def search(
+        self, query: str, k: int | None = None, filters: RetrievalFilters | None = None
+    ) -> tuple[list[Source], str | None]:
+        """The top passages for ``query`` from the documents the filters allow (``filters``
+        over ``[retrieval] filters``), with their documents' metadata; and a notice when
+        only documents left out for their status matched (blocking: call in a thread)."""
         top_k = k or self.config.settings.retrieval.top_k
-        hits = self.retriever.search(vntext.normalize(query), top_k)
-        return [hit.to_source(i + 1) for i, hit in enumerate(hits)]
+        found = self.catalog.search(
+            self.retriever, vntext.normalize(query), top_k, self.default_filters.merged(filters)
+        )
+        return self.catalog.sources(found.hits, found.day), found.notice
 
     # --- preparing a request --------------------------------------------------------
 
@@ -224,27 +240,37 @@ class Pipeline:
 
     def _augment(
         self, request: ChatCompletionRequest, provider: Provider, query: str
-    ) -> tuple[list[ChatMessage], list[Source]]:
-        passages = self.retrieve(query, request.top_k)
-        reserve = request.token_limit or DEFAULT_COMPLETION_RESERVE
-        # The provider's own layout (the Frog card's for `local`), or [prompt.provider_templates]'.
-        template = self.config.settings.prompt.template_for(provider.name, provider.prompt_template)
-        kept = prompt.fit_passages(
-            template,
-            request.messages,
-            passages,
-            budget=provider.context_window - reserve,
-            count=_counter(provider),
-        )
-        return prompt.build_messages(template, request.messages, kept), kept
+    ) -> tuple[list[ChatMessage], list[Source], str | None]:
+        with tracing.span("lexrag.retrieve") as span:
+            passages, notice = self.search(query, request.top_k, request.filters)
+            span.set_attribute("lexrag.retrieval.passages", len(passages))
+        with tracing.span("lexrag.prompt") as span:
+            reserve = request.token_limit or DEFAULT_COMPLETION_RESERVE
+            # The provider's own layout (the Frog card's for `local`), or [prompt.provider_templates]'.
+            template = self.config.settings.prompt.template_for(provider.name, provider.prompt_template)
+            kept = prompt.fit_passages(
+                template,
+                request.messages,
+                passages,
+                budget=provider.context_window - reserve,
+                count=_counter(provider),
+            )
+            span.set_attribute("lexrag.prompt.passages", len(kept))
+            messages = prompt.build_messages(template, request.messages, kept)
+            if notice and messages and messages[0].role == "system":
+                # The model is told too, so that its answer says so.
+                note = f"{messages[0].content or ''}\n\nLưu ý: {notice}".strip()
+                messages[0] = messages[0].model_copy(update={"content": note})
+            return messages, kept, notice
 
     async def prepare(self, request: ChatCompletionRequest) -> Prepared:
         """Validate, resolve the model, retrieve and build the prompt."""
-        self.validate(request)
-        options = request.options
-        route, fallback = self.capable_chain(
-            await self.router.resolve(request.model), request.fallback, options
-        )
+        with tracing.span("lexrag.validate"):
+            self.validate(request)
+            options = request.options
+            route, fallback = self.capable_chain(
+                await self.router.resolve(request.model), request.fallback, options
+            )
         params = GenerationParams(
             max_tokens=request.token_limit,
             temperature=request.temperature,
@@ -260,10 +286,14 @@ class Pipeline:
         provider = self.router.first_available(route, fallback)
         query = await self.retrieval_query(request.messages)
         started = time.perf_counter()
-        messages, sources = await asyncio.to_thread(self._augment, request, provider, query)
+        messages, sources, notice = await asyncio.to_thread(self._augment, request, provider, query)
         calllog.current().retrieved(sources, time.perf_counter() - started)
         return Prepared(
-            ProviderRequest(messages=messages, params=params, sources=sources), route, sources, fallback
+            ProviderRequest(messages=messages, params=params, sources=sources, notice=notice),
+            route,
+            sources,
+            fallback,
+            notice,
         )
 
     # --- answering ------------------------------------------------------------------
@@ -277,6 +307,7 @@ class Pipeline:
         if completion.usage is None:
             completion.usage = prompt.estimate_usage(prepared.request.messages, completion.text)
         completion.sources = prepared.sources
+        completion.notice = prepared.notice
         return completion
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -324,15 +355,18 @@ class Pipeline:
             # No finish chunk to carry the sources (a provider outside the contract): an
             # empty delta carries them.
             pending = last.model_copy(update={"choices": [ChunkChoice(delta=Delta())], "usage": None})
+        if usage_chunk is None or usage_chunk.usage is None:
+            usage = prompt.estimate_usage(prepared.request.messages, "".join(text))
+            usage_chunk = pending.model_copy(update={"choices": [], "usage": usage, "sources": None})
+        # The usage reaches the call record (and the key's token budget) even when the
+        # client did not ask for a usage chunk.
+        calllog.current().usage(usage_chunk.usage)
         if not include_usage:
-            pending.sources = prepared.sources
+            pending.sources, pending.notice = prepared.sources, prepared.notice
             yield pending
             return
         yield pending
-        if usage_chunk is None or usage_chunk.usage is None:
-            usage = prompt.estimate_usage(prepared.request.messages, "".join(text))
-            usage_chunk = pending.model_copy(update={"choices": [], "usage": usage})
-        usage_chunk.sources = prepared.sources
+        usage_chunk.sources, usage_chunk.notice = prepared.sources, prepared.notice
         yield usage_chunk
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
@@ -371,6 +405,7 @@ class Pipeline:
         retriever, self._retriever = self._retriever, None
         if retriever is not None:
             await asyncio.to_thread(retriever.close)
+        await asyncio.to_thread(self.catalog.close)
 
 
 __all__ = ["DEFAULT_COMPLETION_RESERVE", "REWRITE_MAX_TOKENS", "Pipeline", "Prepared"]

@@ -15,9 +15,10 @@ from .auth import AuthMiddleware
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware, ConcurrencyLimitMiddleware
 from .openapi import honest_openapi
+from .ratelimit import RATE_LIMIT_HEADERS, RateLimitMiddleware
 from .requests import RequestMiddleware
 from .routes import router
-from .state import ServerState
+from .state import ServerState, generation_of
 from .web import router as web_router
 
 if TYPE_CHECKING:
@@ -53,19 +54,35 @@ def create_app(config: Config, registry: Registry, *, pipeline: Pipeline | None 
     app.openapi = honest_openapi(app, lambda: bool(state.current.key_digests))  # type: ignore[method-assign]
     server = config.settings.server
     # Added innermost first: a request passes the request middleware (id, call log,
-    # metrics), CORS, the key check, the concurrency limit, then the body limit.
+    # metrics), CORS, the key check, the key's rate limits, the concurrency limit, then
+    # the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
     app.add_middleware(
         ConcurrencyLimitMiddleware, limit=lambda: state.current.config.settings.server.max_concurrency
     )
-    app.add_middleware(AuthMiddleware, digests=lambda: state.current.key_digests)
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=state.limiter,
+        settings=lambda scope: (generation_of(scope).config, state.registry),
+    )
+    app.add_middleware(
+        AuthMiddleware,
+        digests=lambda: state.current.key_digests,
+        names=lambda: state.current.key_names,
+    )
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["x-request-id", "x-lexrag-provider", "retry-after"],
+            expose_headers=[
+                "x-request-id",
+                "x-lexrag-provider",
+                "x-lexrag-cache",
+                "retry-after",
+                *RATE_LIMIT_HEADERS,
+            ],
         )
     app.add_middleware(RequestMiddleware, state=state)
     return app

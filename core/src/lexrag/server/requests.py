@@ -18,10 +18,10 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import calllog
+from .. import calllog, tracing
 from ..calllog import CallRecord
 from .errors import internal_error, send_error
-from .metrics import LLM_ROUTES
+from .metrics import LLM_ROUTES, ROUTES
 from .state import SCOPE_KEY, ServerState
 
 log = logging.getLogger("lexrag.server")
@@ -70,12 +70,21 @@ class RequestMiddleware:
                 headers.append("x-request-id", call.request_id)
                 if call.provider is not None:
                     headers.append("x-lexrag-provider", call.provider)
+                if call.cache is not None:
+                    headers.append("x-lexrag-cache", call.cache)
             await send(message)
 
         if api:
             metrics.in_flight.inc()
         try:
-            with calllog.recording(call):
+            # Probes and scrapes are not traced, as they are not logged.
+            traced = (
+                tracing.server_span(scope["method"], path, path if path in ROUTES else None, scope["headers"])
+                if path not in _UNLOGGED
+                else tracing.OFF
+            )
+            with calllog.recording(call), traced as span:
+                span.set_attribute("lexrag.request_id", call.request_id)
                 try:
                     await self.app(scope, receive, send_with_headers)
                 except Exception as exc:
@@ -87,6 +96,7 @@ class RequestMiddleware:
                         "%s %s failed (request %s)", scope["method"], path, call.request_id, exc_info=exc
                     )
                     await send_error(send_with_headers, internal_error())
+                _traced(span, call, status)
         finally:
             if api:
                 metrics.in_flight.dec()
@@ -98,6 +108,19 @@ class RequestMiddleware:
             if path not in _UNLOGGED:
                 call.write()
             await self.state.release(generation)
+
+
+def _traced(span: tracing.Span, call: CallRecord, status: int) -> None:
+    """The request span's outcome: the status, who answered, why it failed."""
+    if not span.is_recording():
+        return
+    span.set_attribute("http.response.status_code", status)
+    if call.provider is not None:
+        span.set_attribute("lexrag.provider", call.provider)
+    # A 4xx is the client's doing, not a failure of the server (HTTP conventions); a stream
+    # cut after its 200 is.
+    if status >= 500 or (status < 400 and call.error is not None):
+        tracing.failed(span, call.error or str(status))
 
 
 __all__ = ["RequestMiddleware"]

@@ -34,6 +34,7 @@ from ..types import (
     ModelCard,
     ModelList,
 )
+from .cache import Entry
 from .disconnect import unless_disconnected
 from .errors import internal_error
 from .sse import DONE, chunk_events, error_event
@@ -92,8 +93,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     call.stream, call.requested_model = body.stream, body.model
     if state.config.settings.logging.log_bodies:
         call.keep_messages(body.messages)
+    cache, cache_settings = state.server.cache, state.config.settings.cache
+    key = await cache.key(
+        body, config=state.config, registry=state.registry, key_name=call.key, rag=pipeline.rag_enabled(body)
+    )
+    if key is not None:
+        cached = cache.get(cache_settings, key)
+        call.cache = "miss" if cached is None else "hit"
+        if cached is not None:
+            return _from_cache(cached, body, state.server.streams_must_end)
     if body.stream:
         stream = pipeline.chat_stream(body)
+        if key is not None:
+            stream = cache.recording(cache_settings, key, stream)
         try:
             # The first chunk is awaited here so that a failure before any output is an
             # ordinary HTTP error with its status, not a 200 with an error event.
@@ -109,7 +121,29 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     completion = await unless_disconnected(request, pipeline.chat(body))
     call.usage(completion.usage)
     call.keep_answer(completion.text)
+    if key is not None:
+        cache.put(cache_settings, key, completion)
     return _json(completion, exclude_sources=completion.sources is None)
+
+
+def _from_cache(entry: Entry, body: ChatCompletionRequest, stop: Callable[[], bool]) -> Response:
+    """A cached answer, whole or as chunk events; ``cache`` is who answered."""
+    call = calllog.current()
+    call.provider, call.model = "cache", entry.model
+    call.keep_answer(entry.text)
+    if not body.stream:
+        completion = entry.completion()
+        return _json(completion, exclude_sources=completion.sources is None)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    first, *rest = entry.chunks(include_usage)
+
+    async def replay() -> AsyncIterator[ChatCompletionChunk]:
+        for chunk in rest:
+            yield chunk
+
+    return StreamingResponse(
+        chunk_events(first, replay(), stop=stop), media_type="text/event-stream", headers=_SSE_HEADERS
+    )
 
 
 @router.post("/v1/embeddings", responses={200: {"model": EmbeddingResponse}, **_ERRORS})

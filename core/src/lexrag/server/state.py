@@ -15,12 +15,15 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from fastapi import Request
+from starlette.types import Scope
 
 from ..pipeline import Pipeline
 from ..registry import build_embedder
 from ..retrieval import Embedder
 from .auth import digest
+from .cache import ResponseCache
 from .metrics import Metrics
+from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -41,7 +44,12 @@ class Generation:
         self.registry = server.registry
         self.pipeline = pipeline
         self.metrics = server.metrics
-        self.key_digests = [digest(k.get_secret_value()) for k in config.settings.server.api_keys]
+        settings = config.settings.server
+        keys = [(f"api_keys[{i}]", k) for i, k in enumerate(settings.api_keys)]
+        keys += [(name, named.key) for name, named in settings.keys.items()]
+        self.key_digests = [digest(k.get_secret_value()) for _, k in keys]
+        #: The name of each key of ``key_digests``, for the limits, the cache and the log.
+        self.key_names = [name for name, _ in keys]
         self.active = 0
         self.retired = False
         self._embedder: Embedder | None = None
@@ -64,6 +72,8 @@ class ServerState:
     def __init__(self, config: Config, registry: Registry, pipeline: Pipeline) -> None:
         self.registry = registry
         self.metrics = Metrics()
+        self.limiter = RateLimiter()
+        self.cache = ResponseCache()
         # Providers are built now, not on the first request: one that cannot be built is
         # reported at start (log, /health, /v1/models) and the chain skips it.
         pipeline.router.build_all()
@@ -119,6 +129,13 @@ class ServerState:
 
     async def aclose(self) -> None:
         await self.current.aclose()
+        await asyncio.to_thread(self.limiter.close)
+        await asyncio.to_thread(self.cache.close)
+
+
+def generation_of(scope: Scope) -> Generation:
+    """The generation leased for the request of ``scope`` (by the request middleware)."""
+    return cast(Generation, scope["state"][SCOPE_KEY])
 
 
 def state_of(request: Request) -> Generation:
@@ -129,4 +146,4 @@ def state_of(request: Request) -> Generation:
     return cast(Generation, generation)
 
 
-__all__ = ["SCOPE_KEY", "Generation", "ServerState", "state_of"]
+__all__ = ["SCOPE_KEY", "Generation", "ServerState", "generation_of", "state_of"]
