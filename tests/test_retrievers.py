@@ -351,3 +351,23 @@ def test_experimental_bm25_switches(
     assert extra and max(extra.values()) == 1.0 and not set(extra) & set(weights)
     assert feedback.search("thời giờ làm việc bình thường", 3)[0].chunk.citation.article == 105
     feedback.close()
+
+
+def test_model_dirs_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """The ONNX plumbing the embedders and the reranker share: a model directory appears only
+    complete, a failed write leaves nothing behind, and a copy already in place is kept."""
+    from lexrag_retrievers.onnx_models import length_batches, write_model_dir
+
+    target = tmp_path / "models" / "m"
+
+    def broken(directory: Path) -> None:
+        (directory / "model.onnx").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_model_dir(target, broken)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    write_model_dir(target, lambda d: (d / "lexrag.json").write_text("first"))
+    write_model_dir(target, lambda d: (d / "lexrag.json").write_text("second"))  # lost the race
+    assert (target / "lexrag.json").read_text() == "first" and list(target.parent.iterdir()) == [target]
+    assert list(length_batches([5, 1, 3, 2], 3)) == [[1, 3, 2], [0]]

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +30,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import FloatArray, ModelExportError, Reranker, execution_providers
+from lexrag import FloatArray, ModelExportError, Reranker
 
-from .onnx_embedder import _quiet_export, _usable_cpus, default_cache_dir
+from .onnx_models import default_cache_dir, export_hf_model, length_batches, load_tokenizer, open_session
 
 FORMAT_VERSION = 1
 
@@ -55,40 +53,10 @@ class CrossEncoderSettings(BaseModel):
 
 
 def _export(source: str, target: Path) -> None:
-    """Export ``source`` to ``target`` (model.onnx, tokenizer) through a temporary directory."""
+    """Export ``source`` to ``target`` (model.onnx, tokenizer, lexrag.json)."""
     print("exporting the reranker (first run only)…", file=sys.stderr, flush=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        with _quiet_export():
-            try:
-                from optimum.onnxruntime import ORTModelForSequenceClassification
-                from transformers import AutoTokenizer
-            except ImportError as exc:
-                raise ModelExportError(
-                    f"exporting a reranker needs optimum-onnx and transformers ({exc})"
-                ) from None
-            try:
-                model = ORTModelForSequenceClassification.from_pretrained(
-                    source, export=True, provider="CPUExecutionProvider"
-                )
-                model.save_pretrained(tmp)
-                AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-            except OSError as exc:
-                raise ModelExportError(
-                    f"cannot export the reranker {source!r}: {exc}. Give a local directory of a "
-                    "cross-encoder, or a hub id on a machine that can reach the Hugging Face hub"
-                ) from None
-        if not (tmp / "tokenizer.json").is_file():
-            raise ModelExportError(f"the reranker {source!r} has no fast tokenizer (tokenizer.json)")
-        (tmp / "lexrag.json").write_text(json.dumps({"source": source, "format": FORMAT_VERSION}))
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "lexrag.json").is_file():  # another process won the race: keep its copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    meta = {"source": source, "format": FORMAT_VERSION}
+    export_hf_model(source, target, "sequence-classification", what="the reranker", meta=meta)
 
 
 def _positions(path: Path) -> int:
@@ -155,28 +123,13 @@ class CrossEncoderReranker(Reranker):
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
             path = self.model_dir
             if not (path / "model.onnx").is_file():
                 _export(self.source, path)
-            tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-            tokenizer.enable_truncation(
-                min(self.options.max_length, _positions(path)), strategy="only_second"
+            tokenizer = load_tokenizer(path, min(self.options.max_length, _positions(path)), pairs=True)
+            session = open_session(
+                path / "model.onnx", device=self.options.device, threads=self.options.threads
             )
-            pad_id = tokenizer.token_to_id("[PAD]") or tokenizer.token_to_id("<pad>") or 0
-            tokenizer.enable_padding(pad_id=pad_id)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.options.threads or _usable_cpus()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            try:
-                session = ort.InferenceSession(
-                    str(path / "model.onnx"), options, providers=execution_providers(self.options.device)
-                )
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelExportError(f"cannot load the reranker {path / 'model.onnx'} ({exc})") from None
             self._inputs = {i.name for i in session.get_inputs()}
             self._tokenizer = tokenizer
             self._session = session
@@ -198,11 +151,7 @@ class CrossEncoderReranker(Reranker):
     def score(self, query: str, passages: Sequence[str]) -> FloatArray:
         self._load()
         out = np.empty(len(passages), dtype=np.float32)
-        # Similar lengths together waste less on padding.
-        order = sorted(range(len(passages)), key=lambda i: len(passages[i]))
-        size = self.options.batch_size
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
+        for batch in length_batches([len(p) for p in passages], self.options.batch_size):
             out[batch] = self._run(query, [passages[i] for i in batch])
         return out
 

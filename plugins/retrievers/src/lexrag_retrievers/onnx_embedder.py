@@ -17,25 +17,21 @@ ONNX Runtime and the ``tokenizers`` library only, which starts in a fraction of 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
-import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Embedder, FloatArray, ModelExportError, execution_providers
+from lexrag import Embedder, FloatArray, ModelExportError
+
+from .onnx_models import default_cache_dir, export_hf_model, length_batches, load_tokenizer, open_session
 
 FORMAT_VERSION = 1
 
@@ -78,11 +74,6 @@ class OnnxEmbedderSettings(BaseModel):
         return query, passage
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("LEXRAG_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "lexrag"
-
-
 def _source(model: str) -> tuple[str, str]:
     """(where to load the model from, a stable name for it)."""
     if model:
@@ -114,97 +105,14 @@ def _pooling_of(source: str) -> str:
     return "mean"
 
 
-@contextlib.contextmanager
-def _quiet_export() -> Iterator[None]:
-    """Silence what torch, transformers, optimum and the quantiser print while exporting
-    (deprecation notices, TracerWarnings, advice on pre-processing): the user can do nothing
-    about them, and one line saying what is happening serves them better."""
-    names = ("transformers", "optimum", "torch", "onnxruntime", "")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    # onnxruntime's quantisation modules call logging.basicConfig() on import: undo that too.
-    root_handlers = list(logging.getLogger().handlers)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_level = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-        except ImportError:
-            hf_logging = None
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-            root = logging.getLogger()
-            for handler in root.handlers[:]:
-                if handler not in root_handlers:
-                    root.removeHandler(handler)
-            if hf_logging is not None:
-                hf_logging.set_verbosity(hf_level)
-
-
 def export_model(source: str, target: Path, *, quantize: bool) -> None:
     """Export ``source`` to ``target`` (model.onnx, tokenizer, lexrag.json) via a temporary
     directory renamed into place, so a crash never leaves a half-written cache entry."""
     print("exporting the embedder (first run only)…", file=sys.stderr, flush=True)
-    with _quiet_export():
-        _export(source, target, quantize=quantize)
-
-
-def _export(source: str, target: Path, *, quantize: bool) -> None:
-    try:
-        from optimum.onnxruntime import ORTModelForFeatureExtraction
-        from transformers import AutoTokenizer
-    except ImportError as exc:
-        raise ModelExportError(f"exporting an embedder needs optimum-onnx and transformers ({exc})") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        try:
-            model = ORTModelForFeatureExtraction.from_pretrained(
-                source, export=True, provider="CPUExecutionProvider"
-            )
-            model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-        except OSError as exc:
-            raise ModelExportError(
-                f"cannot export the embedding model {source!r}: {exc}. Give a local sentence-transformers "
-                "directory, or a hub id on a machine that can reach the Hugging Face hub"
-            ) from None
-        if not (tmp / "tokenizer.json").is_file():
-            raise ModelExportError(f"the model {source!r} has no fast tokenizer (tokenizer.json)")
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # Per channel: one scale per output column keeps the vectors within cosine 0.99 of
-            # float32's (one scale per tensor: 0.94), at the same speed.
-            quantize_dynamic(
-                tmp / "model.onnx", tmp / "model.int8.onnx", weight_type=QuantType.QInt8, per_channel=True
-            )
-            (tmp / "model.int8.onnx").replace(tmp / "model.onnx")
-        (tmp / "lexrag.json").write_text(
-            json.dumps({"source": source, "pooling": _pooling_of(source), "format": FORMAT_VERSION})
-        )
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "lexrag.json").is_file():  # another process won the race: keep its copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    meta = {"source": source, "pooling": _pooling_of(source), "format": FORMAT_VERSION}
+    export_hf_model(
+        source, target, "feature-extraction", what="the embedding model", meta=meta, quantize=quantize
+    )
 
 
 class OnnxEmbedder(Embedder):
@@ -272,30 +180,16 @@ class OnnxEmbedder(Embedder):
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
             path = self.cache_path
             if not (path / "lexrag.json").is_file():
                 export_model(self._source, path, quantize=self.options.quantize)
             meta = json.loads((path / "lexrag.json").read_text())
             self._pooling = meta.get("pooling", "mean")
-            tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-            tokenizer.enable_truncation(self.options.max_length)
-            pad_id = tokenizer.token_to_id("[PAD]") or tokenizer.token_to_id("<pad>") or 0
-            tokenizer.enable_padding(pad_id=pad_id)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.options.threads or _usable_cpus()
-            if not self.options.spin:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            providers = execution_providers(self.options.device)
-            try:
-                session = ort.InferenceSession(str(path / "model.onnx"), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelExportError(
-                    f"cannot load the exported embedder {path / 'model.onnx'} ({exc}); delete {path} to re-export"
-                ) from None
+            tokenizer = load_tokenizer(path, self.options.max_length)
+            o = self.options
+            session = open_session(
+                path / "model.onnx", device=o.device, threads=o.threads, spin=o.spin, redo=path
+            )
             self._inputs = {i.name for i in session.get_inputs()}
             self._tokenizer = tokenizer
             self._dim = int(session.get_outputs()[0].shape[-1])
@@ -325,12 +219,8 @@ class OnnxEmbedder(Embedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         prefix = self.options.prefixes()[1]
         prepared = [prefix + t for t in texts]
-        # Batches of similar length waste less work on padding.
-        order = sorted(range(len(prepared)), key=lambda i: len(prepared[i]))
         out = np.empty((len(prepared), self.dim), dtype=np.float32)
-        size = self.options.batch_size
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
+        for batch in length_batches([len(p) for p in prepared], self.options.batch_size):
             out[batch] = self._run([prepared[i] for i in batch])
         return out
 
