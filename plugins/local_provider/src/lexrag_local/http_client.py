@@ -37,6 +37,7 @@ from lexrag import (
     Usage,
     mask_url,
     parse_retry_after,
+    trace_headers,
 )
 
 from .backend import Outcome, Resolved, resolve
@@ -144,7 +145,7 @@ class HttpBackend:
         self, method: str, path: str, body: dict[str, Any] | None = None, *, empty: bool = False
     ) -> dict[str, Any]:
         try:
-            response = await self._http().request(method, self.url + path, json=body)
+            response = await self._http().request(method, self.url + path, json=body, headers=trace_headers())
         except httpx.TimeoutException as exc:
             raise self._timed_out(path, exc) from None
         except httpx.TransportError as exc:
@@ -206,7 +207,9 @@ class HttpBackend:
         usage: Usage | None = None
         started = done = False
         try:
-            async with self._http().stream("POST", self.url + path, json=body) as response:
+            async with self._http().stream(
+                "POST", self.url + path, json=body, headers=trace_headers()
+            ) as response:
                 started = True
                 if response.status_code >= 400:
                     await response.aread()

@@ -34,6 +34,7 @@ from lexrag import (
     mask_url,
     new_id,
     parse_retry_after,
+    trace_headers,
 )
 
 from .settings import OpenAISettings
@@ -199,6 +200,10 @@ class OpenAIProvider(Provider):
                 extra[name] = value
         if extra:
             args["extra_body"] = extra
+        # The caller's trace goes on upstream (W3C traceparent) while traces are on.
+        trace = trace_headers()
+        if trace:
+            args["extra_headers"] = {**(args.get("extra_headers") or {}), **trace}
         return args
 
     def _error(self, exc: Exception, *, midway: bool = False) -> ProviderError:

@@ -7,15 +7,26 @@ longer waits for BM25 (or the other way round).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import Chunk, Hit, RetrievalContext, Retriever
+from lexrag import (
+    CHUNKS_PER_ARTICLE,
+    ArticleKey,
+    Chunk,
+    Hit,
+    RetrievalContext,
+    Retriever,
+    article_key,
+    fuse,
+    trace_span,
+)
 
-from .derived import CHUNKS_PER_ARTICLE, ArticleKey, StoreRetriever
+from .derived import StoreRetriever
 
 Candidate = tuple[ArticleKey, "int | Hit", float]
 """(article key, the rowid of its chunk or the part's hit, the part's score)."""
@@ -75,45 +86,39 @@ class HybridRetriever(Retriever):
         out: list[Candidate] = []
         for hit in part.search(query, n):
             c = hit.chunk.citation
-            key: ArticleKey = (
-                (c.doc, c.article)
-                if self.options.collapse_articles and c.article is not None
-                else (c.doc, hit.chunk.id)
-            )
+            key = article_key(c, hit.chunk.id) if self.options.collapse_articles else (c.doc, hit.chunk.id)
             out.append((key, hit, hit.score))
         return out
 
     def _rankings(self, query: str, n: int) -> list[list[Candidate]]:
         """Each part's ranking for ``query``, the parts searching concurrently."""
         if len(self.parts) < 2:
-            return [self._ranking(part, query, n) for part, _ in self.parts]
+            return [self._traced_ranking(part, query, n) for part, _ in self.parts]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="hybrid")
             pool = self._pool
-        futures = [pool.submit(self._ranking, part, query, n) for part, _ in self.parts]
+        # Each part runs in the caller's context, so its trace span is a child of the request's.
+        futures = [
+            pool.submit(contextvars.copy_context().run, self._traced_ranking, part, query, n)
+            for part, _ in self.parts
+        ]
         return [future.result() for future in futures]
+
+    def _traced_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
+        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": part.name}):
+            return self._ranking(part, query, n)
 
     def search(self, query: str, k: int) -> list[Hit]:
         n = max(k, self.options.candidates)
-        fused: dict[ArticleKey, float] = {}
-        source: dict[ArticleKey, tuple[int, int | Hit]] = {}  # key → (part index, rowid or hit)
-        for i, ((_, weight), ranking) in enumerate(zip(self.parts, self._rankings(query, n), strict=True)):
-            if not ranking:
-                continue
-            top, low = max(c[2] for c in ranking), min(c[2] for c in ranking)
-            for rank, (key, where, score) in enumerate(ranking):
-                if self.options.fusion == "rrf":
-                    share = weight / (self.options.rrf_k + rank + 1)
-                else:
-                    share = weight * ((score - low) / (top - low) if top > low else 1.0)
-                fused[key] = fused.get(key, 0.0) + share
-                source.setdefault(key, (i, where))
-        order = sorted(fused, key=lambda key: -fused[key])[:k]
+        rankings = [
+            (weight, ranking)
+            for (_, weight), ranking in zip(self.parts, self._rankings(query, n), strict=True)
+        ]
+        order = fuse(rankings, fusion=self.options.fusion, rrf_k=self.options.rrf_k)[:k]
         # Read the chunks of the fused top only, from the part that ranked each one first.
         wanted: dict[int, list[int]] = {}
-        for key in order:
-            i, where = source[key]
+        for _, _, i, where in order:
             if isinstance(where, int):
                 wanted.setdefault(i, []).append(where)
         chunks: dict[tuple[int, int], Chunk] = {}
@@ -122,12 +127,11 @@ class HybridRetriever(Retriever):
             assert isinstance(part, StoreRetriever)
             chunks.update(((i, rowid), chunk) for rowid, chunk in part.fetch(rowids).items())
         hits = []
-        for key in order:
-            i, where = source[key]
+        for _, score, i, where in order:
             if isinstance(where, Hit):
-                hits.append(Hit(where.chunk, fused[key]))
+                hits.append(Hit(where.chunk, score))
             elif (i, where) in chunks:
-                hits.append(Hit(chunks[(i, where)], fused[key]))
+                hits.append(Hit(chunks[(i, where)], score))
         return hits
 
     def sync(self) -> None:
