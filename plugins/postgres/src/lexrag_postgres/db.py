@@ -89,6 +89,27 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX lexrag_postings_chunk ON lexrag_postings (chunk);
         """,
     ),
+    (
+        2,
+        """
+        -- Documents' legal metadata (lexrag.DocumentMeta as JSON; NULL: none known).
+        ALTER TABLE lexrag_documents ADD COLUMN metadata jsonb;
+        """,
+    ),
+    (
+        3,
+        """
+        -- Counters of the per-key rate limits (lexrag.LimitStore), shared by every server on
+        -- this database: one row per counter and fixed window, dropped once it expires.
+        CREATE TABLE lexrag_rate_counters (
+            counter text NOT NULL,
+            window_start bigint NOT NULL,
+            value bigint NOT NULL,
+            expires bigint NOT NULL,
+            PRIMARY KEY (counter, window_start)
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -10,9 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from lexrag import Chunk, Citation, DocumentRecord, FloatArray, IndexStore, RetrievalError, mask_url
+from lexrag import (
+    Chunk,
+    Citation,
+    DocumentMeta,
+    DocumentRecord,
+    FloatArray,
+    IndexStore,
+    RetrievalError,
+    mask_url,
+)
 
 from .db import LOCK_EMBEDDER, Database
+from .limits import PostgresLimits
 from .terms import TERMS_VERSION, chunk_fields
 
 #: HNSW graph of the vectors: degree and build-time breadth (pgvector's defaults are 16, 64).
@@ -51,8 +61,19 @@ def parse_vector(text: str) -> FloatArray:
     return np.array(text[1:-1].split(","), dtype=np.float32)
 
 
-class PostgresStore(IndexStore):
-    """A lexrag index in a PostgreSQL database with pgvector (``[index] backend = "postgres"``)."""
+#: What :func:`_record` reads of a document row.
+DOCUMENT_COLUMNS = "id, title, path, sha256, n_chunks, metadata::text"
+
+
+def _record(row: Sequence[Any]) -> DocumentRecord:
+    doc_id, title, path, sha256, n_chunks, metadata = row
+    meta = DocumentMeta() if metadata is None else DocumentMeta.model_validate_json(metadata)
+    return DocumentRecord(doc_id, title, path, sha256, n_chunks, meta)
+
+
+class PostgresStore(IndexStore, PostgresLimits):
+    """A lexrag index in a PostgreSQL database with pgvector (``[index] backend = "postgres"``);
+    it also keeps the counters of the per-key rate limits of the servers that use it."""
 
     schemes = ("postgres", "postgresql")
     default_retriever = "pg-hybrid"
@@ -123,16 +144,14 @@ class PostgresStore(IndexStore):
     def document(self, doc_id: str) -> DocumentRecord | None:
         with self.db.connection() as conn:
             row = conn.execute(
-                "SELECT id, title, path, sha256, n_chunks FROM lexrag_documents WHERE id = %s", (doc_id,)
+                f"SELECT {DOCUMENT_COLUMNS} FROM lexrag_documents WHERE id = %s", (doc_id,)
             ).fetchone()
-        return None if row is None else DocumentRecord(*row)
+        return None if row is None else _record(row)
 
     def documents(self) -> list[DocumentRecord]:
         with self.db.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, title, path, sha256, n_chunks FROM lexrag_documents ORDER BY id"
-            ).fetchall()
-        return [DocumentRecord(*row) for row in rows]
+            rows = conn.execute(f"SELECT {DOCUMENT_COLUMNS} FROM lexrag_documents ORDER BY id").fetchall()
+        return [_record(row) for row in rows]
 
     def document_chunks(self, doc_id: str) -> tuple[list[Chunk], FloatArray | None]:
         with self.db.connection() as conn:
@@ -171,8 +190,16 @@ class PostgresStore(IndexStore):
                 self._record_embedder(conn, *embedder)
             removed = self._remove(conn, record.id)
             conn.execute(
-                "INSERT INTO lexrag_documents (id, title, path, sha256, n_chunks) VALUES (%s, %s, %s, %s, %s)",
-                (record.id, record.title, record.path, record.sha256, len(chunks)),
+                "INSERT INTO lexrag_documents (id, title, path, sha256, n_chunks, metadata) "
+                "VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
+                (
+                    record.id,
+                    record.title,
+                    record.path,
+                    record.sha256,
+                    len(chunks),
+                    None if record.metadata.empty else record.metadata.model_dump_json(),
+                ),
             )
             ids = [
                 int(r[0])
