@@ -15,6 +15,7 @@ import numpy as np
 
 from .chunking import DEFAULT_MAX_CHARS, chunk_document
 from .errors import InvalidRequestError
+from .legalmeta import document_meta
 from .retrieval import DocumentRecord, Embedder, IndexStore
 
 SUFFIXES = (".txt", ".md")
@@ -229,9 +230,12 @@ def _ingest_one(
     try:
         text = read_text(path)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        # The header, front matter and sidecar NAME.meta.toml: a changed sidecar with the
+        # same text updates the document too.
+        meta, text = document_meta(path, text)
         doc_id = document_id(path)
         existing = store.document(doc_id)
-        if existing is not None and existing.sha256 == digest and not force:
+        if existing is not None and existing.sha256 == digest and existing.metadata == meta and not force:
             report.skipped.append(doc_id)
             return "skipped"
         parsed = chunk_document(doc_id, text, max_chars=max_chars)
@@ -252,7 +256,7 @@ def _ingest_one(
                 parts.append(embedder.embed(texts[start : start + EMBED_SLICE]))
                 chunk_progress(path, min(start + EMBED_SLICE, len(texts)), len(texts))
             vectors = np.concatenate(parts) if parts else embedder.embed(texts)
-    record = DocumentRecord(parsed.doc_id, parsed.title, str(path.resolve()), digest, len(parsed.chunks))
+    record = DocumentRecord(parsed.doc_id, parsed.title, str(path.resolve()), digest, len(parsed.chunks), meta)
     store.put_document(
         record, parsed.chunks, vectors, None if embedder is None else (embedder.model_id, embedder.dim)
     )

@@ -154,7 +154,7 @@ def parse_header(text: str) -> DocumentMeta:
     # A number names the amended text exactly; its name ("Bộ luật hình sự") only when no
     # number is given.
     if numbers or names:
-        fields["amends"] = tuple(dict.fromkeys(numbers or names))
+        fields["amends"] = tuple({compare_key(n): n for n in reversed(numbers or names)}.values())[::-1]
     return DocumentMeta(**fields)
 
 

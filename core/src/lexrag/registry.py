@@ -22,6 +22,7 @@ from .providers import Provider
 from .redact import mask_url
 from .retrieval import Embedder, IndexStore, RerankedRetriever, Reranker, RetrievalContext, Retriever
 from .store import Store
+from .types import RetrievalFilters
 
 T = TypeVar("T")
 
@@ -224,6 +225,19 @@ def store_for_location(registry: Registry, location: str) -> type[IndexStore]:
     raise ConfigError(f"{location}: no installed index backend keeps an index in a directory")
 
 
+def default_filters(config: Config) -> RetrievalFilters:
+    """``[retrieval] filters`` as :class:`RetrievalFilters`; a :class:`ConfigError` naming the
+    key and value when it is not valid."""
+    raw = config.settings.retrieval.filters
+    try:
+        return RetrievalFilters.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        value = raw.get(str(error["loc"][0])) if error["loc"] else raw
+        raise config.error(f"retrieval.filters.{key}", value, error["msg"]) from None
+
+
 def check_config(config: Config, registry: Registry) -> Config:
     """Validate the plugin tables and the names that select plugins; returns ``config``.
     Over a backend other than the embedded one, an unset ``[retrieval] retriever`` becomes
@@ -249,6 +263,7 @@ def check_config(config: Config, registry: Registry) -> Config:
                 )
             _validate(config, table, name, kind.get(name))
     selected(config, registry, "providers")
+    default_filters(config)
     if config.settings.retrieval.reranker is not None:
         selected(config, registry, "rerankers")
     fallback = config.settings.llm.fallback
@@ -348,6 +363,7 @@ def effective_settings(config: Config, registry: Registry) -> list[tuple[str, An
 
 __all__ = [
     "SELECTORS",
+    "default_filters",
     "Kind",
     "Registry",
     "backend",

