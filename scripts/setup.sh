@@ -37,5 +37,5 @@ extra=()
 postgres=(-e plugins/postgres)
 [ "$dev" = 1 ] && postgres=(-e "plugins/postgres[server]")
 "${pip[@]}" -c requirements/constraints.txt \
-    -e core -e plugins/openai_provider -e plugins/local_provider -e plugins/retrievers "${postgres[@]}" "${extra[@]}"
+    -e core -e plugins/openai_provider -e plugins/local_provider -e plugins/retrievers -e plugins/documents "${postgres[@]}" "${extra[@]}"
 echo "$want" > "$stamp"

@@ -6,7 +6,7 @@ fewer). Installed plugins are found through the entry-point group ``lexrag``; th
 in-tree ``extractive`` provider registers through the same hooks.
 
 When they run: the command line builds one plugin manager per run and calls
-:func:`register_commands` before it parses the arguments or reads the config. The three
+:func:`register_commands` before it parses the arguments or reads the config. The
 ``register_*`` hooks of classes run once, when a :class:`lexrag.registry.Registry` is
 built from that manager, which commands and the server do on first use of a plugin.
 
@@ -27,6 +27,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from .loaders import Loader
     from .providers import Provider
     from .retrieval import Embedder, IndexStore, Reranker, Retriever
 
@@ -114,6 +115,26 @@ def register_stores(register: Callable[[str, type[IndexStore]], None]) -> None:
     (``backends`` naming it) reach it through :attr:`lexrag.RetrievalContext.open_store`;
     ``[retrieval] retriever`` defaults to its ``default_retriever``. The same registration
     checks as :func:`register_llm_providers` apply.
+    """
+
+
+@hookspec
+def register_loaders(register: Callable[[str, type[Loader]], None]) -> None:
+    """Offer document loaders: a file suffix → the class that turns such a file into text.
+
+    :param register: ``register(suffix, cls)``; call it once per suffix (``".pdf"``, ``".docx"``).
+
+    The suffix is lower case with its dot; ``lexrag ingest`` reads the files whose suffix
+    (compared in lower case) has a loader, and names the others. ``cls`` must be a concrete
+    subclass of :class:`lexrag.Loader` (``load(path) -> str``); it is built as ``cls()`` once
+    per ingest. Its text goes to the legal chunker, so it keeps headings on their own lines
+    and the Khoản/Điểm numbering, and drops running headers, footers and page numbers; a file
+    that gives no text raises :class:`lexrag.InvalidRequestError` with the reason, which the
+    ingest reports against that file. The core registers ``.txt`` and ``.md`` itself.
+
+    Checked at registration: a suffix registered twice (by this or another plugin, or one of
+    the core's), a suffix that is not ``.`` and lower-case letters or digits, a class that
+    is not a concrete ``Loader`` raise :class:`lexrag.PluginError` naming the plugin.
     """
 
 

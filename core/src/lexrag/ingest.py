@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +16,11 @@ import numpy as np
 from .chunking import DEFAULT_MAX_CHARS, chunk_document
 from .errors import InvalidRequestError
 from .legalmeta import document_meta
+from .loaders import BUILTIN_LOADERS, Loader, read_text
 from .retrieval import DocumentRecord, Embedder, IndexStore
 
-SUFFIXES = (".txt", ".md")
+#: The suffixes the core reads itself; plugins add more (``register_loaders``).
+SUFFIXES = tuple(BUILTIN_LOADERS)
 
 
 @dataclass
@@ -63,8 +65,11 @@ class FoundFiles:
     ignored: dict[str, str] = field(default_factory=dict)
 
 
-def scan(paths: Iterable[Path], *, follow_symlinks: bool = False) -> FoundFiles:
-    """The .txt / .md files under ``paths``, each directory's sorted.
+def scan(
+    paths: Iterable[Path], *, follow_symlinks: bool = False, suffixes: Collection[str] = SUFFIXES
+) -> FoundFiles:
+    """The files under ``paths`` that a loader reads (``suffixes``: default .txt / .md), each
+    directory's sorted.
 
     A file named on its own is used as given, a symlink too. Inside a directory, a symlink
     (to a file or to a directory) whose target lies outside that directory is left out,
@@ -75,12 +80,15 @@ def scan(paths: Iterable[Path], *, follow_symlinks: bool = False) -> FoundFiles:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(_walk(path, follow_symlinks, found))
+            files.extend(_walk(path, follow_symlinks, found, suffixes))
         elif path.is_file():
-            if path.suffix.lower() in SUFFIXES:
+            if path.suffix.lower() in suffixes:
                 files.append(path)
             else:
-                found.problems[str(path)] = f"not a .txt or .md file (suffix {path.suffix or 'none'})"
+                found.problems[str(path)] = (
+                    f"no loader reads {path.suffix or 'files without a suffix'} files "
+                    f"(installed: {', '.join(sorted(suffixes))})"
+                )
         else:
             found.problems[str(path)] = "no such file or directory"
     seen: dict[str, Path] = {}
@@ -95,8 +103,8 @@ def scan(paths: Iterable[Path], *, follow_symlinks: bool = False) -> FoundFiles:
     return found
 
 
-def _walk(root: Path, follow_symlinks: bool, found: FoundFiles) -> list[Path]:
-    """The .txt / .md files under the directory ``root``, sorted; see :func:`scan`."""
+def _walk(root: Path, follow_symlinks: bool, found: FoundFiles, suffixes: Collection[str]) -> list[Path]:
+    """The files with one of ``suffixes`` under the directory ``root``, sorted; see :func:`scan`."""
     top = root.resolve()
     visited: set[Path] = set()
     files: list[Path] = []
@@ -119,7 +127,7 @@ def _walk(root: Path, follow_symlinks: bool, found: FoundFiles) -> list[Path]:
                 is_file = not is_dir and entry.is_file()
             except OSError:
                 continue
-            if not is_dir and not (is_file and path.suffix.lower() in SUFFIXES):
+            if not is_dir and not (is_file and path.suffix.lower() in suffixes):
                 continue  # not ours; a dangling symlink lands here too
             if entry.is_symlink() and not follow_symlinks:
                 try:
@@ -157,16 +165,30 @@ def stale_documents(store: IndexStore, files: Iterable[Path]) -> list[str]:
     return [record.id for record in store.documents() if record.id not in keep]
 
 
-def read_text(path: Path) -> str:
-    """The file's text; :class:`InvalidRequestError` when it is not UTF-8 or is empty."""
-    data = path.read_bytes()
+def load_text(path: Path, loaders: Mapping[str, Loader]) -> str:
+    """The text of ``path`` from the loader of its suffix. :class:`InvalidRequestError` with a
+    one-line reason when the loader cannot read it, finds no text, or fails (a plugin's bug
+    is reported against the file, never raised)."""
+    loader = loaders.get(path.suffix.lower())
+    if loader is None:
+        raise InvalidRequestError(f"no loader reads {path.suffix or 'files without a suffix'} files")
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequestError(f"not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
-    if not text.strip():
-        raise InvalidRequestError("the file is empty")
+        text = loader.load(path)
+    except (InvalidRequestError, OSError):
+        raise
+    except Exception as exc:  # a loader's bug or a library's error on a broken file: name it
+        detail = " ".join(str(exc).split()) or "no details"
+        raise InvalidRequestError(
+            f"the {path.suffix.lower()} loader failed: {type(exc).__name__}: {detail[:300]}"
+        ) from exc
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequestError("no text found in the file")
     return text
+
+
+def builtin_loaders() -> dict[str, Loader]:
+    """The core's own loaders (.txt, .md), built."""
+    return {suffix: cls() for suffix, cls in BUILTIN_LOADERS.items()}
 
 
 ProgressCallback = Callable[[Path, str], None]
@@ -189,8 +211,12 @@ def ingest(
     follow_symlinks: bool = False,
     progress: ProgressCallback | None = None,
     chunk_progress: ChunkProgressCallback | None = None,
+    loaders: Mapping[str, Loader] | None = None,
 ) -> IngestReport:
     """Ingest ``paths`` (files or directories, walked as :func:`scan` does) into ``store``.
+
+    ``loaders`` (suffix → loader; default the core's .txt / .md ones) decide which files are
+    read and how; a file its loader cannot read lands in ``failed`` with the reason.
 
     A document whose content hash is unchanged is skipped (unless ``force``); a changed one
     has its chunks replaced. With ``prune``, documents in the store whose file is not among
@@ -200,14 +226,15 @@ def ingest(
     """
     start = time.perf_counter()
     report = IngestReport()
-    found = scan(paths, follow_symlinks=follow_symlinks)
+    loaders = builtin_loaders() if loaders is None else loaders
+    found = scan(paths, follow_symlinks=follow_symlinks, suffixes=loaders.keys())
     files = found.files
     report.failed.update(found.problems)
     report.ignored.update(found.ignored)
     if embedder is not None:
         store.check_embedder(embedder.model_id, embedder.dim)
     for path in files:
-        outcome = _ingest_one(store, embedder, path, max_chars, force, report, chunk_progress)
+        outcome = _ingest_one(store, embedder, path, max_chars, force, report, chunk_progress, loaders)
         if progress is not None:
             progress(path, outcome)
     if prune:
@@ -226,9 +253,10 @@ def _ingest_one(
     force: bool,
     report: IngestReport,
     chunk_progress: ChunkProgressCallback | None = None,
+    loaders: Mapping[str, Loader] | None = None,
 ) -> str:
     try:
-        text = read_text(path)
+        text = read_text(path) if loaders is None else load_text(path, loaders)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         # The header, front matter and sidecar NAME.meta.toml: a changed sidecar with the
         # same text updates the document too.
@@ -269,9 +297,11 @@ __all__ = [
     "SUFFIXES",
     "FoundFiles",
     "IngestReport",
+    "builtin_loaders",
     "document_id",
     "find_files",
     "ingest",
+    "load_text",
     "read_text",
     "scan",
     "stale_documents",

@@ -110,7 +110,8 @@ def describe_plugins(pm: pluggy.PluginManager, registry: Registry) -> list[dict[
             continue
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         registers: dict[str, list[str]] = {}
-        for kind_name, kind in {**registry.kinds(), "stores": registry.stores}.items():
+        kinds = {**registry.kinds(), "stores": registry.stores, "loaders": registry.loaders}
+        for kind_name, kind in kinds.items():
             names = [n for n, owner in kind.owners.items() if owner == plugin_name]
             if names:
                 registers[kind_name] = sorted(names)

@@ -8,6 +8,7 @@ and checks each registered class against its contract. The functions below bind 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import CONFIG_FILE_NAME, PLUGIN_TABLES, Config
 from .errors import ConfigError, PluginError
+from .loaders import BUILTIN_LOADERS, Loader
 from .providers import Provider
 from .redact import mask_url
 from .retrieval import Embedder, IndexStore, RerankedRetriever, Reranker, RetrievalContext, Retriever
@@ -95,6 +97,30 @@ class Kind(Generic[T]):
         return sorted(self.classes)
 
 
+_SUFFIX = re.compile(r"^\.[a-z0-9]+$")
+
+
+class LoaderKind(Kind[Loader]):
+    """Loaders by file suffix (``.pdf``): a name must be a lower-case suffix with its dot."""
+
+    def _check(self, owner: str, name: object, cls: object) -> None:
+        if not isinstance(name, str) or not _SUFFIX.match(name):
+            raise PluginError(
+                f"plugin {owner} registers a loader for {name!r}: a suffix is '.' and lower-case "
+                "letters or digits, such as '.pdf'"
+            )
+        super()._check(owner, name, cls)
+
+    def build(self) -> dict[str, Loader]:
+        """One instance of each loader, by suffix (a class registered for two suffixes is
+        built once)."""
+        built: dict[type[Loader], Loader] = {}
+        for cls in self.classes.values():
+            if cls not in built:
+                built[cls] = cls()
+        return {suffix: built[cls] for suffix, cls in self.classes.items()}
+
+
 class Registry:
     """Everything the plugins of a plugin manager registered, built once."""
 
@@ -105,14 +131,19 @@ class Registry:
         self.retrievers: Kind[Retriever] = Kind("retriever", Retriever)
         self.rerankers: Kind[Reranker] = Kind("reranker", Reranker)
         self.stores: Kind[IndexStore] = Kind("index backend", IndexStore)
-        # The core's own backend; plugins add theirs through register_stores.
+        self.loaders = LoaderKind("loader", Loader)
+        # The core's own backend and loaders; plugins add theirs through register_stores
+        # and register_loaders.
         self.stores.add("lexrag", "embedded", Store)
+        for suffix, loader in BUILTIN_LOADERS.items():
+            self.loaders.add("lexrag", suffix, loader)
         for hook_name, kind in (
             ("register_llm_providers", self.providers),
             ("register_embedders", self.embedders),
             ("register_retrievers", self.retrievers),
             ("register_rerankers", self.rerankers),
             ("register_stores", self.stores),
+            ("register_loaders", self.loaders),
         ):
             self._collect(hook_name, kind)
 
@@ -363,8 +394,8 @@ def effective_settings(config: Config, registry: Registry) -> list[tuple[str, An
 
 __all__ = [
     "SELECTORS",
-    "default_filters",
     "Kind",
+    "LoaderKind",
     "Registry",
     "backend",
     "build_embedder",
@@ -372,6 +403,7 @@ __all__ = [
     "build_reranker",
     "build_retriever",
     "check_config",
+    "default_filters",
     "effective_settings",
     "index_location",
     "open_index",

@@ -98,7 +98,8 @@ def ingest_command(
     max_chars: int | None,
     as_json: bool,
 ) -> None:
-    """Ingest .txt / .md legal documents (files or directories) into the index.
+    """Ingest legal documents (files or directories) into the index: .txt / .md, and the
+    formats of installed loader plugins (lexrag-documents: .pdf, .docx, .html).
 
     With --prune, documents not among PATHS are deleted: on a terminal lexrag lists them
     and asks first; otherwise it refuses unless --yes is given. Either way that is settled
@@ -115,7 +116,8 @@ def ingest_command(
     store = open_index(config, app.registry, create=True)
     index_dir = store.describe()
     try:
-        found = scan(paths, follow_symlinks=follow_symlinks)
+        loaders = app.registry.loaders.build()
+        found = scan(paths, follow_symlinks=follow_symlinks, suffixes=loaders.keys())
         doomed: list[str] | None = None
         if prune:
             doomed = stale_documents(store, found.files)
@@ -154,6 +156,7 @@ def ingest_command(
                 follow_symlinks=follow_symlinks,
                 progress=advance,
                 chunk_progress=embedded,
+                loaders=loaders,
             )
             if report.added or report.updated or report.deleted:
                 progress.update(task, description="building the search indexes")
