@@ -4,6 +4,7 @@ in-memory exporter from the real server (uvicorn in a thread, the real openai SD
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 import time
@@ -270,3 +271,27 @@ def test_lexrag_serve_exports_to_an_otlp_collector_when_the_otel_variables_say_s
     assert {CHAT, "lexrag.validate", "chat primary-model", "lexrag.stream"} <= names
     assert {service for service, _ in collector.spans} == {"lexrag-test"}
     assert {s.trace_id.hex() for _, s in collector.spans} == {TRACE_ID}
+
+
+@pytest.mark.parametrize("api", ["chat", "generate"])
+def test_the_local_providers_http_mode_passes_the_trace_on(fake_upstream, spans, api):
+    from lexrag import ChatMessage, ProviderRequest
+    from lexrag_local.provider import LocalProvider
+    from lexrag_local.settings import LocalSettings
+
+    provider = LocalProvider("local", LocalSettings(url=fake_upstream.url, api=api))
+    request = ProviderRequest(messages=[ChatMessage(role="user", content=QUESTION)])
+
+    async def go() -> None:
+        try:
+            with tracing.span("attempt"):
+                await provider.complete(request)
+        finally:
+            await provider.aclose()
+
+    asyncio.run(go())
+    attempt = _one(_trace(spans, "attempt"), "attempt")
+    context = attempt.context
+    _version, trace_id, parent_id, flags = fake_upstream.requests[-1].headers["traceparent"].split("-")
+    assert (trace_id, parent_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert int(flags, 16) & 1  # sampled
