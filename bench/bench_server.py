@@ -56,6 +56,11 @@ def _start_lexrag(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes]
         f'[providers.openai]\nbase_url = "{upstream}"\nmodel = "fake-model"\n',
         encoding="utf-8",
     )
+    return serve(config, workdir)
+
+
+def serve(config: Path, workdir: Path, timeout: float = 60) -> tuple[subprocess.Popen[bytes], str]:
+    """``lexrag serve`` with ``config`` on a free port; (the process, its ``/v1`` URL) once healthy."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_"))}
     proc = subprocess.Popen(
@@ -66,7 +71,7 @@ def _start_lexrag(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes]
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
@@ -74,7 +79,7 @@ def _start_lexrag(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes]
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit("lexrag serve did not start within 60 s")
+    raise SystemExit(f"lexrag serve did not start within {timeout:g} s")
 
 
 def _latencies(client: openai.OpenAI, n: int, stream: bool) -> list[float]:

@@ -91,14 +91,15 @@ class Served:
 
 @pytest.fixture
 def served_app(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callable[[str], Served]]:
-    """Like ``running_server``, but gives a :class:`Served` (set ``served.state.limiter.clock``
-    or ``served.state.cache.clock`` to a fake clock before the first request)."""
+    """Starts the real server for a config text and gives a :class:`Served` (set
+    ``served.state.limiter.clock`` or ``served.state.cache.clock`` to a fake clock before the
+    first request); ``running_server`` gives only its URL."""
     from lexrag.server import create_app
 
     threads: list[_ServerThread] = []
 
     def start(config_text: str) -> Served:
-        path = tmp_path / f"lexrag-served-{len(threads)}.toml"
+        path = tmp_path / f"lexrag-server-{len(threads)}.toml"
         path.write_text(config_text, encoding="utf-8")
         registry = Registry(pm)
         config = check_config(load_config(path, env={}), registry)
@@ -113,20 +114,5 @@ def served_app(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callable[[s
 
 
 @pytest.fixture
-def running_server(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    from lexrag.server import create_app
-
-    threads: list[_ServerThread] = []
-
-    def start(config_text: str) -> str:
-        path = tmp_path / f"lexrag-server-{len(threads)}.toml"
-        path.write_text(config_text, encoding="utf-8")
-        registry = Registry(pm)
-        config = check_config(load_config(path, env={}), registry)
-        thread = _ServerThread(create_app(config, registry))
-        threads.append(thread)
-        return thread.start()
-
-    yield start
-    for thread in threads:
-        thread.stop()
+def running_server(served_app: Callable[[str], Served]) -> Callable[[str], str]:
+    return lambda config_text: served_app(config_text).url
