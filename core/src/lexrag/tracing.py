@@ -229,20 +229,17 @@ def genai_request(
     top_p: float | None = None,
 ) -> dict[str, Any]:
     """The request attributes of a provider call (``gen_ai.*``)."""
-    out: dict[str, Any] = {
+    return {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": provider,
         "gen_ai.system": provider,
+        **_given(
+            ("gen_ai.request.model", model),
+            ("gen_ai.request.max_tokens", max_tokens),
+            ("gen_ai.request.temperature", temperature),
+            ("gen_ai.request.top_p", top_p),
+        ),
     }
-    for key, value in (
-        ("gen_ai.request.model", model),
-        ("gen_ai.request.max_tokens", max_tokens),
-        ("gen_ai.request.temperature", temperature),
-        ("gen_ai.request.top_p", top_p),
-    ):
-        if value is not None:
-            out[key] = value
-    return out
 
 
 def genai_response(
@@ -257,16 +254,20 @@ def genai_response(
     """Set the response attributes of a provider call (``gen_ai.response.*``, ``gen_ai.usage.*``)."""
     if not current.is_recording():
         return
-    for key, value in (
-        ("gen_ai.response.model", model),
-        ("gen_ai.response.id", response_id),
-        ("gen_ai.usage.input_tokens", input_tokens),
-        ("gen_ai.usage.output_tokens", output_tokens),
-    ):
-        if value is not None:
-            current.set_attribute(key, value)
-    if finish_reasons:
-        current.set_attribute("gen_ai.response.finish_reasons", list(finish_reasons))
+    current.set_attributes(
+        _given(
+            ("gen_ai.response.model", model),
+            ("gen_ai.response.id", response_id),
+            ("gen_ai.usage.input_tokens", input_tokens),
+            ("gen_ai.usage.output_tokens", output_tokens),
+            ("gen_ai.response.finish_reasons", list(finish_reasons) or None),
+        )
+    )
+
+
+def _given(*pairs: tuple[str, Any]) -> dict[str, Any]:
+    """The attributes whose value is known (None: left out)."""
+    return {key: value for key, value in pairs if value is not None}
 
 
 __all__ = [
