@@ -135,8 +135,8 @@ def batch_engine(model_dir):
 
 
 def staggered(scheduler: Scheduler, recorders: list[Recorder]) -> None:
-    """Submit every request at once and wait for all: with one prefill at a time, in chunks
-    of 8 tokens, and 3 seats for 6 requests of different lengths, they join one by one and
+    """Submit every request at once and wait for all: with one prefill at a time (prompts
+    over 16 tokens in chunks of 8 while others decode), and 3 seats for 6 requests of different lengths, they join one by one and
     the later ones take the seats of those that end."""
     for rec in recorders:
         scheduler.submit(rec.request)
@@ -153,7 +153,7 @@ def test_greedy_batch_equals_solo_token_for_token(batch_engine, solo_engine, bac
     eos = frozenset(solo_engine.generation.eos_token_ids)
     texts = prompts(vocab, LENGTHS)
     expected = [solo(solo_engine, p, n, GREEDY, eos) for p, n in zip(texts, MAX_NEW, strict=True)]
-    scheduler = Scheduler(batch_engine, backend, prefill_chunk=8)
+    scheduler = Scheduler(batch_engine, backend, prefill_chunk=8, whole_prompt=16)
     try:
         recorders = [Recorder(p, n, eos=eos) for p, n in zip(texts, MAX_NEW, strict=True)]
         staggered(scheduler, recorders)
@@ -177,13 +177,42 @@ def test_seeded_sampling_in_a_batch_equals_the_same_seed_alone(batch_engine, sol
     ]
     expected = [solo(solo_engine, p, 25, sp, frozenset()) for p, sp in zip(texts, params, strict=True)]
     assert len({tuple(e) for e in expected}) == 5
-    scheduler = Scheduler(batch_engine, backend, prefill_chunk=8)
+    scheduler = Scheduler(batch_engine, backend, prefill_chunk=8, whole_prompt=16)
     try:
         recorders = [Recorder(p, 25, sp) for p, sp in zip(texts, params, strict=True)]
         staggered(scheduler, recorders)
     finally:
         scheduler.close()
     assert [r.tokens for r in recorders] == expected
+
+
+def test_a_short_prompt_is_prefilled_whole_and_a_long_one_in_chunks_while_others_decode(
+    batch_engine, backend
+):
+    runs: list[int] = []
+    prefill = batch_engine.prefill
+
+    def recording(seat, ids):
+        runs.append(len(ids))
+        return prefill(seat, ids)
+
+    batch_engine.prefill = recording
+    texts = prompts(batch_engine.shape.vocab_size, [30, 14, 30], seed=6)
+    scheduler = Scheduler(batch_engine, backend, prefill_chunk=8, whole_prompt=16)
+    try:
+        running = Recorder(texts[0], 200)
+        scheduler.submit(running.request)  # alone: its 30 tokens in one run
+        running.wait_tokens(2)
+        for text in texts[1:]:
+            rec = Recorder(text, 2)
+            scheduler.submit(rec.request)
+            assert isinstance(rec.end, Finished)
+        running.request.cancelled.set()
+        running.end  # noqa: B018
+    finally:
+        scheduler.close()
+    assert runs == [30, 14, 8, 8, 8, 6]
+    assert scheduler.chunk() == 8
 
 
 def test_cancelling_one_sequence_leaves_the_others_unchanged(batch_engine, solo_engine, backend):
@@ -315,6 +344,52 @@ def test_kv_copies_on_the_device_path_equal_numpy(model_dir, solo_engine):
 
 def _owner(seats, seat) -> int:
     return next(i for i, s in seats.items() if s is seat)
+
+
+@pytest.fixture(scope="module")
+def gqa_quantized(tiny_gqa_dir, tmp_path_factory):
+    """The tiny GroupQueryAttention graph quantized each way, beside its companion files."""
+    from lexrag_local.quantize import QUANTIZERS
+
+    out: dict[str, Path] = {}
+    for kind in ("int8", "int8-block"):
+        target = tmp_path_factory.mktemp(kind)
+        for file in tiny_gqa_dir.iterdir():
+            if not file.name.startswith("model.onnx") and file.is_file():
+                (target / file.name).write_bytes(file.read_bytes())
+        QUANTIZERS[kind](tiny_gqa_dir / "model.onnx", target / "model.onnx")
+        out[kind] = target
+    return out
+
+
+def _rows_alone_and_batched(model_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Three prompts of different lengths: each one's logits after its prefill and one
+    decode step alone, and the same step's logits as rows of one batch."""
+    solo_engine, engine = Engine(model_dir), Engine(model_dir, max_batch=3)
+    texts = prompts(engine.shape.vocab_size, [6, 23, 14], seed=5)
+    alone = []
+    for text in texts:
+        seat = solo_engine.open()
+        first = int(np.argmax(solo_engine.prefill(seat, text)))
+        solo_engine.join(seat)
+        alone.append(solo_engine.step([first])[0])
+        solo_engine.release(seat)
+    firsts = []
+    for text in texts:
+        seat = engine.open()
+        firsts.append(int(np.argmax(engine.prefill(seat, text))))
+        engine.join(seat)
+    return alone, engine.step(firsts)
+
+
+def test_int8_block_quantization_is_batch_invariant_and_dynamic_int8_is_not(gqa_quantized):
+    """int8-block (MatMulNBits) quantizes activations per row and block: a row's logits in a
+    batch are those it gets alone. Dynamic int8 takes one scale over the batch: they move."""
+    alone, batched = _rows_alone_and_batched(gqa_quantized["int8-block"])
+    for a, b in zip(alone, batched, strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    alone, batched = _rows_alone_and_batched(gqa_quantized["int8"])
+    assert max(float(np.abs(a - b).max()) for a, b in zip(alone, batched, strict=True)) > 1e-3
 
 
 def test_kv_plan_from_max_batch_or_a_byte_budget(model_dir):

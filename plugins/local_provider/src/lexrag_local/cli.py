@@ -29,9 +29,10 @@ def model_group() -> None:
 )
 @click.option(
     "--quantize",
-    type=click.Choice(["none", "int8", "int4"]),
+    type=click.Choice(["none", "int8", "int8-block", "int4"]),
     default=None,
-    help=f"Weight quantization: int8 dynamic (fastest prefill) or int4 MatMulNBits (fastest decode). "
+    help=f"Weight quantization: int8 dynamic (fastest prefill), int8-block (8-bit MatMulNBits: batched "
+    "answers equal solo ones, slower) or int4 MatMulNBits (fastest decode). "
     f"Default: {DEFAULT_CPU_QUANTIZE} with --device cpu (the lower end-to-end RAG latency in "
     "bench/bench_local.py), none with --device cuda.",
 )

@@ -33,7 +33,7 @@ GGUF_CHECKPOINT = ".gguf-checkpoint"
 
 Device = Literal["cpu", "cuda"]
 DType = Literal["fp32", "fp16"]
-Quantize = Literal["none", "int8", "int4"]
+Quantize = Literal["none", "int8", "int8-block", "int4"]
 Builder = Literal["optimum", "genai"]
 
 
@@ -329,7 +329,7 @@ def _build(
                     revision=options.revision,
                 )
             # The builder quantizes int4 itself; int8 is built at fp32 and quantized below.
-            quantize = "int8" if options.quantize == "int8" else "none"
+            quantize = options.quantize if options.quantize in ("int8", "int8-block") else "none"
         else:
             with progress.step(f"optimum export of {options.source} ({options.dtype}, {options.device})"):
                 _optimum_export(options, source, work)

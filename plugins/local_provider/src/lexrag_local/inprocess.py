@@ -78,7 +78,13 @@ class InProcessBackend:
             max_batch=s.max_batch,
             kv_budget_bytes=s.kv_cache_mb * 2**20 if s.kv_cache_mb else None,
         )
-        return Worker(engine, self.tokenizer, queue_size=s.queue_size, prefill_chunk=s.prefill_chunk)
+        return Worker(
+            engine,
+            self.tokenizer,
+            queue_size=s.queue_size,
+            prefill_chunk=s.prefill_chunk,
+            prefill_whole_tokens=s.prefill_whole_tokens,
+        )
 
     def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         text = render(messages, self.tokenizer)

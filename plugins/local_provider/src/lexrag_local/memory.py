@@ -10,8 +10,9 @@ GB = 1024**3
 #: Peak RSS as a multiple of the fp32 weight bytes, measured on Llama-3.2-1B's shape on CPU:
 #: optimum export 12.3 GB for 4.9 GB of weights (2.5×); int8 quantize_dynamic 18.7 GB (3.8×).
 #: Dequantising a GGUF (transformers, fp32) and saving the checkpoint: 1.5× (SmolLM2-135M:
-#: 0.8 GB above the interpreter's own for 0.54 GB of fp32 weights).
-PEAK_FACTOR = {"export": 2.5, "int8": 3.8, "int4": 2.5, "parity": 2.0, "gguf": 1.5}
+#: 0.8 GB above the interpreter's own for 0.54 GB of fp32 weights). int8-block runs int4's
+#: quantizer (MatMulNBits), taken at int4's factor.
+PEAK_FACTOR = {"export": 2.5, "int8": 3.8, "int8-block": 2.5, "int4": 2.5, "parity": 2.0, "gguf": 1.5}
 #: The same for onnxruntime-genai's builder (0.12.2): 6.7 GB building fp32, 13.6 GB building
 #: int4 (it quantizes in the same process) on Llama-3.2-1B's shape.
 GENAI_PEAK_FACTOR = {"fp32": 1.4, "fp16": 1.4, "int4": 2.8}
@@ -40,8 +41,8 @@ def needed_bytes(
     if builder == "genai":
         built = "int4" if quantize == "int4" else dtype
         steps["onnxruntime-genai builder"] = fp32 * GENAI_PEAK_FACTOR[built]
-        if quantize == "int8":
-            steps["int8 quantization"] = fp32 * PEAK_FACTOR["int8"]
+        if quantize in ("int8", "int8-block"):
+            steps[f"{quantize} quantization"] = fp32 * PEAK_FACTOR[quantize]
     else:
         # Exporting on a GPU keeps most of the PyTorch weights in GPU memory, not host RAM.
         steps["optimum export"] = (

@@ -1,4 +1,5 @@
-"""Weight quantization of an exported model for CPU: int8 dynamic or int4 weight-only."""
+"""Weight quantization of an exported model for CPU: int8 dynamic, int8 in blocks (batch-invariant),
+or int4 weight-only."""
 
 from __future__ import annotations
 
@@ -54,6 +55,14 @@ def quantize_int8(src: Path, dst: Path) -> None:
         leftover.unlink()
 
 
+def quantize_int8_block(src: Path, dst: Path) -> None:
+    """8-bit weights in blocks of 32 for every MatMul (MatMulNBits): its activations are
+    quantized per row and block, never over the whole batch, so a sequence generated inside
+    a batch gets the tokens it gets alone (dynamic int8 takes one activation scale over
+    every row of a step). Slower than dynamic int8 on CPU: see the local provider's README."""
+    _matmul_nbits(src, dst, bits=8)
+
+
 def quantize_int4(src: Path, dst: Path) -> None:
     """Weight-only int4 (MatMulNBits, symmetric blocks of 32)."""
     _matmul_nbits(src, dst, bits=4)
@@ -81,7 +90,7 @@ def _matmul_nbits(src: Path, dst: Path, *, bits: int, nodes: list[str] | None = 
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=True)
 
 
-QUANTIZERS = {"int8": quantize_int8, "int4": quantize_int4}
+QUANTIZERS = {"int8": quantize_int8, "int8-block": quantize_int8_block, "int4": quantize_int4}
 
 __all__ = [
     "DEFAULT_CPU_QUANTIZE",
@@ -91,4 +100,5 @@ __all__ = [
     "default_quantize",
     "quantize_int4",
     "quantize_int8",
+    "quantize_int8_block",
 ]

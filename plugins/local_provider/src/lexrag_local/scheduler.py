@@ -3,12 +3,14 @@
 Each cycle of the thread
 1. ends the sequences whose client went away (cancelled), freeing their rows;
 2. admits the oldest waiting request when the KV cache has a free seat, and runs one part
-   of its prefill: the whole prompt when nothing else is running, else a chunk, so running
-   streams wait for one chunk, not for a whole long prompt. ``prefill_chunk`` tokens, or
-   (None) as many as take about ``CHUNK_STEPS`` decode steps of the batch: after each
-   chunk its size is corrected by the ratio of that time to the chunk's (0: the whole
-   prompt at once). When its prompt is done it samples its first token and joins the
-   batch;
+   of its prefill, ahead of the next decode step. A prompt of at most ``whole_prompt``
+   tokens (or any prompt when nothing else is running) is prefilled in one step: its
+   first token comes as soon as on an idle engine, and the running streams wait for it
+   once. A longer prompt goes in chunks between decode steps, so running streams wait for
+   one chunk at a time, not for the whole prompt: ``prefill_chunk`` tokens, or (None)
+   as many as take about ``chunk_steps`` decode steps of the batch, from the measured
+   time of a decode step and of a prefilled token (0: every prompt whole). When its
+   prompt is done it samples its first token and joins the batch;
 3. runs one decode step for every running sequence and hands each its next token.
 
 Every sequence keeps its own sampler (temperature, top_p, top_k, seed), stop strings,
@@ -41,14 +43,21 @@ log = logging.getLogger("lexrag.local")
 
 #: Seconds of history behind the tokens-per-second figure.
 RATE_WINDOW_S = 10.0
+#: Prompts of at most this many tokens are prefilled in one step even while others decode
+#: (their first token then comes as on an idle engine); longer ones are chunked. Chosen by
+#: bench/bench_batching.py (1B shape, int8, 2 cores): a 256-token prompt arriving while 7
+#: decode gets its first token 1.1x later than on an idle engine prefilled whole, 2x when
+#: chunked to keep the running streams' inter-token latency within 3x; 512 tokens stall
+#: the running streams about 1.3 s once.
+WHOLE_PROMPT = 512
 #: Automatic prefill chunks take about this many decode steps' time. Where prefill and
 #: decode share saturated cores (a CPU), a chunk of k steps makes the running streams'
-#: tokens come (1 + k)× slower while a prompt is admitted, and that prompt's first token
-#: (1 + 1/k)× later than on an idle engine: 2 balances the two at 3× and 1.5× (plus the
-#: cost of running the weights once more per chunk).
-CHUNK_STEPS = 2.0
+#: tokens come (1 + k)x slower while a long prompt is admitted, and that prompt's first
+#: token (1 + 1/k)x later than on an idle engine: short prompts, prefilled whole, keep
+#: their first token early, so the chunk favours the running streams.
+CHUNK_STEPS = 1.5
 #: The automatic chunk before anything is measured, and its bounds.
-FIRST_CHUNK, MIN_CHUNK, MAX_CHUNK = 64, 16, 8192
+FIRST_CHUNK, MIN_CHUNK, MAX_CHUNK = 32, 8, 8192
 #: Weight of a new measurement in the running average of the decode step.
 _EMA = 0.3
 
@@ -113,19 +122,23 @@ class Scheduler:
         *,
         queue_size: int = 32,
         prefill_chunk: int | None = None,
+        whole_prompt: int = WHOLE_PROMPT,
+        chunk_steps: float = CHUNK_STEPS,
         name: str = "lexrag-local",
     ) -> None:
         self.engine = engine
         self._backend = backend
         self.queue_size = queue_size
         self.prefill_chunk = prefill_chunk
+        self.whole_prompt = whole_prompt
+        self.chunk_steps = chunk_steps
         self._cv = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
         self._pending: _Sequence | None = None
         self._by_seat: dict[Seat, _Sequence] = {}
         self._closing = False
         self._step_s: float | None = None  # a decode step of the batch, seconds
-        self._chunk = float(FIRST_CHUNK)  # the automatic chunk, tokens
+        self._token_s: float | None = None  # a prefilled token (of a chunk), seconds
         self._rate_lock = threading.Lock()
         self._sampled: deque[tuple[float, int]] = deque()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -231,8 +244,8 @@ class Scheduler:
         assert seq.seat is not None
         prompt = seq.request.prompt_ids
         rest = len(prompt) - seq.prefilled
-        chunk = self.chunk()
-        n = min(rest, chunk) if self._by_seat else rest
+        whole = not self._by_seat or (seq.prefilled == 0 and rest <= self.whole_prompt)
+        n = rest if whole else min(rest, self.chunk())
         started = time.perf_counter()
         try:
             logits = self.engine.prefill(seq.seat, prompt[seq.prefilled : seq.prefilled + n])
@@ -241,10 +254,10 @@ class Scheduler:
                 raise
             self._fail(seq, exc)
             return
-        if self.prefill_chunk is None and n == chunk and self._step_s is not None:
-            # Toward CHUNK_STEPS decode steps per chunk (half the correction: the times vary).
-            ratio = CHUNK_STEPS * self._step_s / max(time.perf_counter() - started, 1e-6)
-            self._chunk = min(MAX_CHUNK, max(MIN_CHUNK, self._chunk * min(2.0, max(0.5, ratio)) ** 0.5))
+        if n >= MIN_CHUNK and (self._token_s is None or not whole):
+            # A whole prompt shares a run's fixed cost among more tokens: it only seeds the
+            # estimate, which the chunks' own times then correct.
+            self._token_s = _average(self._token_s, (time.perf_counter() - started) / n)
         seq.prefilled += n
         if seq.prefilled < len(prompt):
             return
@@ -254,10 +267,13 @@ class Scheduler:
             self.engine.join(seq.seat)
 
     def chunk(self) -> int:
-        """Prompt tokens to prefill in a step while others decode."""
+        """Prompt tokens to prefill in a step while others decode (prompts longer than
+        ``whole_prompt``)."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk or self.engine.cache.capacity
-        return int(self._chunk)
+        if self._step_s is None or self._token_s is None:
+            return FIRST_CHUNK
+        return int(min(MAX_CHUNK, max(MIN_CHUNK, self.chunk_steps * self._step_s / self._token_s)))
 
     def _decode(self) -> None:
         seats = list(self.engine.running)
@@ -399,4 +415,4 @@ def _average(old: float | None, new: float) -> float:
     return new if old is None else (1 - _EMA) * old + _EMA * new
 
 
-__all__ = ["Event", "Failed", "Finished", "Request", "Scheduler"]
+__all__ = ["CHUNK_STEPS", "WHOLE_PROMPT", "Event", "Failed", "Finished", "Request", "Scheduler"]

@@ -48,9 +48,14 @@ class LocalSettings(BaseModel):
     """A budget for the KV cache (MiB): fewer than ``max_batch`` sequences run together
     when their cache would not fit in it."""
     prefill_chunk: int | None = Field(default=None, ge=0)
-    """Prompt tokens prefilled per step while other sequences decode, so their tokens keep
-    flowing during a long prompt; unset: as many as take about one decode step's time
-    (measured as it runs); 0: each prompt in one step."""
+    """Prompt tokens prefilled per step while other sequences decode (prompts longer than
+    ``prefill_whole_tokens``), so their tokens keep flowing during a long prompt; unset: as
+    many as take about 1.5 decode steps' time (measured as it runs); 0: each prompt in one
+    step."""
+    prefill_whole_tokens: int = Field(default=512, ge=0)
+    """Prompts of at most this many tokens are prefilled in one step, ahead of the next
+    decode step, even while others decode: their first token comes about as soon as on an
+    idle engine, and the running streams wait for it once; 0 chunks every prompt."""
     # HTTP mode
     api: Literal["chat", "completions", "generate"] = "chat"
     """HTTP mode: how the llm-service is asked. ``chat``: OpenAI's streamed

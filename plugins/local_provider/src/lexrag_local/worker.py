@@ -16,7 +16,7 @@ from typing import Any
 
 from .engine import Engine
 from .sampling import SamplingParams
-from .scheduler import Event, Failed, Finished, Request, Scheduler
+from .scheduler import WHOLE_PROMPT, Event, Failed, Finished, Request, Scheduler
 from .tokens import fast_backend
 
 
@@ -34,12 +34,22 @@ class Worker:
     """Runs generations on the scheduler's thread, batched, and streams them back."""
 
     def __init__(
-        self, engine: Engine, tokenizer: Any, *, queue_size: int = 32, prefill_chunk: int | None = None
+        self,
+        engine: Engine,
+        tokenizer: Any,
+        *,
+        queue_size: int = 32,
+        prefill_chunk: int | None = None,
+        prefill_whole_tokens: int = WHOLE_PROMPT,
     ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(
-            engine, fast_backend(tokenizer), queue_size=queue_size, prefill_chunk=prefill_chunk
+            engine,
+            fast_backend(tokenizer),
+            queue_size=queue_size,
+            prefill_chunk=prefill_chunk,
+            whole_prompt=prefill_whole_tokens,
         )
         self._open: set[Request] = set()
 
