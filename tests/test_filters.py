@@ -202,3 +202,60 @@ def test_filter_validation_in_the_model() -> None:
     assert filters.status == ["con-hieu-luc"] and filters.kind == ["Luật"]
     assert filters.as_of is not None and filters.as_of.isoformat() == "2024-01-01"
     assert RetrievalFilters(as_of="2019-01-01").merged(RetrievalFilters(in_force=False)).as_of is not None
+
+
+def test_the_repl_shows_metadata_amendments_and_the_notice(
+    tmp_path: Path, versions_index: Path, registry: Registry
+) -> None:
+    from rich.console import Console
+
+    from lexrag.repl import Repl
+
+    console = Console(record=True, width=200, color_system=None)
+    repl = Repl(_pipeline(tmp_path, versions_index, registry), ["extractive"], console=console)
+    repl.filters = RetrievalFilters(as_of="2019-01-01")
+    asyncio.run(repl.answer(QUESTION))
+    repl.filters = None
+    asyncio.run(repl.answer("Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?"))
+    repl.filters = RetrievalFilters(doc=["10/2012/QH13"])
+    asyncio.run(repl.answer(QUESTION))
+    asyncio.run(repl.pipeline.aclose())
+    text = console.export_text()
+    assert "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực" in text
+    assert "sửa đổi bởi Luật sửa đổi, Điều 1. Sửa đổi, bổ sung một số điều của Bộ luật Lao động" in text
+    assert text.count("hết hiệu lực từ 01/01/2021") >= 2  # the notice line, and the answer quoting it
+
+
+def test_the_web_page_shows_metadata_and_asks_for_a_day(
+    running_server: Callable[[str], str], versions_index: Path, tmp_path: Path
+) -> None:
+    from .test_interfaces import CHROMIUM, CHROMIUM_FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (scripts/ci-apt.sh installs it)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    base = running_server(_config_text(versions_index))
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = context.new_page()
+            page.goto(base + "/")
+            page.fill("#asof", "2019-01-01")
+            page.fill("#question", QUESTION)
+            page.click("#send")
+            page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
+            sources = page.locator(".turn.assistant .sources").inner_text()
+            assert "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực" in sources
+            assert "45/2019/QH14" not in sources
+            assert "55 tuổi" in page.locator(".turn.assistant .answer").inner_text()
+
+            page.fill("#asof", "")
+            page.fill("#question", "Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?")
+            page.click("#send")
+            page.wait_for_selector(".turn.assistant >> nth=1 >> .sources .amended", timeout=30_000)
+            amended = page.locator(".turn.assistant >> nth=1 >> .amended").first.inner_text()
+            assert "Sửa đổi, bổ sung bởi" in amended and "99/2024/QH15" in amended and "120 ngày" in amended
+        finally:
+            context.close()
