@@ -171,3 +171,25 @@ def test_the_key_name_in_the_call_log_and_metrics_never_the_key(served_app, fake
     scrape = httpx.get(f"{served.url}/metrics", headers={"Authorization": f"Bearer {PLAIN}"}).text
     for secret in (ALICE, BOB, CAROL, PLAIN):
         assert secret not in scrape and secret not in call_log.text
+
+
+def test_bad_key_tables_are_one_line_errors_without_the_key(tmp_path):
+    from lexrag.config import load_config
+    from lexrag.errors import ConfigError
+
+    path = tmp_path / "lexrag.toml"
+    cases = {
+        f'[server]\napi_keys = ["{ALICE}"]\n[server.keys.alice]\nkey = "{ALICE}"\n': (
+            "[server.keys.alice] key is the same key as api_keys[0]"
+        ),
+        f'[server.keys.alice]\nkey = "{ALICE}"\nrpm = 0\n': "greater than or equal to 1",
+        f'[server.keys.alice]\nkey = "{ALICE}"\nrpn = 5\n': "[server.keys.alice] rpn: unknown key (valid: key, rpm",
+        f'[server.keys."a b"]\nkey = "{ALICE}"\n': "should match pattern",
+        "[server.keys.alice]\nrpm = 5\n": "[server.keys.alice] key: missing",
+    }
+    for text, expected in cases.items():
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as bad:
+            load_config(path, env={})
+        message = bad.value.message
+        assert expected in message and "\n" not in message and ALICE not in message, message

@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
@@ -138,7 +138,6 @@ class ServerSettings(_Table):
     """On SIGTERM, seconds in-flight requests get to finish; streams still open then end cleanly."""
 
 
-
 class LoggingSettings(_Table):
     level: str = "INFO"
     log_bodies: bool = False
@@ -238,6 +237,8 @@ def _where(path: str) -> str:
     parts = path.split(".")
     if parts[0] in PLUGIN_TABLES and len(parts) > 2:
         table, key = ".".join(parts[:2]), ".".join(parts[2:])
+    elif parts[:2] == ["server", "keys"] and len(parts) > 3:
+        table, key = ".".join(parts[:3]), ".".join(parts[3:])
     elif len(parts) > 1:
         table, key = parts[0], ".".join(parts[1:])
     else:
@@ -431,15 +432,19 @@ def _check_keys_differ(config: Config) -> None:
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:
     model: type[BaseModel] = Settings
-    for part in loc[:-1]:
-        info = model.model_fields.get(part)
-        if (
-            info is None
-            or not isinstance(info.annotation, type)
-            or not issubclass(info.annotation, BaseModel)
-        ):
-            return None
-        model = info.annotation
+    parts = loc[:-1]
+    while parts:
+        info = model.model_fields.get(parts[0])
+        annotation = info.annotation if info is not None else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model, parts = annotation, parts[1:]
+            continue
+        # A table of named tables ([server.keys.NAME]): the name is the next part.
+        value = get_args(annotation)[-1] if get_origin(annotation) is dict else None
+        if isinstance(value, type) and issubclass(value, BaseModel) and len(parts) > 1:
+            model, parts = value, parts[2:]
+            continue
+        return None
     return model
 
 
@@ -460,6 +465,8 @@ def _core_error(partial: Config, exc: ValidationError, raw: Mapping[str, Any]) -
             f"{partial._origin_file(dotted)}: {loc[0]} = {_show(err.get('input'))}: "
             f"must be a table, e.g. [{loc[0]}]"
         )
+    if err["type"] == "missing":
+        return ConfigError(f"{partial._origin_file(dotted)}: {_where(dotted)}: missing; set it")
     return partial.error(dotted, err.get("input"), err["msg"])
 
 
