@@ -25,6 +25,7 @@ from .fakes import Fail, FakeUpstream
 from .fixtures_local import serving
 from .fixtures_resilience import QUESTION, ask, chain_config
 from .fixtures_retrieval import index_config
+from .test_retrieval_conversation import MARRIAGE, RewriterPlugin, _chat, _pipeline
 
 CHAT = "POST /v1/chat/completions"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -295,3 +296,18 @@ def test_the_local_providers_http_mode_passes_the_trace_on(fake_upstream, spans,
     _version, trace_id, parent_id, flags = fake_upstream.requests[-1].headers["traceparent"].split("-")
     assert (trace_id, parent_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     assert int(flags, 16) & 1  # sampled
+
+
+def test_the_rewrite_of_a_follow_up_is_a_span(sample_index, pm, tmp_path, spans):
+    pm.register(RewriterPlugin(), name="lexrag-test-rewriter")
+    pipeline = _pipeline(sample_index, Registry(pm), tmp_path, {"retrieval.rewrite_provider": "rewriter"})
+    with tracing.span("request"):
+        assert (
+            asyncio.run(pipeline.retrieval_query(_chat(MARRIAGE).messages))
+            == "Nữ bao nhiêu tuổi thì được kết hôn?"
+        )
+    trace = _trace(spans, "request")
+    rewrite = _one(trace, "lexrag.rewrite")
+    assert rewrite.parent is not None and rewrite.parent.span_id == _one(trace, "request").context.span_id
+    assert rewrite.attributes["gen_ai.provider.name"] == "rewriter"
+    assert rewrite.status.status_code == StatusCode.UNSET

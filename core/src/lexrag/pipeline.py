@@ -224,17 +224,22 @@ class Pipeline:
         )
         started = time.perf_counter()
         outcome, text = "ok", None
-        try:
-            completion = await asyncio.wait_for(
-                self.router.provider(name).complete(request), self.config.settings.retrieval.rewrite_timeout_s
-            )
-            text = _first_line(completion.text)
-            if not text:
-                outcome = "empty"
-        except TimeoutError:
-            outcome = "timeout"
-        except LexragError as exc:
-            outcome = exc.code or type(exc).__name__
+        attributes = tracing.genai_request("chat", name, None, max_tokens=REWRITE_MAX_TOKENS, temperature=0.0)
+        with tracing.span("lexrag.rewrite", attributes, kind=tracing.SpanKind.CLIENT) as span:
+            try:
+                completion = await asyncio.wait_for(
+                    self.router.provider(name).complete(request),
+                    self.config.settings.retrieval.rewrite_timeout_s,
+                )
+                text = _first_line(completion.text)
+                if not text:
+                    outcome = "empty"
+            except TimeoutError:
+                outcome = "timeout"
+            except LexragError as exc:
+                outcome = exc.code or type(exc).__name__
+            if outcome != "ok":
+                tracing.failed(span, outcome)
         calllog.current().rewrote(name, outcome, time.perf_counter() - started)
         return text if outcome == "ok" else None
 
