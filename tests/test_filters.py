@@ -116,6 +116,17 @@ def test_the_amendment_is_shown_next_to_the_amended_article(
     assert (amendment.doc, amendment.so_hieu, amendment.article) == ("luat-sua-doi-bo-luat-lao-dong", "99/2024/QH15", 1)
     assert amendment.text.startswith("1. Sửa đổi, bổ sung khoản 1 Điều 25")
     assert "120 ngày" in amendment.text and "Bãi bỏ" not in amendment.text
+    assert amendment.status == "con-hieu-luc"
+    assert "Điều này đã được sửa đổi, bổ sung bởi Luật sửa đổi, Điều 1" in reply.text
+
+    before = _ask(
+        _pipeline(tmp_path, versions_index, registry),
+        {"as_of": "2024-06-30"},
+        question="Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?",
+    )
+    probation = next(s for s in before.sources or [] if s.article == 25)
+    assert [a.status for a in probation.amended_by] == ["chua-co-hieu-luc"]  # passed, not yet in force
+    assert "(chưa có hiệu lực)" in before.text
 
 
 def test_config_default_filters_and_their_errors(tmp_path: Path, versions_index: Path, registry: Registry) -> None:

@@ -187,7 +187,7 @@ class Catalog:
                     update={
                         "meta": None if meta.empty else meta,
                         "status": status,
-                        "amended_by": self._amendments(snap, source.doc, source.article),
+                        "amended_by": self._amendments(snap, source.doc, source.article, day),
                     }
                 )
             out.append(source)
@@ -200,7 +200,7 @@ class Catalog:
                 snap.chunks[doc_id] = self._store.document_chunks(doc_id)[0]
             return snap.chunks[doc_id]
 
-    def _amendments(self, snap: _Snapshot, doc_id: str, article: int | None) -> list[Amendment]:
+    def _amendments(self, snap: _Snapshot, doc_id: str, article: int | None, day: dt.date) -> list[Amendment]:
         if article is None or doc_id not in snap.amended_by:
             return []
         mention = re.compile(rf"\bĐiều\s+{article}(?!\d)")
@@ -218,6 +218,7 @@ class Catalog:
                             article=chunk.citation.article,
                             citation=chunk.citation.label(),
                             text=excerpt,
+                            status=status_on(snap.metas[other], day),
                         )
                     )
         return found

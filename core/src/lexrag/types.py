@@ -453,6 +453,9 @@ class Amendment(BaseModel):
     citation: str
     text: str
     """The amending provision (the item of the amending article that names the cited one)."""
+    status: DocumentStatus | None = None
+    """The amending document's status on the day asked about (``chua-co-hieu-luc``: the
+    change is not in force yet)."""
 
 
 class RetrievalFilters(BaseModel):

@@ -135,7 +135,8 @@ class ExtractiveProvider(Provider):
         for quote in quotes:
             for amendment in quote.source.amended_by:
                 body = "\n".join("> " + line for line in amendment.text.split("\n"))
-                parts.append(f"Điều này đã được sửa đổi, bổ sung bởi {amendment.citation}:\n\n{body}")
+                pending = " (chưa có hiệu lực)" if amendment.status == "chua-co-hieu-luc" else ""
+                parts.append(f"Điều này đã được sửa đổi, bổ sung bởi {amendment.citation}{pending}:\n\n{body}")
         quoted = {q.source.index for q in quotes}
         related = [f"[{s.index}] {s.citation}" for s in sources if s.index not in quoted]
         if related:
