@@ -19,6 +19,7 @@ one, which the next default ``bm25`` rebuilds.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import sqlite3
@@ -193,6 +194,206 @@ class ExperimentsPlugin:
         register(NAME, ExperimentalBM25)
 
 
+# --- fusion ideas, measured offline ----------------------------------------------------------
+#
+# Each part's article ranking is taken once per question (the best chunk's score and the
+# second-best chunk's, per article); every fusion idea is then a function of those rankings,
+# so dozens of fusions and their cross-validation cost seconds, not a retriever run each.
+# ``fuse_articles(…, "minmax", n=50)`` ranks exactly as the shipped hybrid does.
+
+ArticleRanking = list[tuple[tuple[str, int | str], float, float]]
+"""[(article key, best chunk's score, second-best chunk's score or 0), …], best first."""
+
+
+def article_ranking(part: Any, query: str, *, depth: int = 400, k: int = 100) -> ArticleRanking:
+    """The ``k`` best articles of a store retriever (``scored`` + ``article_keys``) among its
+    ``depth`` best chunks."""
+    keys = part.article_keys()
+    best: dict[tuple[str, int | str], float] = {}
+    second: dict[tuple[str, int | str], float] = {}
+    for rowid, score in part.scored(query, depth):
+        key = keys.get(rowid)
+        if key is None:
+            continue
+        if key not in best:
+            best[key] = score
+        elif key not in second:
+            second[key] = score
+    order = list(best)[:k]
+    return [(key, best[key], second.get(key, 0.0)) for key in order]
+
+
+class QueryVectorPart:
+    """The dense part searched with another query vector: ``vector(query)`` (normalised),
+    e.g. the query with its lay-term expansions, or moved towards BM25's best chunks."""
+
+    def __init__(self, dense: Any, vector: Callable[[str], np.ndarray]) -> None:
+        self.dense, self.vector = dense, vector
+
+    def article_keys(self) -> dict[int, tuple[str, int | str]]:
+        return dict(self.dense.article_keys())
+
+    def scored(self, query: str, n: int) -> list[tuple[int, float]]:
+        v = self.vector(query)
+        return list(self.dense.vector_search(v / np.linalg.norm(v), n))
+
+
+def _scaled(ranking: ArticleRanking, how: str) -> dict[tuple[str, int | str], float]:
+    scores = np.asarray([s for _, s, _ in ranking], dtype=np.float64)
+    if how == "z":  # standard scores, shifted so the last candidate gets 0 (as a missing one)
+        z = (scores - scores.mean()) / (scores.std() + 1e-9)
+        values = z - z.min()
+    else:
+        lo, hi = scores.min(), scores.max()
+        values = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+    return {key: float(v) for (key, _, _), v in zip(ranking, values, strict=True)}
+
+
+def fuse_articles(
+    rankings: Sequence[ArticleRanking],
+    weights: Sequence[float],
+    how: Literal["minmax", "z", "rrf"] = "minmax",
+    *,
+    n: int = 50,
+    rrf_k: float = 3.0,
+    second: float = 0.0,
+) -> list[tuple[str, int | str]]:
+    """The fused article order: each ranking's first ``n`` articles, scaled (min–max, z-score)
+    or by rank (RRF), weighted and added; ``second`` adds that share of an article's
+    second-best chunk score to its best before fusing (chunk-score aggregation)."""
+    fused: dict[tuple[str, int | str], float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        ranking = ranking[:n]
+        if not ranking or weight == 0:
+            continue
+        if second:
+            ranking = sorted(((k, s + second * s2, s2) for k, s, s2 in ranking), key=lambda x: -x[1])
+        if how == "rrf":
+            shares = {key: 1.0 / (rrf_k + rank + 1) for rank, (key, _, _) in enumerate(ranking)}
+        else:
+            shares = _scaled(ranking, how)
+        for key, share in shares.items():
+            fused[key] = fused.get(key, 0.0) + weight * share
+    return sorted(fused, key=lambda key: -fused[key])
+
+
+def agreeing_top(
+    order: list[tuple[str, int | str]], rankings: Sequence[ArticleRanking]
+) -> list[tuple[str, int | str]]:
+    """A guard: the fused first article must be some part's first; else the best-fused of the
+    parts' firsts moves up to first place."""
+    tops = {r[0][0] for r in rankings if r}
+    if not order or order[0] in tops or not tops:
+        return order
+    first = next(key for key in order if key in tops)
+    return [first, *(key for key in order if key != first)]
+
+
+def combiner_features(
+    rankings: Sequence[ArticleRanking], n: int = 50
+) -> tuple[list[tuple[str, int | str]], np.ndarray]:
+    """Candidates (the union of the rankings' first ``n``) and their features: per ranking, the
+    min–max scaled score, the reciprocal rank and whether it holds the candidate."""
+    heads = [r[:n] for r in rankings]
+    candidates = list(dict.fromkeys(key for head in heads for key, _, _ in head))
+    columns = []
+    for head in heads:
+        scaled = _scaled(head, "minmax") if head else {}
+        rr = {key: 1.0 / (rank + 1) for rank, (key, _, _) in enumerate(head)}
+        columns += [
+            [scaled.get(key, 0.0) for key in candidates],
+            [rr.get(key, 0.0) for key in candidates],
+            [float(key in rr) for key in candidates],
+        ]
+    return candidates, np.asarray(columns, dtype=np.float64).T.reshape(len(candidates), len(columns))
+
+
+def train_combiner(examples: Sequence[tuple[np.ndarray, int]], l2: float = 1.0) -> np.ndarray:
+    """Weights of a conditional logit (softmax over a question's candidates, gold = the
+    target), L2-regularised: a linear learned combiner with one weight per feature."""
+    from scipy.optimize import minimize
+
+    dim = examples[0][0].shape[1]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        total, grad = l2 * float(w @ w), 2 * l2 * w
+        for x, gold in examples:
+            z = x @ w
+            z = z - z.max()
+            p = np.exp(z)
+            p /= p.sum()
+            total += float(np.log(np.exp(z).sum()) - z[gold])
+            grad = grad + x.T @ p - x[gold]
+        return total, grad
+
+    return np.asarray(minimize(loss, np.zeros(dim), jac=True, method="L-BFGS-B").x)
+
+
+def gold_rank(order: Sequence[tuple[str, int | str]], gold: tuple[str, int]) -> float:
+    """1-based rank of ``gold`` in the first 10 of ``order``, else 99."""
+    for rank, key in enumerate(order[:10], 1):
+        if key == gold:
+            return float(rank)
+    return 99.0
+
+
+def rank_measures(ranks: np.ndarray) -> np.ndarray:
+    """(R@1, R@5, MRR@10) of gold ranks (99: not in the first 10)."""
+    return np.array([np.mean(ranks <= 1), np.mean(ranks <= 5), np.mean(np.where(ranks <= 10, 1 / ranks, 0))])
+
+
+def choose_by_cv(
+    table: np.ndarray, which: np.ndarray, *, repeats: int = 10, folds: int = 5, seed: int = 17
+) -> tuple[np.ndarray, collections.Counter[int]]:
+    """Cross-validated choice among the rows of ``table`` (candidate × question gold ranks):
+    each fold picks the row with the best R@1 + R@5 + MRR on the other folds and is scored
+    with it. Returns the per-set (``which``: each question's set) held-out measures averaged
+    over repeats, and how often each row was chosen."""
+    rng = np.random.default_rng(seed)
+    chosen: collections.Counter[int] = collections.Counter()
+    sets = np.unique(which)
+    scores = []
+    for _ in range(repeats):
+        held = np.zeros(table.shape[1])
+        for part in np.array_split(rng.permutation(table.shape[1]), folds):
+            train = np.setdiff1d(np.arange(table.shape[1]), part)
+            best = max(range(table.shape[0]), key=lambda j: float(rank_measures(table[j, train]).sum()))
+            chosen[best] += 1
+            held[part] = table[best, part]
+        scores.append([rank_measures(held[which == s]) for s in sets])
+    return np.mean(scores, axis=0), chosen
+
+
+def combiner_cv(
+    features: Sequence[tuple[list[tuple[str, int | str]], np.ndarray]],
+    golds: Sequence[tuple[str, int]],
+    which: np.ndarray,
+    *,
+    l2: float = 1.0,
+    repeats: int = 5,
+    folds: int = 5,
+    seed: int = 17,
+) -> np.ndarray:
+    """The learned combiner trained on the other folds, scored on each fold: per-set held-out
+    (R@1, R@5, MRR@10) averaged over repeats."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(repeats):
+        held = np.zeros(len(golds))
+        for part in np.array_split(rng.permutation(len(golds)), folds):
+            train = [
+                (features[j][1], features[j][0].index(golds[j]))
+                for j in np.setdiff1d(np.arange(len(golds)), part)
+                if golds[j] in features[j][0]
+            ]
+            w = train_combiner(train, l2)
+            for j in part:
+                candidates, x = features[j]
+                held[j] = gold_rank([candidates[i] for i in np.argsort(-(x @ w), kind="stable")], golds[j])
+        scores.append([rank_measures(held[which == s]) for s in np.unique(which)])
+    return np.asarray(np.mean(scores, axis=0))
+
+
 # --- the benchmarks' cache: vectors and indexes of the six codes, built once ---------------------
 
 
@@ -312,11 +513,22 @@ def cached_index(
 
 __all__ = [
     "NAME",
+    "ArticleRanking",
     "CachingEmbedder",
     "ExperimentalBM25",
     "ExperimentalBM25Settings",
     "ExperimentsPlugin",
+    "QueryVectorPart",
+    "agreeing_top",
+    "article_ranking",
     "bench_cache_dir",
     "cached_index",
+    "choose_by_cv",
+    "combiner_cv",
+    "combiner_features",
+    "fuse_articles",
+    "gold_rank",
+    "rank_measures",
     "sum_articles",
+    "train_combiner",
 ]

@@ -18,6 +18,7 @@ from lexrag.plugins import make_plugin_manager
 from lexrag.registry import Registry, build_embedder, build_retriever
 from lexrag.retrieval import Embedder
 from lexrag.store import Store
+from lexrag.vntext import normalize
 
 from .conftest import DEV_QUESTIONS
 from .fixtures_retrieval import index_config
@@ -371,3 +372,20 @@ def test_model_dirs_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
     write_model_dir(target, lambda d: (d / "lexrag.json").write_text("second"))  # lost the race
     assert (target / "lexrag.json").read_text() == "first" and list(target.parent.iterdir()) == [target]
     assert list(length_batches([5, 1, 3, 2], 3)) == [[1, 3, 2], [0]]
+
+
+def test_the_benchs_offline_fusion_ranks_as_the_hybrid(
+    sample_index: Path, session_registry: Registry
+) -> None:
+    """bench/quality_retrieval.py --ideas measures fusions from the parts' article rankings; for
+    its figures to stand for the shipped retriever, its min–max fusion must rank as it does."""
+    from bench._experiments import article_ranking, fuse_articles
+
+    dense, bm25, hybrid = (_retriever(sample_index, session_registry, n) for n in ("dense", "bm25", "hybrid"))
+    for q in load_questions(DEV_QUESTIONS)[:12]:
+        query = normalize(q.query)
+        rankings = [article_ranking(part, query, depth=200, k=50) for part in (dense, bm25)]
+        shipped = [(h.chunk.citation.doc, h.chunk.citation.article) for h in hybrid.search(query, 10)]
+        assert fuse_articles(rankings, [1.5, 1.0])[:10] == shipped, q.query
+    for r in (dense, bm25, hybrid):
+        r.close()
