@@ -382,6 +382,15 @@ def fusion_ideas(
     def mm(d: str = D, b: str = B, **kw: Any) -> dict[str, Any]:
         return {f"w {w}": (lambda j, w=w: fuse_articles([R[d][j], R[b][j]], [w, 1.0], **kw)) for w in W}
 
+    def third(name: str) -> dict[str, Any]:
+        return {
+            f"w {w}, third {a}": (
+                lambda j, w=w, a=a: fuse_articles([R[D][j], R[B][j], R[name][j]], [w, 1.0, a])
+            )
+            for w in W
+            for a in (0.25, 0.5, 1.0)
+        }
+
     ideas: dict[str, dict[str, Any]] = {
         "min-max, dense weight (shipped: 1.5)": mm(),
         "RRF, k": {
@@ -398,21 +407,9 @@ def fusion_ideas(
             )
             for w in W
         },
-        "+ article vectors (a third ranking)": {
-            f"w {w}, article {a}": (
-                lambda j, w=w, a=a: fuse_articles([R[D][j], R[B][j], R["article vectors"][j]], [w, 1.0, a])
-            )
-            for w in W
-            for a in (0.25, 0.5, 1.0)
-        },
+        "+ article vectors (a third ranking)": third("article vectors"),
         "dense query + lay terms (instead)": mm(d="dense + lay terms"),
-        "+ dense query + lay terms (a third ranking)": {
-            f"w {w}, lay {a}": (
-                lambda j, w=w, a=a: fuse_articles([R[D][j], R[B][j], R["dense + lay terms"][j]], [w, 1.0, a])
-            )
-            for w in W
-            for a in (0.25, 0.5, 1.0)
-        },
+        "+ dense query + lay terms (a third ranking)": third("dense + lay terms"),
         "dense query moved to bm25's top 3 (instead)": mm(d="dense → bm25 top 3"),
         "bm25 k1 1.6 b 0.9 (instead)": mm(b="bm25 k1 1.6 b 0.9"),
         "bm25 k1 0.8 b 0.5 (instead)": mm(b="bm25 k1 0.8 b 0.5"),
