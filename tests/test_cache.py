@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import openai
+import pytest
 
 from lexrag.ingest import ingest
 from lexrag.store import Store
 
-from .fakes import FakeUpstream, Reply
+from .fakes import Drop, FakeUpstream, Reply
 
 ALICE, BOB = "sk-alice-SECRET-cache", "sk-bob-SECRET-cache"
 ANSWER = "Không quá 08 giờ trong 01 ngày [1]."
@@ -116,3 +117,24 @@ def test_entries_expire_after_the_ttl(served_app, fake_upstream):
     clock.now += 2  # 61 s after it was kept (ttl_s = 60)
     assert _ask(served.url).headers["x-lexrag-cache"] == "miss"
     assert len(fake_upstream.requests) == 2
+
+
+def test_a_cut_stream_and_a_tool_call_are_not_kept(served_app, fake_upstream):
+    served = served_app(_config(fake_upstream))
+    fake_upstream.script(Drop(after=3), Reply(ANSWER))
+    cut = _ask(served.url, stream=True)
+    assert cut.headers["x-lexrag-cache"] == "miss"
+    with pytest.raises(openai.APIError):
+        _streamed(cut)
+    again = _ask(served.url)  # the cut answer was not kept: the provider answers
+    assert again.headers["x-lexrag-cache"] == "miss" and again.parse().choices[0].message.content == ANSWER
+    assert len(fake_upstream.requests) == 2
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "tra_cuu", "arguments": '{"dieu": 105}'}}
+    fake_upstream.script(Reply("", tool_calls=[call]), Reply("", tool_calls=[call]))
+    tools = [{"type": "function", "function": {"name": "tra_cuu", "parameters": {"type": "object"}}}]
+    for _ in range(2):
+        asked = _ask(served.url, tools=tools)
+        assert asked.headers["x-lexrag-cache"] == "miss"
+        assert asked.parse().choices[0].message.tool_calls[0].function.name == "tra_cuu"
+    assert len(fake_upstream.requests) == 4
