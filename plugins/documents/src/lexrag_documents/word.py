@@ -49,6 +49,14 @@ class _Numbering:
     def __init__(self, document: Any) -> None:
         self.levels: dict[str, dict[int, tuple[str, str, int]]] = {}
         self.counters: dict[str, list[int]] = {}
+        # Numbering a paragraph style carries (Word's "List Number"), by style id: read once,
+        # as python-docx resolves a paragraph's style slowly.
+        self.by_style: dict[str, tuple[str | None, int]] = {}
+        for style in document.styles.element.iter(f"{_W}style"):
+            ppr = style.find(f"{_W}pPr")
+            found = self._parse(ppr.find(f"{_W}numPr")) if ppr is not None else None
+            if found is not None:
+                self.by_style[style.get(f"{_W}styleId", "")] = found
         try:
             root = document.part.numbering_part.element
         except (KeyError, NotImplementedError, AttributeError):
@@ -90,18 +98,20 @@ class _Numbering:
             text = text.replace(f"%{k + 1}", _FORMATS.get(fmt_k, str)(value))
         return text
 
+    def _num_pr(self, paragraph: Any) -> tuple[str | None, int]:
+        ppr = paragraph._p.pPr
+        direct = self._parse(ppr.find(f"{_W}numPr")) if ppr is not None else None
+        if direct is not None:
+            return direct
+        return self.by_style.get(paragraph._p.style or "", (None, 0))
+
     @staticmethod
-    def _num_pr(paragraph: Any) -> tuple[str | None, int]:
-        for ppr in (paragraph._p.pPr, getattr(paragraph.style.element, "pPr", None)):
-            num_pr = ppr.find(f"{_W}numPr") if ppr is not None else None
-            if num_pr is None:
-                continue
-            num_id = num_pr.find(f"{_W}numId")
-            ilvl = num_pr.find(f"{_W}ilvl")
-            if num_id is not None:
-                level = int(ilvl.get(f"{_W}val", "0")) if ilvl is not None else 0
-                return num_id.get(f"{_W}val"), level
-        return None, 0
+    def _parse(num_pr: Any) -> tuple[str | None, int] | None:
+        num_id = num_pr.find(f"{_W}numId") if num_pr is not None else None
+        if num_id is None:
+            return None
+        ilvl = num_pr.find(f"{_W}ilvl")
+        return num_id.get(f"{_W}val"), int(ilvl.get(f"{_W}val", "0")) if ilvl is not None else 0
 
 
 def _blocks(body: Any) -> Iterator[Any]:
