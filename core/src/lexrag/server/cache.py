@@ -158,7 +158,9 @@ class ResponseCache:
     def _store(self, settings: CacheSettings) -> TTLCache[str, Entry]:
         shape = (settings.max_entries, settings.ttl_s)
         if self._entries is None or self._shape != shape:
-            self._entries = TTLCache(maxsize=settings.max_entries, ttl=settings.ttl_s, timer=lambda: self.clock())
+            self._entries = TTLCache(
+                maxsize=settings.max_entries, ttl=settings.ttl_s, timer=lambda: self.clock()
+            )
             self._shape = shape
         return self._entries
 
