@@ -244,6 +244,33 @@ def test_postgres_keeps_metadata(tmp_path: Path, pg_url: str) -> None:
         src.close()
 
 
+def test_filters_over_the_postgres_backend(tmp_path: Path, pg_url: str, pg_config, session_registry) -> None:  # type: ignore[no-untyped-def]
+    """The core's filtering reads the metadata through whichever store holds the index: the
+    same two versions answer by day over PostgreSQL's own BM25 retriever."""
+    import asyncio
+
+    from lexrag.pipeline import Pipeline
+    from lexrag.registry import open_index
+    from lexrag.types import RetrievalFilters
+
+    folder = write_versions(tmp_path / "docs", amending=True)
+    config = pg_config(pg_url, {"retrieval.retriever": "pg-bm25"})
+    store = open_index(config, session_registry, create=True)
+    try:
+        ingest(store, None, [folder])
+    finally:
+        store.close()
+    pipeline = Pipeline(config, session_registry)
+    question = "Tuổi nghỉ hưu của người lao động nam, nữ là bao nhiêu?"
+    try:
+        old = pipeline.retrieve(question, 2, RetrievalFilters(as_of="2019-01-01"))
+        new = pipeline.retrieve(question, 2)
+    finally:
+        asyncio.run(pipeline.aclose())
+    assert {s.doc for s in old} == {"bo-luat-lao-dong-2012"} and old[0].meta is not None
+    assert "bo-luat-lao-dong-2012" not in {s.doc for s in new} and new[0].status == "con-hieu-luc"
+
+
 def test_front_matter_that_is_not_valid_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequestError, match=r"x\.md.*YAML"):
         split_front_matter("---\nkind: [unclosed\n---\n# LUẬT\n", str(tmp_path / "x.md"))

@@ -290,7 +290,8 @@ class IndexStore(ABC):
         embedder: tuple[str, int] | None,
     ) -> None:
         """Replace the document ``record.id`` with ``chunks`` (and their ``vectors``, from
-        ``embedder``), atomically; the first vectors record the embedder."""
+        ``embedder``), atomically; the first vectors record the embedder. ``record.metadata``
+        is kept with it: :meth:`document` and :meth:`documents` return it."""
 
     @abstractmethod
     def delete_document(self, doc_id: str) -> bool:
