@@ -1,56 +1,84 @@
-"""Retrievers over the PostgreSQL index: dense (pgvector HNSW, cosine), lexical (BM25 computed in
-SQL over the postings) and hybrid (the embedded hybrid's fusion).
+"""Retrievers over the PostgreSQL index: dense (pgvector HNSW, cosine), lexical (BM25 over the
+postings, scored in this process: :mod:`lexrag_postgres.postings`) and hybrid (the embedded
+hybrid's fusion, :func:`lexrag.fuse`).
 
-Every search is one or two SQL statements against the committed state of the database: a
-document another process ingests is found at its commit, a deleted one is gone, with no
-cache to refresh and no restart. Defaults equal lexrag-retrievers' ``dense``, ``bm25`` and
-``hybrid``, so both backends rank alike.
+Every search reads the committed state of the database: a document another process ingests
+is found at its commit, a deleted one is gone, with no restart (what a replica keeps is keyed
+by the index generation, checked in the search's own statement). The parts rank chunk ids and
+articles without reading any chunk text; only the chunks returned are read. Defaults equal
+lexrag-retrievers' ``dense``, ``bm25`` and ``hybrid``, so both backends rank alike.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lexrag import (
+    CHUNKS_PER_ARTICLE,
     AccentRestorer,
+    ArticleKey,
+    Chunk,
     Embedder,
     Hit,
     RetrievalContext,
     RetrievalError,
     Retriever,
+    article_key,
+    fuse,
+    trace_span,
     typed_without_accents,
 )
 
-from .store import CHUNK_COLUMNS, PostgresStore, chunk_of, vector_text
+from .postings import BM25Params, PostingsCache, rank
+from .store import PostgresStore, vector_text
 from .terms import query_weights
 
 BACKENDS = frozenset({"postgres"})
-CHUNKS_PER_ARTICLE = 4
-"""Chunks ranked per article asked for, before collapsing to one chunk per article (long
-articles come in several chunks)."""
+Candidate = tuple[ArticleKey, int, float]
+"""(article key, id of its best chunk, score)."""
+
+# hnsw.ef_search last set on each pooled connection (a session setting: set when it differs).
+_EF_SEARCH: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
-def collapse_articles(hits: list[Hit], k: int) -> list[Hit]:
-    """The best hit of each (document, article), best first, at most ``k``; chunks outside any
-    article are kept as they are."""
-    seen: set[tuple[str, int]] = set()
-    out: list[Hit] = []
-    for hit in hits:
-        c = hit.chunk.citation
-        if c.article is not None:
-            key = (c.doc, c.article)
-            if key in seen:
-                continue
-            seen.add(key)
-        out.append(hit)
+def first_per_key(ranked: list[tuple[int, float, ArticleKey]], k: int) -> list[Candidate]:
+    """The first chunk of each key in ``ranked`` ((id, score, key), best first), at most ``k``."""
+    seen: set[ArticleKey] = set()
+    out: list[Candidate] = []
+    for rowid, score, key in ranked:
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((key, rowid, score))
         if len(out) == k:
             break
     return out
+
+
+@dataclass
+class Statement:
+    """One ranking statement of a retriever, so a hybrid can send its parts' statements in one
+    round trip (a pipeline): ``finish`` turns its rows into (chunk id, score, key), best first."""
+
+    sql: str
+    params: dict[str, Any]
+    finish: Callable[[list[tuple[Any, ...]]], list[tuple[int, float, ArticleKey]]]
+    ef_search: int | None = None
+    """pgvector's ``hnsw.ef_search`` the statement needs on its connection."""
+
+    def prepare(self, conn: Any) -> None:
+        """Set what the statement needs on ``conn`` (a session setting, sent when it changes)."""
+        if self.ef_search is not None and _EF_SEARCH.get(conn) != self.ef_search:
+            conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
+            _EF_SEARCH[conn] = self.ef_search
 
 
 class PgRetriever(Retriever):
@@ -77,6 +105,48 @@ class PgRetriever(Retriever):
                     )
                 self._store = store
             return self._store
+
+    def statement(self, query: str, n: int) -> Statement | None:
+        """What ranks up to ``n`` chunks for ``query`` (None: nothing to rank)."""
+        raise NotImplementedError
+
+    def ranked(self, query: str, n: int) -> list[tuple[int, float, ArticleKey]]:
+        """(chunk id, score, article key) of up to ``n`` chunks, best first, before collapsing."""
+        st = self.statement(query, n)
+        if st is None:
+            return []
+        with self.store.db.connection() as conn:
+            st.prepare(conn)
+            rows = conn.execute(st.sql, st.params).fetchall()
+        return st.finish(rows)
+
+    def collapses(self) -> bool:
+        return bool(getattr(self.settings, "collapse_articles", False))
+
+    def depth(self, k: int) -> int:
+        """Chunks to rank for the ``k`` best articles (or chunks)."""
+        depth = int(getattr(self.settings, "candidates", k))
+        return max(CHUNKS_PER_ARTICLE * k, depth) if self.collapses() else max(k, depth)
+
+    def pick(self, ranked: list[tuple[int, float, ArticleKey]], k: int) -> list[Candidate]:
+        """(key, chunk id, score) of the ``k`` best articles (or chunks, without
+        ``collapse_articles``: keyed by chunk id) of ``ranked``, best first."""
+        if not self.collapses():
+            return [((key[0], rowid), rowid, score) for rowid, score, key in ranked[:k]]
+        return first_per_key(ranked, k)
+
+    def candidates(self, query: str, k: int) -> list[Candidate]:
+        """:meth:`pick` of :meth:`ranked`: no chunk text is read."""
+        return self.pick(self.ranked(query, self.depth(k)), k)
+
+    def fetch(self, rowids: list[int]) -> dict[int, Chunk]:
+        """The chunks of these ids (those still in the index)."""
+        return dict(self.store.chunks(rowids))
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        found = self.candidates(query, k)
+        chunks = self.fetch([rowid for _, rowid, _ in found])
+        return [Hit(chunks[rowid], score) for _, rowid, score in found if rowid in chunks]
 
     def sync(self) -> None:
         """After an ingest: refresh the planner's statistics and the visibility map."""
@@ -109,6 +179,18 @@ class PgDenseSettings(BaseModel):
     text, built on the first such query and again after the index changed) before embedding it."""
 
 
+DENSE_SQL = (
+    "SELECT id, 1 - (embedding <=> %(q)s::vector), doc, article, chunk_id FROM lexrag_chunks "
+    "ORDER BY embedding <=> %(q)s::vector LIMIT %(n)s"
+)
+
+
+def _dense_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, float, ArticleKey]]:
+    return [
+        (int(r[0]), float(r[1]), (r[2], r[3] if r[3] is not None else r[4])) for r in rows if r[1] is not None
+    ]
+
+
 class PgDenseRetriever(PgRetriever):
     Settings = PgDenseSettings
 
@@ -126,34 +208,18 @@ class PgDenseRetriever(PgRetriever):
             self._embedder = self.context.build_embedder()
         return self._embedder
 
-    def ranked(self, query: str, n: int) -> list[Hit]:
-        """Up to ``n`` chunk hits, best first, before collapsing."""
+    def statement(self, query: str, n: int) -> Statement | None:
         if not query.strip():
-            return []
-        store = self.store
-        recorded = store.embedder()
-        if recorded is None:  # no vectors yet
-            return []
+            return None
         embedder = self.embedder
-        if not self._checked:
+        if not self._checked:  # once: the vectors' embedder is recorded with the first of them
+            store = self.store
+            if store.embedder() is None:  # no vectors yet
+                return None
             store.check_embedder(embedder.model_id, embedder.dim)
             self._checked = True
-        elif recorded != (embedder.model_id, embedder.dim):
-            store.check_embedder(embedder.model_id, embedder.dim)
         vector = vector_text(embedder.embed_query(self.query_text(query)))
-        with store.db.connection() as conn, conn.transaction():
-            conn.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true)",
-                (str(max(self.options.ef_search, n)),),
-            )
-            rows = conn.execute(
-                "WITH nn AS MATERIALIZED (SELECT id, embedding <=> %(q)s::vector AS dist "
-                "FROM lexrag_chunks ORDER BY embedding <=> %(q)s::vector LIMIT %(n)s) "
-                f"SELECT 1 - nn.dist, {CHUNK_COLUMNS} FROM nn JOIN lexrag_chunks c ON c.id = nn.id "
-                "JOIN lexrag_documents d ON d.id = c.doc WHERE nn.dist IS NOT NULL ORDER BY nn.dist, nn.id",
-                {"q": vector, "n": n},
-            ).fetchall()
-        return [Hit(chunk_of(row[1:])[1], float(row[0])) for row in rows]
+        return Statement(DENSE_SQL, {"q": vector, "n": n}, _dense_rows, max(self.options.ef_search, n))
 
     def restorer(self) -> AccentRestorer:
         """The accent model of the indexed text, rebuilt when the index changed."""
@@ -169,12 +235,6 @@ class PgDenseRetriever(PgRetriever):
         if self.options.restore_accents and typed_without_accents(query):
             return self.restorer().restore(query)
         return query
-
-    def search(self, query: str, k: int) -> list[Hit]:
-        if not self.options.collapse_articles:
-            return self.ranked(query, max(k, self.options.candidates))[:k]
-        hits = self.ranked(query, max(CHUNKS_PER_ARTICLE * k, self.options.candidates))
-        return collapse_articles(hits, k)
 
     def health(self) -> dict[str, Any]:
         out = super().health()
@@ -203,50 +263,8 @@ class PgBM25Settings(BaseModel):
     collapse_articles: bool = True
 
 
-# BM25 (Lucene's idf and saturation, as bm25s computes it) of two fields in one statement:
-# the chunk (body + title_weight × heading) and the heading alone. Collection statistics come
-# from lexrag_stats and document frequencies from the postings read, so the whole ranking is
-# one snapshot of the committed index.
-BM25_SQL = f"""
-WITH q AS (
-    SELECT t.term, t.w FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS t(term, w)
-),
-st AS (
-    SELECT greatest(n_chunks, 1)::float8 AS n,
-           greatest((sum_body + %(tw)s * sum_head)::float8 / greatest(n_chunks, 1), 1e-9) AS avg_chunk,
-           greatest(sum_head::float8 / greatest(n_chunks, 1), 1e-9) AS avg_head
-    FROM lexrag_stats
-),
-p AS (
-    SELECT p.term, p.chunk, q.w,
-           (p.tf_body + %(tw)s * p.tf_head)::float8 AS tf, p.tf_head::float8 AS tfh,
-           (p.len_body + %(tw)s * p.len_head)::float8 AS dl, p.len_head::float8 AS dlh
-    FROM q JOIN lexrag_postings p ON p.term = q.term
-),
-df AS (
-    SELECT term, count(*) FILTER (WHERE tf > 0) AS df, count(*) FILTER (WHERE tfh > 0) AS dfh
-    FROM p GROUP BY term
-),
-s AS (
-    SELECT p.chunk,
-        sum(CASE WHEN p.tf > 0 THEN p.w * ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
-                 * p.tf / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.dl / st.avg_chunk)) ELSE 0 END) AS body,
-        sum(CASE WHEN p.tfh > 0 AND %(tf_field)s > 0 THEN p.w * ln(1 + (st.n - df.dfh + 0.5) / (df.dfh + 0.5))
-                 * p.tfh / (p.tfh + %(k1)s * (1 - %(b)s + %(b)s * p.dlh / st.avg_head)) ELSE 0 END) AS head
-    FROM p JOIN df USING (term) CROSS JOIN st
-    GROUP BY p.chunk
-),
-m AS (SELECT max(body) AS top, max(head) AS top_head FROM s),
-f AS (
-    SELECT s.chunk, s.body + CASE WHEN m.top > 0 AND m.top_head > 0
-        THEN %(tf_field)s * m.top / m.top_head * s.head ELSE 0 END AS score
-    FROM s CROSS JOIN m
-),
-top AS MATERIALIZED (SELECT chunk, score FROM f WHERE score > 0 ORDER BY score DESC, chunk LIMIT %(n)s)
-SELECT top.score, {CHUNK_COLUMNS}
-FROM top JOIN lexrag_chunks c ON c.id = top.chunk JOIN lexrag_documents d ON d.id = c.doc
-ORDER BY top.score DESC, top.chunk
-"""
+#: Article keys of chunk ids one BM25 retriever keeps (then it starts again).
+KEYS_HELD = 2_000_000
 
 
 class PgBM25Retriever(PgRetriever):
@@ -256,31 +274,52 @@ class PgBM25Retriever(PgRetriever):
         super().__init__(name, settings, context)
         assert isinstance(settings, PgBM25Settings)
         self.options = settings
+        self.postings = PostingsCache(
+            BM25Params(settings.k1, settings.b, settings.title_weight, settings.title_field)
+        )
+        self._keys: dict[int, ArticleKey] = {}
+        self._keys_lock = threading.Lock()
 
-    def ranked(self, query: str, n: int) -> list[Hit]:
-        """Up to ``n`` chunk hits with a positive score, best first, before collapsing."""
+    def statement(self, query: str, n: int) -> Statement | None:
+        """Chunks with a positive score, best first (ties: the older chunk first)."""
         o = self.options
         weights = query_weights(query, lay_terms=o.lay_terms, lay_weight=o.lay_weight, extra=o.extra_terms)
         if not weights:
-            return []
-        params = {
-            "terms": list(weights),
-            "weights": list(weights.values()),
-            "tw": o.title_weight,
-            "k1": o.k1,
-            "b": o.b,
-            "tf_field": o.title_field,
-            "n": n,
-        }
-        with self.store.db.connection() as conn:
-            rows = conn.execute(BM25_SQL, params).fetchall()
-        return [Hit(chunk_of(row[1:])[1], float(row[0])) for row in rows]
+            return None
+        terms = list(weights)
+        sql, params = self.postings.request(terms)
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        if not self.options.collapse_articles:
-            return self.ranked(query, max(k, self.options.candidates))[:k]
-        hits = self.ranked(query, max(CHUNKS_PER_ARTICLE * k, self.options.candidates))
-        return collapse_articles(hits, k)
+        def finish(rows: list[tuple[Any, ...]]) -> list[tuple[int, float, ArticleKey]]:
+            found = self.postings.absorb(rows, terms, params)
+            if found is None:  # the cache moved on meanwhile: read this search's terms again
+                found = self.postings.lookup(self.store.db, terms)
+            top = rank(found[1], list(weights.values()), o.title_field, n)
+            keys = self.article_keys([rowid for rowid, _ in top])
+            return [(rowid, score, keys[rowid]) for rowid, score in top if rowid in keys]
+
+        return Statement(sql, params, finish)
+
+    def article_keys(self, rowids: list[int]) -> dict[int, ArticleKey]:
+        """Chunk id → (document, article or chunk id). A chunk id is never reused (a changed
+        document gets new ones), so what was read once stays true."""
+        with self._keys_lock:
+            keys = self._keys
+            missing = [r for r in rowids if r not in keys]
+        if not missing:
+            return keys
+        with self.store.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, doc, article, chunk_id FROM lexrag_chunks WHERE id = ANY(%s)", (missing,)
+            ).fetchall()
+        with self._keys_lock:
+            if len(self._keys) > KEYS_HELD:
+                self._keys = {}
+            self._keys.update((int(r[0]), (r[1], r[2] if r[2] is not None else r[3])) for r in rows)
+            return self._keys
+
+    def close(self) -> None:
+        super().close()
+        self.postings.clear()
 
 
 def _chunk_texts(store: PostgresStore) -> Iterator[str]:
@@ -332,42 +371,86 @@ class PgHybridRetriever(Retriever):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def _rankings(self, query: str, n: int) -> list[list[Hit]]:
-        """Each part's hits, the parts searching at once (the embedder runs here while the
-        database scores BM25)."""
+    def _pipelined(self, query: str, n: int) -> list[list[tuple[ArticleKey, int | Hit, float]]] | None:
+        """Each part's ranking, when every part is a PostgreSQL one: their statements sent in
+        one round trip (None: some part is not)."""
+        parts = [r for r, _ in self.parts]
+        pg = [
+            r for r in parts if isinstance(r, PgRetriever) and r.collapses() == self.options.collapse_articles
+        ]
+        if len(pg) != len(parts):
+            return None
+        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": ",".join(r.name for r in pg)}):
+            statements = [r.statement(query, r.depth(n)) for r in pg]
+            live = [st for st in statements if st is not None]
+            results: dict[int, list[tuple[Any, ...]]] = {}
+            if live:
+                with pg[0].store.db.connection() as conn:
+                    for st in live:
+                        st.prepare(conn)
+                    with conn.pipeline():
+                        cursors = [(id(st), conn.execute(st.sql, st.params)) for st in live]
+                    results = {key: cur.fetchall() for key, cur in cursors}
+            out: list[list[tuple[ArticleKey, int | Hit, float]]] = []
+            for r, st in zip(pg, statements, strict=True):
+                ranked = [] if st is None else st.finish(results[id(st)])
+                out.append(list(r.pick(ranked, n)))
+            return out
+
+    def _ranking(self, part: Retriever, query: str, n: int) -> list[tuple[ArticleKey, int | Hit, float]]:
+        """One part's ``n`` best (key, chunk id or hit, score); a PostgreSQL part reads no text."""
+        if isinstance(part, PgRetriever) and part.collapses() == self.options.collapse_articles:
+            return list(part.candidates(query, n))
+        out: list[tuple[ArticleKey, int | Hit, float]] = []
+        for hit in part.search(query, n):
+            c = hit.chunk.citation
+            key = article_key(c, hit.chunk.id) if self.options.collapse_articles else (c.doc, hit.chunk.id)
+            out.append((key, hit, hit.score))
+        return out
+
+    def _rankings(self, query: str, n: int) -> list[list[tuple[ArticleKey, int | Hit, float]]]:
+        """Each part's ranking, the parts searching at once (the embedder runs here while the
+        other part waits on the database)."""
+        pipelined = self._pipelined(query, n)
+        if pipelined is not None:
+            return pipelined
         if len(self.parts) < 2:
-            return [retriever.search(query, n) for retriever, _ in self.parts]
+            return [self._traced_ranking(retriever, query, n) for retriever, _ in self.parts]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="pg-hybrid")
             pool = self._pool
-        futures = [pool.submit(retriever.search, query, n) for retriever, _ in self.parts]
+        # Each part runs in the caller's context, so its trace span is a child of the request's.
+        futures = [
+            pool.submit(contextvars.copy_context().run, self._traced_ranking, retriever, query, n)
+            for retriever, _ in self.parts
+        ]
         return [future.result() for future in futures]
+
+    def _traced_ranking(
+        self, part: Retriever, query: str, n: int
+    ) -> list[tuple[ArticleKey, int | Hit, float]]:
+        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": part.name}):
+            return self._ranking(part, query, n)
 
     def search(self, query: str, k: int) -> list[Hit]:
         n = max(k, self.options.candidates)
-        fused: dict[tuple[str, int | str], float] = {}
-        best: dict[tuple[str, int | str], Hit] = {}
-        for (_, weight), hits in zip(self.parts, self._rankings(query, n), strict=True):
-            if not hits:
-                continue
-            top, low = max(h.score for h in hits), min(h.score for h in hits)
-            for rank, hit in enumerate(hits):
-                c = hit.chunk.citation
-                key: tuple[str, int | str] = (
-                    (c.doc, c.article)
-                    if self.options.collapse_articles and c.article is not None
-                    else (c.doc, hit.chunk.id)
-                )
-                if self.options.fusion == "rrf":
-                    share = weight / (self.options.rrf_k + rank + 1)
-                else:
-                    share = weight * ((hit.score - low) / (top - low) if top > low else 1.0)
-                fused[key] = fused.get(key, 0.0) + share
-                best.setdefault(key, hit)
-        order = sorted(fused, key=lambda key: -fused[key])
-        hits = [Hit(best[key].chunk, fused[key]) for key in order]
-        return collapse_articles(hits, k) if self.options.collapse_articles else hits[:k]
+        rankings = [
+            (weight, ranking)
+            for (_, weight), ranking in zip(self.parts, self._rankings(query, n), strict=True)
+        ]
+        order = fuse(rankings, fusion=self.options.fusion, rrf_k=self.options.rrf_k)[:k]
+        # One statement reads the fused top's chunks (every PostgreSQL part reads one index).
+        rowids = [where for _, _, _, where in order if isinstance(where, int)]
+        stores = [r for r, _ in self.parts if isinstance(r, PgRetriever)]
+        chunks = stores[0].fetch(rowids) if rowids and stores else {}
+        hits = []
+        for _, score, _, where in order:
+            if isinstance(where, Hit):
+                hits.append(Hit(where.chunk, score))
+            elif where in chunks:
+                hits.append(Hit(chunks[where], score))
+        return hits
 
     def sync(self) -> None:
         for retriever, _ in self.parts[-1:]:  # one store: optimising it once is enough

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lexrag import Chunk, Hit, Retriever, Store
+from lexrag import CHUNKS_PER_ARTICLE, ArticleKey, Chunk, Hit, Retriever, Store, collapse_articles
 
 
 def read_pointer(index_dir: Path, name: str) -> tuple[Path, dict[str, Any]] | None:
@@ -49,32 +49,6 @@ def publish(index_dir: Path, name: str, meta: dict[str, Any], write: Callable[[P
         if old != build and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     return build
-
-
-ArticleKey = tuple[str, int | str]
-"""(document, article number), or (document, chunk id) for a chunk outside any article."""
-
-CHUNKS_PER_ARTICLE = 4
-"""Chunks fetched per article asked for, before collapsing to one chunk per article: long
-articles come in several chunks, and a ranking of k chunks holds fewer than k articles."""
-
-
-def collapse_articles(hits: list[Hit], k: int) -> list[Hit]:
-    """The best hit of each (document, article), best first, at most ``k``; chunks outside any
-    article are kept as they are."""
-    seen: set[tuple[str, int]] = set()
-    out: list[Hit] = []
-    for hit in hits:
-        c = hit.chunk.citation
-        if c.article is not None:
-            key = (c.doc, c.article)
-            if key in seen:
-                continue
-            seen.add(key)
-        out.append(hit)
-        if len(out) == k:
-            break
-    return out
 
 
 class StoreRetriever(Retriever):
