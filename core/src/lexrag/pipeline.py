@@ -120,7 +120,9 @@ class Pipeline:
     def rag_enabled(self, request: ChatCompletionRequest) -> bool:
         return self.config.settings.retrieval.enabled if request.rag is None else request.rag
 
-    def retrieve(self, query: str, k: int | None = None, filters: RetrievalFilters | None = None) -> list[Source]:
+    def retrieve(
+        self, query: str, k: int | None = None, filters: RetrievalFilters | None = None
+    ) -> list[Source]:
         """The top passages for ``query`` as numbered sources (blocking: call in a thread)."""
         return self.search(query, k, filters)[0]
 

@@ -20,7 +20,7 @@ from rich.text import Text
 from .config import CONFIG_FILE_NAME, ENV_OVERRIDES
 from .errors import LexragError, cli_message
 from .legalmeta import describe
-from .types import ChatCompletionRequest, ChatMessage, DocumentMeta, RetrievalFilters, Source
+from .types import ChatCompletionRequest, ChatMessage, DocumentMeta, RetrievalFilters, Source, parse_day
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -31,6 +31,7 @@ HELP = """\
 /provider NAME   answer with another provider (/provider alone lists them)
 /k N             retrieve N passages per question
 /rag on|off      switch retrieval on or off
+/asof DATE|off   use only the documents in force on DATE (YYYY-MM-DD); off: today's
 /sources         show the passages cited by the last answer
 /reset           forget the conversation
 /help            this list
@@ -87,7 +88,9 @@ def sources_panel(sources: Sequence[Source]) -> Panel:
         lines.append(f"[{source.index}] ", style="bold cyan")
         lines.append(source.citation + "\n", style="bold")
         if source.meta is not None or source.status:
-            lines.append("    " + describe(source.meta or DocumentMeta(), source.status) + "\n", style="italic")
+            lines.append(
+                "    " + describe(source.meta or DocumentMeta(), source.status) + "\n", style="italic"
+            )
         lines.append(excerpt(source.text) + "\n", style="dim")
         for amendment in source.amended_by:
             lines.append(f"    sửa đổi bởi {amendment.citation}\n", style="cyan")
@@ -201,6 +204,8 @@ class Repl:
             else:
                 self.state.top_k = int(arg)
                 self.console.print(f"Retrieving {arg} passages per question.")
+        elif name == "asof":
+            self._as_of(arg)
         elif name == "rag":
             if arg not in ("on", "off"):
                 self.console.print("[red]/rag takes on or off.[/]")
@@ -210,6 +215,20 @@ class Repl:
         else:
             self.console.print(f"[red]Unknown command /{name}.[/] Type /help.")
         return True
+
+    def _as_of(self, arg: str) -> None:
+        filters = self.filters or RetrievalFilters()
+        if arg in ("", "off"):
+            self.filters = filters.model_copy(update={"as_of": None})
+            self.console.print("Documents in force today.")
+            return
+        try:
+            day = parse_day(arg)
+        except ValueError as exc:  # pydantic's error is a ValueError
+            self.console.print(Text(f"/asof: {exc}".splitlines()[0], style="red"))
+            return
+        self.filters = filters.model_copy(update={"as_of": day})
+        self.console.print(f"Documents in force on {day:%d/%m/%Y}.")
 
     # --- answering ----------------------------------------------------------------
 

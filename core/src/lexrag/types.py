@@ -399,7 +399,9 @@ def parse_day(value: Any) -> Any:
             except ValueError:
                 pass
     raise PydanticCustomError(
-        "invalid_date", "{value} is not a date: write YYYY-MM-DD (2024-01-01) or DD/MM/YYYY", {"value": repr(value)}
+        "invalid_date",
+        "{value} is not a date: write YYYY-MM-DD (2024-01-01) or DD/MM/YYYY",
+        {"value": repr(value)},
     )
 
 

@@ -1,5 +1,5 @@
 """The retrieval filter flags of ``lexrag search``, ``ask`` and ``chat``: ``--in-force``,
-``--as-of``, ``--kind``, ``--doc``, ``--include-expired``."""
+``--as-of``, ``--status``, ``--kind``, ``--doc``, ``--include-expired``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def filter_options(command: F) -> F:
             help="Only documents in force on this day (statuses shown for it).",
         ),
         click.option(
+            "--status",
+            multiple=True,
+            help="Only documents with this status on that day: còn hiệu lực, hết hiệu lực, "
+            "chưa có hiệu lực, hết hiệu lực một phần (repeatable).",
+        ),
+        click.option(
             "--kind", multiple=True, help="Only documents of this kind: Luật, Nghị định, … (repeatable)."
         ),
         click.option("--doc", multiple=True, help="Only this document: its id or số hiệu (repeatable)."),
@@ -63,6 +69,7 @@ def filters_of(
     in_force: bool | None,
     include_expired: bool | None,
     as_of: dt.date | None,
+    status: tuple[str, ...],
     kind: tuple[str, ...],
     doc: tuple[str, ...],
 ) -> RetrievalFilters | None:
@@ -76,11 +83,19 @@ def filters_of(
         values["in_force"] = False
     if as_of is not None:
         values["as_of"] = as_of
+    if status:
+        values["status"] = list(status)
     if kind:
         values["kind"] = list(kind)
     if doc:
         values["doc"] = list(doc)
-    return RetrievalFilters(**values) if values else None
+    if not values:
+        return None
+    try:
+        return RetrievalFilters.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise click.BadParameter(f"{error['input']!r}: {error['msg']}", param_hint="'--status'") from None
 
 
 __all__ = ["filter_options", "filters_of"]

@@ -106,7 +106,9 @@ def ask(
         for source in sources:
             click.echo(f"  [{source.index}] {source.citation}")
             if source.meta is not None or source.status:
-                click.echo(click.style("      " + describe(source.meta or DocumentMeta(), source.status), dim=True))
+                click.echo(
+                    click.style("      " + describe(source.meta or DocumentMeta(), source.status), dim=True)
+                )
             for amendment in source.amended_by:
                 click.echo(click.style(f"      sửa đổi bởi {amendment.citation}", fg="cyan"))
     click.echo(click.style(f"\nAnswered by: {model}", dim=True))

@@ -464,7 +464,10 @@ def _copy_index(src: IndexStore, dst: IndexStore, force: bool) -> dict[str, Any]
     copied = skipped = chunks = 0
     for record in src.documents():
         existing = dst.document(record.id)
-        same = existing is not None and (existing.sha256, existing.metadata) == (record.sha256, record.metadata)
+        same = existing is not None and (existing.sha256, existing.metadata) == (
+            record.sha256,
+            record.metadata,
+        )
         if same and not force:
             skipped += 1
             continue
