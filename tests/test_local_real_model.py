@@ -24,7 +24,7 @@ from lexrag_local.model_files import load_tokenizer
 from lexrag_local.sampling import Sampler, SamplingParams
 from lexrag_local.tokens import Detokenizer, fast_backend
 
-from .conftest import free_port, wait_healthy
+from .fixtures_local import serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -202,32 +202,9 @@ def test_the_in_process_provider_streams_utf8_and_stops_on_im_end(export_dir, to
 
 @pytest.fixture(scope="module")
 def smollm2_server(export_dir, tmp_path_factory):
-    config = tmp_path_factory.mktemp("smollm2-serve") / "lexrag.toml"
-    config.write_text(
-        f'[llm]\nprovider = "local"\n[retrieval]\nenabled = false\n[providers.local]\nmodel_dir = "{export_dir}"\n'
-    )
-    port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("LEXRAG_", "LLM_", "LOCAL_LLM", "OPENAI_"))
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(server, base, timeout=180, output=lambda: _output(server))
-        yield base
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
-
-
-def _output(server: subprocess.Popen[str]) -> str:
-    return server.communicate()[0] if server.poll() is not None else "(still running)"
+    config = f'[llm]\nprovider = "local"\n[retrieval]\nenabled = false\n[providers.local]\nmodel_dir = "{export_dir}"\n'
+    with serving(config, tmp_path_factory.mktemp("smollm2-serve"), timeout=180) as served:
+        yield served.base
 
 
 def test_lexrag_serve_streams_the_fact_from_the_context_to_the_openai_sdk(smollm2_server):

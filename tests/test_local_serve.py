@@ -4,9 +4,6 @@ from ``lexrag model export`` to the real ``openai`` SDK."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -19,7 +16,8 @@ pytest.importorskip("onnxruntime")
 from lexrag_local.provider import LocalProvider
 from lexrag_local.settings import LocalSettings
 
-from .conftest import free_port, run_cli, wait_healthy
+from .conftest import run_cli
+from .fixtures_local import serving
 
 QUESTION = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày?"
 
@@ -72,23 +70,8 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     exported = run_cli("model", "export", str(tiny_llama_dir), str(model_dir))  # CPU defaults
     assert exported.returncode == 0, exported.stderr
     assert f"parity vs PyTorch ({DEFAULT_CPU_QUANTIZE}" in exported.stdout
-    config = tmp_path / "lexrag.toml"
-    config.write_text(server_config(model_dir))
-    port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("LEXRAG_", "LLM_", "LOCAL_LLM", "OPENAI_"))
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(server, base, timeout=90, output=lambda: _output(server))
-        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+    with serving(server_config(model_dir), tmp_path, timeout=90) as served:
+        client = openai.OpenAI(base_url=served.base + "/v1", api_key="unused", max_retries=0, timeout=60)
         messages = [{"role": "user", "content": QUESTION}]
         whole = client.chat.completions.create(model="local", messages=messages, temperature=0, max_tokens=48)
         stream = client.chat.completions.create(
@@ -100,10 +83,8 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
             stream_options={"include_usage": True},
         )
         chunks = list(stream)
-        health = httpx.get(base + "/health", timeout=10).json()
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0]
+        health = httpx.get(served.base + "/health", timeout=10).json()
+    output = served.output
     text = whole.choices[0].message.content
     assert text and any(ord(c) > 127 for c in text), output
     assert whole.choices[0].finish_reason == "length"
@@ -111,7 +92,3 @@ def test_export_then_serve_answers_the_openai_sdk(tiny_llama_dir, tmp_path):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 48
     assert health["providers"]["local"]["execution_providers"] == ["CPUExecutionProvider"]
-
-
-def _output(server: subprocess.Popen[str]) -> str:
-    return server.communicate()[0] if server.poll() is not None else "(still running)"
