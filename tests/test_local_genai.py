@@ -121,7 +121,7 @@ def test_in_place_cache_leaks_nothing_between_requests_and_fills_the_window(
 
 
 def test_genai_int4_and_int8_exports_decode(genai_python, tiny_llama_dir, tmp_path, prompt):
-    for quantize, op in (("int4", "MatMulNBits"), ("int8", "MatMulInteger")):
+    for quantize, op in (("int4", "MatMulNBits"), ("int8", "MatMulInteger"), ("int8-block", "MatMulNBits")):
         result = export(
             ExportOptions(
                 source=str(tiny_llama_dir),
@@ -136,6 +136,8 @@ def test_genai_int4_and_int8_exports_decode(genai_python, tiny_llama_dir, tmp_pa
         )
         ops = _ops(result.out_dir / "model.onnx")
         assert {op, "GroupQueryAttention"} <= ops, ops
+        if quantize == "int8-block":  # every MatMul in blocks: no activation scale over the batch
+            assert not ops & {"MatMul", "MatMulInteger", "DynamicQuantizeLinear"}, ops
         assert result.manifest["parity"]["ok"], result.manifest["parity"]
         assert len(_greedy(Engine(result.out_dir), prompt, 8)) == 8
 
