@@ -110,13 +110,14 @@ def pg_sample_url(pg_server: PgServer, default_embedder: Embedder, session_regis
 
 
 class HashEmbedder(Embedder):
-    """Vectors of hashed terms (64-d, signed buckets, unit length): deterministic and fast."""
+    """Vectors of hashed terms (``DIM``-d, signed buckets, unit length): deterministic and fast.
+    A subclass with another ``DIM`` is another embedder (bench/bench_scale.py uses 384, e5-small's)."""
 
     DIM = 64
 
     @property
     def model_id(self) -> str:
-        return "test-hash-64"
+        return f"test-hash-{self.DIM}"
 
     @property
     def dim(self) -> int:
@@ -132,21 +133,26 @@ class HashEmbedder(Embedder):
         return out / np.where(norms > 0, norms, 1.0)
 
 
-class _HashPlugin:
+class HashPlugin:
+    """Registers ``embedder`` as the embedder ``hash``."""
+
+    def __init__(self, embedder: type[HashEmbedder] = HashEmbedder) -> None:
+        self.embedder = embedder
+
     @hookimpl
     def register_embedders(self, register: Callable[[str, type[Any]], None]) -> None:
-        register("hash", HashEmbedder)
+        register("hash", self.embedder)
 
 
-def main_with_hash_embedder(argv: list[str]) -> None:
-    """``lexrag ARGV`` with the ``hash`` embedder registered (run in a child process)."""
+def main_with_hash_embedder(argv: list[str], embedder: type[HashEmbedder] = HashEmbedder) -> None:
+    """``lexrag ARGV`` with ``embedder`` registered as ``hash`` (run in a child process)."""
     import lexrag.cli
 
     real = lexrag.cli.make_plugin_manager
 
     def make(**kwargs: Any) -> Any:
         pm = real(**kwargs)
-        pm.register(_HashPlugin(), name="test-hash")
+        pm.register(HashPlugin(embedder), name="test-hash")
         return pm
 
     lexrag.cli.make_plugin_manager = make  # type: ignore[assignment]
@@ -170,4 +176,4 @@ def hash_cli(*args: str, env: dict[str, str], cwd: Path, wait: bool = True) -> A
     return subprocess.run(command, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-__all__ = ["HashEmbedder", "PgServer", "hash_cli", "main_with_hash_embedder"]
+__all__ = ["HashEmbedder", "HashPlugin", "PgServer", "hash_cli", "main_with_hash_embedder"]
