@@ -192,7 +192,8 @@ def builtin_loaders() -> dict[str, Loader]:
 
 
 ProgressCallback = Callable[[Path, str], None]
-#: ``chunk_progress(path, embedded, total)``: chunks of the document being ingested embedded so far.
+#: ``chunk_progress(path, embedded, total)``: chunks of the document being ingested embedded so far
+#: (first 0 once the document is chunked, then after every :data:`EMBED_SLICE` chunks).
 ChunkProgressCallback = Callable[[Path, int, int], None]
 #: Chunks embedded per call when ``chunk_progress`` is asked for (a multilingual embedder takes
 #: tens of seconds for a whole code: the progress bar moves within a document).
@@ -274,6 +275,8 @@ def _ingest_one(
         report.failed[str(path)] = f"cannot read: {exc.strerror or exc}"
         return "failed"
     vectors = None
+    if chunk_progress is not None:  # the document is chunked: its bar appears, at 0
+        chunk_progress(path, 0, len(parsed.chunks))
     if embedder is not None:
         texts = [c.text for c in parsed.chunks]
         if chunk_progress is None:
@@ -284,6 +287,8 @@ def _ingest_one(
                 parts.append(embedder.embed(texts[start : start + EMBED_SLICE]))
                 chunk_progress(path, min(start + EMBED_SLICE, len(texts)), len(texts))
             vectors = np.concatenate(parts) if parts else embedder.embed(texts)
+    elif chunk_progress is not None:
+        chunk_progress(path, len(parsed.chunks), len(parsed.chunks))
     record = DocumentRecord(parsed.doc_id, parsed.title, str(path.resolve()), digest, len(parsed.chunks), meta)
     store.put_document(
         record, parsed.chunks, vectors, None if embedder is None else (embedder.model_id, embedder.dim)

@@ -141,8 +141,9 @@ def ingest_command(
                 progress.update(chunks, visible=False)
 
             def embedded(path: Path, done: int, total: int) -> None:
+                step = "writing to the index" if done == total else "embedding chunks"
                 progress.update(
-                    chunks, completed=done, total=total, visible=True, description=f"  {path.name}: chunks"
+                    chunks, completed=done, total=total, visible=True, description=f"  {path.name}: {step}"
                 )
 
             report = ingest(
