@@ -61,6 +61,52 @@ def test_an_amending_law_names_what_it_amends() -> None:
     assert parse_header(NEW).amends == ()  # "sửa đổi" nowhere in its header
 
 
+DECREE = """CHÍNH PHỦ
+-------
+CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM
+Độc lập - Tự do - Hạnh phúc
+---------------
+Số: 145/2020/NĐ-CP
+Hà Nội, ngày 14 tháng 12 năm 2020
+
+NGHỊ ĐỊNH
+QUY ĐỊNH CHI TIẾT VÀ HƯỚNG DẪN THI HÀNH MỘT SỐ ĐIỀU CỦA BỘ LUẬT LAO ĐỘNG VỀ ĐIỀU KIỆN LAO ĐỘNG VÀ QUAN HỆ LAO ĐỘNG
+Căn cứ Bộ luật Lao động ngày 20 tháng 11 năm 2019;
+Chính phủ ban hành Nghị định quy định chi tiết và hướng dẫn thi hành một số điều của Bộ luật Lao động.
+Điều 1. Phạm vi điều chỉnh
+Điều 124. Hiệu lực thi hành
+1. Nghị định này có hiệu lực thi hành từ ngày 01 tháng 02 năm 2021.
+"""
+
+CIRCULAR = """BỘ LAO ĐỘNG - THƯƠNG BINH
+VÀ XÃ HỘI
+--------
+CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM
+Độc lập - Tự do - Hạnh phúc
+---------------
+Số: 10/2020/TT-BLĐTBXH
+Hà Nội, ngày 12 tháng 11 năm 2020
+
+THÔNG TƯ
+QUY ĐỊNH CHI TIẾT MỘT SỐ NỘI DUNG CỦA BỘ LUẬT LAO ĐỘNG VỀ NỘI DUNG CHỦ YẾU CỦA HỢP ĐỒNG LAO ĐỘNG
+Điều 1. Phạm vi điều chỉnh
+Điều 12. Hiệu lực thi hành
+1. Thông tư này có hiệu lực thi hành kể từ ngày 01 tháng 01 năm 2021.
+"""
+
+
+def test_decree_and_circular_headers() -> None:
+    """A Nghị định of the Government and a Thông tư of a ministry whose name takes two lines
+    (the headers of 145/2020/NĐ-CP and 10/2020/TT-BLĐTBXH)."""
+    decree, circular = parse_header(DECREE), parse_header(CIRCULAR)
+    assert (decree.so_hieu, decree.kind, decree.issuer) == ("145/2020/NĐ-CP", "Nghị định", "Chính phủ")
+    assert (decree.issued, decree.effective) == (dt.date(2020, 12, 14), dt.date(2021, 2, 1))
+    assert decree.amends == ()  # "hướng dẫn thi hành một số điều của": guides, does not amend
+    assert (circular.so_hieu, circular.kind) == ("10/2020/TT-BLĐTBXH", "Thông tư")
+    assert circular.issuer == "Bộ Lao động - Thương binh và Xã hội"
+    assert (circular.issued, circular.effective) == (dt.date(2020, 11, 12), dt.date(2021, 1, 1))
+
+
 def test_a_sidecar_overrides_the_header_and_front_matter_sets_markdown(tmp_path: Path) -> None:
     folder = write_versions(tmp_path)
     path = folder / "bo-luat-lao-dong-2012.txt"

@@ -53,6 +53,38 @@ KINDS = (
 _KIND_BY_FOLD = {compare_key(k): k for k in KINDS}
 _KIND_RE = "|".join(re.escape(k) for k in KINDS)
 
+#: Issuing bodies as they are written in running text (a header writes them in capitals).
+ISSUERS = (
+    "Quốc hội",
+    "Ủy ban Thường vụ Quốc hội",
+    "Chủ tịch nước",
+    "Chính phủ",
+    "Thủ tướng Chính phủ",
+    "Tòa án nhân dân tối cao",
+    "Hội đồng Thẩm phán Tòa án nhân dân tối cao",
+    "Viện kiểm sát nhân dân tối cao",
+    "Ngân hàng Nhà nước Việt Nam",
+    "Bộ Công an",
+    "Bộ Quốc phòng",
+    "Bộ Ngoại giao",
+    "Bộ Tư pháp",
+    "Bộ Tài chính",
+    "Bộ Công Thương",
+    "Bộ Lao động - Thương binh và Xã hội",
+    "Bộ Giao thông vận tải",
+    "Bộ Xây dựng",
+    "Bộ Tài nguyên và Môi trường",
+    "Bộ Thông tin và Truyền thông",
+    "Bộ Nông nghiệp và Phát triển nông thôn",
+    "Bộ Kế hoạch và Đầu tư",
+    "Bộ Nội vụ",
+    "Bộ Y tế",
+    "Bộ Giáo dục và Đào tạo",
+    "Bộ Khoa học và Công nghệ",
+    "Bộ Văn hóa, Thể thao và Du lịch",
+)
+_ISSUER_BY_KEY = {compare_key(name): name for name in ISSUERS}
+
 #: A số hiệu: number/year/issuer code, e.g. 45/2019/QH14, 145/2020/NĐ-CP, 10/2020/TT-BLĐTBXH.
 SO_HIEU = re.compile(r"(?<![\w/])\d{1,4}/\d{4}/[A-ZĐ][A-ZĐ0-9]*(?:-[A-ZĐ0-9]+)*(?![\w/])")
 _NUMBER_LINE = re.compile(rf"(?i)\b({_KIND_RE})?\s*số\s*:\s*({SO_HIEU.pattern})")
@@ -127,10 +159,19 @@ def parse_header(text: str) -> DocumentMeta:
             break
     republic = _REPUBLIC.search(head)
     if republic is not None:
-        before = head[: republic.start()].strip().splitlines()
-        issuer = before[-1].strip() if before else ""
-        if issuer and issuer.isupper() and len(issuer) < 120:
-            fields["issuer"] = _sentence_case(issuer)
+        # The issuer's name in capitals, over up to three lines ("BỘ LAO ĐỘNG - THƯƠNG BINH /
+        # VÀ XÃ HỘI"), above a rule of dashes or beside the republic's name.
+        lines_before = [ln.strip() for ln in head[: republic.start()].splitlines()]
+        names = [ln for ln in lines_before if any(ch.isalpha() for ch in ln)]
+        run: list[str] = []
+        for line in reversed(names[-3:]):
+            if not line.isupper():
+                break
+            run.insert(0, line)
+        issuer = " ".join(run)
+        if issuer and len(issuer) < 120:
+            key = compare_key(" ".join(issuer.replace("-", " - ").split()))
+            fields["issuer"] = _ISSUER_BY_KEY.get(key) or _sentence_case(issuer)
         issued = _day_in(head[republic.end() : republic.end() + 400])
         if issued is not None:
             fields["issued"] = issued
@@ -323,6 +364,7 @@ def describe(meta: DocumentMeta, status: str | None = None) -> str:
 
 
 __all__ = [
+    "ISSUERS",
     "KINDS",
     "NOT_IN_FORCE",
     "SIDECAR_SUFFIX",
