@@ -161,10 +161,9 @@ def parse_header(text: str) -> DocumentMeta:
     if republic is not None:
         # The issuer's name in capitals, over up to three lines ("BỘ LAO ĐỘNG - THƯƠNG BINH /
         # VÀ XÃ HỘI"), above a rule of dashes or beside the republic's name.
-        lines_before = [ln.strip() for ln in head[: republic.start()].splitlines()]
-        names = [ln for ln in lines_before if any(ch.isalpha() for ch in ln)]
+        worded = [ln.strip() for ln in head[: republic.start()].splitlines() if any(c.isalpha() for c in ln)]
         run: list[str] = []
-        for line in reversed(names[-3:]):
+        for line in reversed(worded[-3:]):
             if not line.isupper():
                 break
             run.insert(0, line)
