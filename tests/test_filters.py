@@ -92,6 +92,11 @@ def test_only_expired_documents_matching_is_said(
     assert "10/2012/QH13" in reply.notice and "hết hiệu lực từ 01/01/2021" in reply.notice
     assert reply.text.startswith("Lưu ý: " + reply.notice)  # the extractive answer says it first
 
+    # Before either code took effect: nothing is in force, and the notice says why.
+    early = _ask(_pipeline(tmp_path, versions_index, registry), {"as_of": "2010-01-01"})
+    assert early.sources == [] and early.notice is not None
+    assert "10/2012/QH13): chưa có hiệu lực (từ 01/05/2013)" in early.notice
+
 
 def test_a_replacing_code_ends_the_old_one_without_sidecars(tmp_path: Path, registry: Registry) -> None:
     """The 2019 code's last article ends the 2012 one: no sidecar is needed for the default
