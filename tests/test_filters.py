@@ -302,3 +302,15 @@ def test_the_web_page_shows_metadata_and_asks_for_a_day(
             assert "Sửa đổi, bổ sung bởi" in amended and "99/2024/QH15" in amended and "120 ngày" in amended
         finally:
             context.close()
+
+
+def test_a_model_is_told_the_notice(tmp_path: Path, versions_index: Path, fake_pm) -> None:  # type: ignore[no-untyped-def]
+    """An LLM provider gets the notice in its system message, so that its answer can say it."""
+    from .fakes.plugins import LocalStyleProvider
+
+    registry = Registry(fake_pm)
+    pipeline = _pipeline(tmp_path, versions_index, registry, '[llm]\nprovider = "local-style"\n')
+    reply = _ask(pipeline, {"doc": ["10/2012/QH13"]})
+    assert reply.notice is not None
+    system = LocalStyleProvider.seen[-1].messages[0]
+    assert system.role == "system" and (system.content or "").endswith("Lưu ý: " + reply.notice)
