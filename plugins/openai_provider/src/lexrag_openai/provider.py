@@ -6,7 +6,6 @@ to lexrag's router, which needs every failure reported at once with ``retryable`
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
@@ -40,6 +39,8 @@ from lexrag import (
 from .settings import OpenAISettings
 
 if TYPE_CHECKING:
+    import asyncio
+
     import openai
 
 _FINISH: dict[str, FinishReason] = {
@@ -392,6 +393,8 @@ class OpenAIProvider(Provider):
         now = time.monotonic()
         if self._health is not None and now - self._health[0] < self.config.health_cache_s:
             return self._health[1]
+        import asyncio  # here, not at the top: loading the plugin stays cheap for every command
+
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._probe_upstream())
         state = await asyncio.shield(self._probe)
