@@ -142,6 +142,30 @@ def test_the_amendment_is_shown_next_to_the_amended_article(
     assert "(chưa có hiệu lực)" in before.text
 
 
+def test_an_amendment_by_name_goes_to_the_version_then_in_force(tmp_path: Path, registry: Registry) -> None:
+    """ "… một số điều của Bộ luật Lao động" without its number names both versions: the link
+    goes to the one in force when the amending law was passed."""
+    from .metadata_docs import AMENDING
+
+    folder = write_versions(tmp_path / "docs")
+    (folder / "luat-sua-doi.txt").write_text(AMENDING.replace(" số 45/2019/QH14", ""), encoding="utf-8")
+    store = Store.open(tmp_path / "index", create=True)
+    try:
+        ingest(store, None, [folder])
+        record = store.document("luat-sua-doi")
+        assert record is not None and record.metadata.amends == ("Bộ luật lao động",)
+    finally:
+        store.close()
+    pipeline = _pipeline(tmp_path, tmp_path / "index", registry)
+    question = "Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?"
+    sources = pipeline.retrieve(question, 5, RetrievalFilters(in_force=False))
+    links = pipeline.catalog.snapshot().amended_by
+    asyncio.run(pipeline.aclose())
+    assert links == {"bo-luat-lao-dong-2019": ["luat-sua-doi"]}  # not the 2012 code, expired by then
+    amended = {(s.doc, s.article): [a.doc for a in s.amended_by] for s in sources}
+    assert amended[("bo-luat-lao-dong-2019", 25)] == ["luat-sua-doi"]
+
+
 def test_config_default_filters_and_their_errors(
     tmp_path: Path, versions_index: Path, registry: Registry
 ) -> None:

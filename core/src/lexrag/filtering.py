@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .errors import RetrievalError
-from .legalmeta import allows, describe, status_on, status_reason
+from .legalmeta import NOT_IN_FORCE, allows, describe, status_on, status_reason
 from .retrieval import Chunk, DocumentRecord, Hit, IndexStore, Retriever
 from .types import Amendment, DocumentMeta, RetrievalFilters, Source, compare_key
 
@@ -74,10 +74,18 @@ def _snapshot(store: IndexStore) -> _Snapshot:
             for old in records.values():
                 if old.id != newer.id and _refers(ref, old) and meta.effective and not old.metadata.expires:
                     metas[old.id] = metas[old.id].model_copy(update={"expires": meta.effective})
+    for newer in records.values():
+        meta = newer.metadata
         for ref in meta.amends:
-            for target in records.values():
-                if target.id != newer.id and _refers(ref, target):
-                    amended_by.setdefault(target.id, []).append(newer.id)
+            targets = [t for t in records.values() if t.id != newer.id and _refers(ref, t)]
+            day = meta.issued or meta.effective
+            if len(targets) > 1 and day is not None:
+                # A name ("Bộ luật lao động") fits every version of a code: the amendment is
+                # to the one in force when it was passed.
+                current = [t for t in targets if status_on(metas[t.id], day) not in NOT_IN_FORCE]
+                targets = current or targets
+            for target in targets:
+                amended_by.setdefault(target.id, []).append(newer.id)
     return _Snapshot(generation, records, metas, amended_by, store.count_chunks())
 
 
