@@ -12,8 +12,13 @@ can take another token where two were close. This counts how often, on whole ans
 each MODEL_DIR a ``lexrag model export`` directory (e.g. SmolLM2-135M-Instruct's GGUF
 exported with ``--quantize int8``, and the same with ``--quantize none`` as the control).
 Every question is answered alone, then all of them through the scheduler with ``--batch``
-seats (one prefill at a time in chunks of ``--chunk`` tokens: they join and leave at
-different steps, as in service).
+seats (one prefill at a time: they join and leave at different steps, as in service). By
+default each prompt is prefilled whole, as the service does with prompts of up to
+``prefill_whole_tokens``; ``--chunk N`` prefills every prompt in chunks of N tokens while
+others decode instead (a chunk's activations are quantized apart from the rest of its prompt).
+
+``--quantize int8-block`` exports (8-bit MatMulNBits: activations quantized per row and
+block) on the genai graph give the solo answers in a batch.
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))
     parser.add_argument("--new", type=int, default=64, help="greedy tokens per answer")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="prefill every prompt in chunks of N tokens (default: whole)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
@@ -95,7 +102,11 @@ def main() -> None:
             alone.append(tokens)
         engine = Engine(model_dir, max_batch=args.batch)
         scheduler = Scheduler(
-            engine, fast_backend(tokenizer), prefill_chunk=args.chunk, queue_size=len(prompts)
+            engine,
+            fast_backend(tokenizer),
+            prefill_chunk=args.chunk if args.chunk else 0,
+            whole_prompt=0 if args.chunk else engine.cache.capacity,
+            queue_size=len(prompts),
         )
         requests = [Request(p, args.new, greedy, lambda _: None, eos=eos) for p in prompts]
         for request in requests:
@@ -132,7 +143,8 @@ def main() -> None:
         )
         print(
             f"{model_dir} ({kind} graph, {precision}): {len(differ)} of {len(prompts)} answers differ between "
-            f"batch ({args.batch} seats) and alone"
+            f"batch ({args.batch} seats, prompts {f'in chunks of {args.chunk}' if args.chunk else 'whole'}) "
+            "and alone"
             + (f"; first different token at {sorted(k for _, k in differ)}" if differ else "")
             + f" ({time.perf_counter() - started:.0f} s)",
             flush=True,
