@@ -246,3 +246,42 @@ def test_copy_refuses_a_target_of_another_embedder(cli, tmp_path: Path, sample_i
     result = cli("index", "copy", "--from", str(sample_index), "--to", pg_url)
     assert result.returncode == 1
     assert "was built with the embedder 'tiny'" in result.stderr
+
+
+def test_bm25_keeps_postings_per_generation_and_sees_another_writers_commit(
+    tmp_path: Path, pg_url, pg_config, session_registry
+) -> None:
+    """pg-bm25 keeps the scored postings it read until the index generation moves on: a warm
+    search reads nothing new, and a document another store commits (or deletes) is ranked by
+    the very next search."""
+    from .fixtures_postgres import HashEmbedder
+
+    embedder = HashEmbedder("hash", None)  # type: ignore[arg-type]
+    writer = PostgresStore.open(pg_url, create=True)
+    retriever = build_retriever(pg_config(pg_url), session_registry, "pg-bm25")
+    question = "nuôi ong mật trên sân thượng chung cư"
+    try:
+        ingest(writer, embedder, [CORPUS])
+        assert all(h.chunk.citation.doc != "ong-mat" for h in retriever.search(question, 5))
+        cache = retriever.postings
+        held = dict(cache._terms)
+        generation = cache.generation
+        retriever.search(question, 5)
+        assert cache.generation == generation
+        assert all(cache._terms[t] is held[t] for t in held)  # nothing read again
+
+        (tmp_path / "ong-mat.txt").write_text(
+            "Luật Nuôi ong mật\n\nĐiều 1. Tổ ong mật trên sân thượng\n"
+            "Người nuôi ong mật trên sân thượng chung cư phải đặt tổ ong cách lối thoát hiểm 15 mét.\n",
+            encoding="utf-8",
+        )
+        ingest(writer, embedder, [tmp_path / "ong-mat.txt"])
+        hits = retriever.search(question, 5)
+        assert hits[0].chunk.citation.doc == "ong-mat"
+        assert cache.generation > generation
+
+        assert writer.delete_document("ong-mat")
+        assert all(h.chunk.citation.doc != "ong-mat" for h in retriever.search(question, 5))
+    finally:
+        retriever.close()
+        writer.close()
