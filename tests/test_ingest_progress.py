@@ -28,7 +28,11 @@ class RecordingEmbedder(HashEmbedder):
 def _long_code(path: Path) -> Path:
     lines = ["Luật Thử nghiệm tiến độ", "", "Chương I", "QUY ĐỊNH CHUNG", ""]
     for n in range(1, ARTICLES + 1):
-        lines += [f"Điều {n}. Quy định số {n}", f"Người lao động thứ {n} được nghỉ {n % 7 + 1} ngày mỗi năm.", ""]
+        lines += [
+            f"Điều {n}. Quy định số {n}",
+            f"Người lao động thứ {n} được nghỉ {n % 7 + 1} ngày mỗi năm.",
+            "",
+        ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
@@ -66,7 +70,9 @@ def test_without_an_embedder_the_document_still_reports_its_chunks(tmp_path: Pat
     seen: list[tuple[int, int]] = []
     store = Store.open(tmp_path / "index", create=True)
     try:
-        report = ingest(store, None, [code], chunk_progress=lambda path, done, total: seen.append((done, total)))
+        report = ingest(
+            store, None, [code], chunk_progress=lambda path, done, total: seen.append((done, total))
+        )
     finally:
         store.close()
     assert seen == [(0, report.chunks), (report.chunks, report.chunks)]
