@@ -117,9 +117,6 @@ class Catalog:
                 self._snap = _snapshot(self._store)
             return self._snap
 
-    def meta(self, doc_id: str) -> DocumentMeta | None:
-        return self.snapshot().metas.get(doc_id)
-
     def _allowed(self, snap: _Snapshot, filters: RetrievalFilters, today: dt.date) -> frozenset[str]:
         """The documents ``filters`` allow, cached per store generation."""
         key = (filters.model_dump_json(), today)
@@ -143,14 +140,17 @@ class Catalog:
 
         # First ask for as many more as the allowed share of the chunks suggests (the k best
         # of that search are the unfiltered top k the notice looks at), then four times more
-        # each round.
+        # each round, until the retriever has no more to give (a retriever may return fewer
+        # than asked and still have more: one that keeps one passage per article).
         allowed_chunks = sum(snap.records[d].n_chunks for d in allowed)
         share = allowed_chunks / snap.n_chunks if snap.n_chunks else 1.0
         asked = min(max(k, math.ceil(k / share) + k if share else k), max(snap.n_chunks, k))
         hits = retriever.search(query, asked)
         notice = self._notice(snap, hits[:k], ok, filters, today)
         kept = [h for h in hits if ok(h)]
-        while len(kept) < k and len(hits) >= asked and asked < snap.n_chunks and allowed:
+        given = -1
+        while len(kept) < k and allowed and asked < snap.n_chunks and len(hits) > given:
+            given = len(hits)
             asked = min(asked * 4, snap.n_chunks)
             hits = retriever.search(query, asked)
             kept = [h for h in hits if ok(h)]
