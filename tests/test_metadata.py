@@ -303,6 +303,36 @@ def test_postgres_keeps_metadata(tmp_path: Path, pg_url: str) -> None:
         src.close()
 
 
+def test_a_postgres_index_of_schema_1_is_migrated(tmp_path: Path, pg_url: str) -> None:
+    """A database lexrag-postgres set up before metadata (migration 1 only) gains the column on
+    open; its documents keep their rows, with no metadata until the next ingest."""
+    import psycopg
+
+    from lexrag_postgres.db import MIGRATIONS
+    from lexrag_postgres.store import PostgresStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(
+            "CREATE TABLE lexrag_schema_version (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(MIGRATIONS[0][1])
+        conn.execute("INSERT INTO lexrag_schema_version (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO lexrag_documents (id, title, path, sha256, n_chunks) VALUES ('old', 'Luật', '/x', 'h', 0)"
+        )
+    store = PostgresStore.open(pg_url)
+    try:
+        record = store.document("old")
+        assert record is not None and record.metadata == DocumentMeta()
+        folder = write_versions(tmp_path / "docs")
+        ingest(store, None, [folder / "bo-luat-lao-dong-2019.txt"])
+        record = store.document("bo-luat-lao-dong-2019")
+        assert record is not None and record.metadata.so_hieu == "45/2019/QH14"
+    finally:
+        store.close()
+
+
 def test_filters_over_the_postgres_backend(tmp_path: Path, pg_url: str, pg_config, session_registry) -> None:  # type: ignore[no-untyped-def]
     """The core's filtering reads the metadata through whichever store holds the index: the
     same two versions answer by day over PostgreSQL's own BM25 retriever."""
