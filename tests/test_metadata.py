@@ -184,9 +184,12 @@ def test_metadata_is_stored_and_a_changed_sidecar_updates_the_document(tmp_path:
         assert record.metadata.so_hieu == "45/2019/QH14"
         assert record.metadata.status == "con-hieu-luc"
         assert ingest(store, None, [folder]).skipped  # nothing changed
+        rowids, generation = store.chunk_rowids(), store.generation
         (folder / "bo-luat-lao-dong-2019.meta.toml").write_text('status = "Hết hiệu lực một phần"\n')
         report = ingest(store, None, [folder])
-        assert report.updated == ["bo-luat-lao-dong-2019"]
+        assert report.updated == ["bo-luat-lao-dong-2019"] and report.chunks == 0
+        # In place: the chunks (and their vectors) stay, the generation moves on.
+        assert store.chunk_rowids() == rowids and store.generation == generation + 1
         record = store.document("bo-luat-lao-dong-2019")
         assert record is not None and record.metadata.status == "het-hieu-luc-mot-phan"
     finally:
@@ -296,8 +299,14 @@ def test_postgres_keeps_metadata(tmp_path: Path, pg_url: str) -> None:
         record = pg.document("luat-sua-doi-bo-luat-lao-dong")
         assert record is not None and record.metadata.amends == ("45/2019/QH14",)
         assert json.loads(record.metadata.model_dump_json())["effective"] == "2025-01-01"
-        # A re-ingest into postgres itself skips what is unchanged.
+        # A re-ingest into postgres itself skips what is unchanged, and a changed sidecar
+        # updates the metadata alone (IndexStore.set_metadata's default, through put_document).
         assert len(ingest(pg, None, [folder]).skipped) == 3
+        (folder / "bo-luat-lao-dong-2019.meta.toml").write_text("expires = 2030-01-01\n")
+        assert ingest(pg, None, [folder]).updated == ["bo-luat-lao-dong-2019"]
+        record = pg.document("bo-luat-lao-dong-2019")
+        assert record is not None and record.metadata.expires == dt.date(2030, 1, 1)
+        assert len(pg.document_chunks("bo-luat-lao-dong-2019")[0]) == record.n_chunks > 0
     finally:
         pg.close()
         src.close()

@@ -264,9 +264,15 @@ def _ingest_one(
         meta, text = document_meta(path, text)
         doc_id = document_id(path)
         existing = store.document(doc_id)
-        if existing is not None and existing.sha256 == digest and existing.metadata == meta and not force:
-            report.skipped.append(doc_id)
-            return "skipped"
+        if existing is not None and existing.sha256 == digest and not force:
+            if existing.metadata == meta:
+                report.skipped.append(doc_id)
+                return "skipped"
+            # Only the metadata changed (a sidecar, or an index older than metadata): no
+            # chunking or embedding again.
+            store.set_metadata(doc_id, meta)
+            report.updated.append(doc_id)
+            return "updated"
         parsed = chunk_document(doc_id, text, max_chars=max_chars)
     except InvalidRequestError as exc:
         report.failed[str(path)] = exc.message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -292,6 +292,19 @@ class IndexStore(ABC):
         """Replace the document ``record.id`` with ``chunks`` (and their ``vectors``, from
         ``embedder``), atomically; the first vectors record the embedder. ``record.metadata``
         is kept with it: :meth:`document` and :meth:`documents` return it."""
+
+    def set_metadata(self, doc_id: str, metadata: DocumentMeta) -> bool:
+        """Replace the metadata of the document ``doc_id``, its chunks and vectors as they
+        are (what ingest does when only a sidecar changed); False when there is no such
+        document. This default writes the document again through :meth:`put_document`
+        (nothing is embedded again); a backend may do it in place, bumping ``generation``."""
+        record = self.document(doc_id)
+        if record is None:
+            return False
+        chunks, vectors = self.document_chunks(doc_id)
+        embedder = self.embedder() if vectors is not None else None
+        self.put_document(replace(record, metadata=metadata), chunks, vectors, embedder)
+        return True
 
     @abstractmethod
     def delete_document(self, doc_id: str) -> bool:

@@ -242,6 +242,17 @@ class Store(IndexStore):
             )
             self._bump()
 
+    def set_metadata(self, doc_id: str, metadata: DocumentMeta) -> bool:
+        """Replace a document's metadata in place (its chunks and vectors stay)."""
+        with self._transaction():
+            updated = self.conn.execute(
+                "UPDATE documents SET metadata=? WHERE id=?",
+                (None if metadata.empty else metadata.model_dump_json(), doc_id),
+            ).rowcount
+            if updated:
+                self._bump()
+        return updated > 0
+
     def delete_document(self, doc_id: str) -> bool:
         with self._transaction():
             deleted = self.conn.execute("DELETE FROM documents WHERE id=?", (doc_id,)).rowcount > 0
