@@ -43,7 +43,7 @@ from lexrag import (
     hookimpl,
     without_question_words,
 )
-from lexrag_retrievers.derived import collapse_articles
+from lexrag_retrievers.derived import CHUNKS_PER_ARTICLE, collapse_articles
 from lexrag_retrievers.lexical import BM25Retriever, BM25Settings
 
 NAME = "bm25-experimental"
@@ -201,26 +201,28 @@ class ExperimentsPlugin:
 # so dozens of fusions and their cross-validation cost seconds, not a retriever run each.
 # ``fuse_articles(…, "minmax", n=50)`` ranks exactly as the shipped hybrid does.
 
-ArticleRanking = list[tuple[tuple[str, int | str], float, float]]
-"""[(article key, best chunk's score, second-best chunk's score or 0), …], best first."""
+ArticleRanking = list[tuple[tuple[str, int | str], float, float, int]]
+"""[(article key, best chunk's score, second-best chunk's score or 0, the best chunk's place
+in the chunk ranking), …], best first."""
 
 
-def article_ranking(part: Any, query: str, *, depth: int = 400, k: int = 100) -> ArticleRanking:
+def article_ranking(part: Any, query: str, *, depth: int = 200, k: int = 100) -> ArticleRanking:
     """The ``k`` best articles of a store retriever (``scored`` + ``article_keys``) among its
-    ``depth`` best chunks."""
+    ``depth`` best chunks. 200 is the depth the shipped hybrid asks its parts for (4 × 50
+    candidates); hnswlib's answer depends on it, so another depth would rank otherwise."""
     keys = part.article_keys()
-    best: dict[tuple[str, int | str], float] = {}
+    best: dict[tuple[str, int | str], tuple[float, int]] = {}
     second: dict[tuple[str, int | str], float] = {}
-    for rowid, score in part.scored(query, depth):
+    for place, (rowid, score) in enumerate(part.scored(query, depth)):
         key = keys.get(rowid)
         if key is None:
             continue
         if key not in best:
-            best[key] = score
+            best[key] = (score, place)
         elif key not in second:
             second[key] = score
     order = list(best)[:k]
-    return [(key, best[key], second.get(key, 0.0)) for key in order]
+    return [(key, best[key][0], second.get(key, 0.0), best[key][1]) for key in order]
 
 
 class QueryVectorPart:
@@ -239,14 +241,14 @@ class QueryVectorPart:
 
 
 def _scaled(ranking: ArticleRanking, how: str) -> dict[tuple[str, int | str], float]:
-    scores = np.asarray([s for _, s, _ in ranking], dtype=np.float64)
+    scores = np.asarray([r[1] for r in ranking], dtype=np.float64)
     if how == "z":  # standard scores, shifted so the last candidate gets 0 (as a missing one)
         z = (scores - scores.mean()) / (scores.std() + 1e-9)
         values = z - z.min()
     else:
         lo, hi = scores.min(), scores.max()
         values = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
-    return {key: float(v) for (key, _, _), v in zip(ranking, values, strict=True)}
+    return {r[0]: float(v) for r, v in zip(ranking, values, strict=True)}
 
 
 def fuse_articles(
@@ -258,18 +260,20 @@ def fuse_articles(
     rrf_k: float = 3.0,
     second: float = 0.0,
 ) -> list[tuple[str, int | str]]:
-    """The fused article order: each ranking's first ``n`` articles, scaled (min–max, z-score)
-    or by rank (RRF), weighted and added; ``second`` adds that share of an article's
+    """The fused article order: each ranking's first ``n`` articles (among its first
+    ``max(CHUNKS_PER_ARTICLE × n, 50)`` chunks, as the shipped parts collapse), scaled (min–max,
+    z-score) or by rank (RRF), weighted and added; ``second`` adds that share of an article's
     second-best chunk score to its best before fusing (chunk-score aggregation)."""
     fused: dict[tuple[str, int | str], float] = {}
+    depth = max(CHUNKS_PER_ARTICLE * n, 50)
     for ranking, weight in zip(rankings, weights, strict=True):
-        ranking = ranking[:n]
+        ranking = [r for r in ranking if r[3] < depth][:n]
         if not ranking or weight == 0:
             continue
         if second:
-            ranking = sorted(((k, s + second * s2, s2) for k, s, s2 in ranking), key=lambda x: -x[1])
+            ranking = sorted(((k, s + second * s2, s2, at) for k, s, s2, at in ranking), key=lambda x: -x[1])
         if how == "rrf":
-            shares = {key: 1.0 / (rrf_k + rank + 1) for rank, (key, _, _) in enumerate(ranking)}
+            shares = {r[0]: 1.0 / (rrf_k + rank + 1) for rank, r in enumerate(ranking)}
         else:
             shares = _scaled(ranking, how)
         for key, share in shares.items():
@@ -295,11 +299,11 @@ def combiner_features(
     """Candidates (the union of the rankings' first ``n``) and their features: per ranking, the
     min–max scaled score, the reciprocal rank and whether it holds the candidate."""
     heads = [r[:n] for r in rankings]
-    candidates = list(dict.fromkeys(key for head in heads for key, _, _ in head))
+    candidates = list(dict.fromkeys(r[0] for head in heads for r in head))
     columns = []
     for head in heads:
         scaled = _scaled(head, "minmax") if head else {}
-        rr = {key: 1.0 / (rank + 1) for rank, (key, _, _) in enumerate(head)}
+        rr = {r[0]: 1.0 / (rank + 1) for rank, r in enumerate(head)}
         columns += [
             [scaled.get(key, 0.0) for key in candidates],
             [rr.get(key, 0.0) for key in candidates],

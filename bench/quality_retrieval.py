@@ -367,7 +367,7 @@ def fusion_ideas(
     out: dict[str, Any] = {}
     print("  each part alone (all questions):")
     for name in R:
-        m = per_set(measures(lambda j, name=name: [key for key, _, _ in R[name][j]]))
+        m = per_set(measures(lambda j, name=name: [r[0] for r in R[name][j]]))
         out[f"part: {name}"] = np.round(m, 4).tolist()
         print(
             f"    {name:<30}"
@@ -398,7 +398,7 @@ def fusion_ideas(
             for k in (1, 3, 10, 30, 60)
         },
         "z-score, dense weight": mm(how="z"),
-        "min-max, 100 candidates a part": mm(n=100),
+        "min-max, 100 candidates a part (of 200 chunks)": mm(n=100),
         "min-max, 20 candidates a part": mm(n=20),
         "article = best chunk + 0.25 × second": mm(second=0.25),
         "guard: fused first is a part's first": {
@@ -438,7 +438,7 @@ def fusion_ideas(
             "" if mean is baseline else "   Δ R@1 " + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 0])
         )
         print(
-            f"    {label:<44}"
+            f"    {label:<48}"
             + "  ".join(f"{x[0]:.3f} {x[1]:.3f} {x[2]:.3f}" for x in mean)
             + f"   ({', '.join(f'{names[i]} ×{c}' for i, c in chosen.most_common(2))}){delta}"
         )
@@ -448,7 +448,7 @@ def fusion_ideas(
     out["learned combiner"] = {"cv": np.round(mean, 4).tolist()}
     assert baseline is not None
     print(
-        f"    {'learned combiner (logit: scores, ranks)':<44}"
+        f"    {'learned combiner (logit: scores, ranks)':<48}"
         + "  ".join(f"{x[0]:.3f} {x[1]:.3f} {x[2]:.3f}" for x in mean)
         + "   Δ R@1 "
         + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 0])
