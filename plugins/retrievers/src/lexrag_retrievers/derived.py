@@ -69,7 +69,11 @@ class StoreRetriever(Retriever):
         with self._lock:
             generation = self.store.generation
             if self._keys is None or self._keys[0] != generation:
-                self.remember_keys(generation, self.store.chunks())
+                keys = {
+                    rowid: (doc, cid if article is None else article)
+                    for rowid, doc, article, cid in self.store.chunk_keys()
+                }
+                self._keys = (generation, keys)
             assert self._keys is not None
             return self._keys[1]
 
