@@ -31,6 +31,9 @@ REQUIRED = {
     "lexrag_llm_sequences",
     "lexrag_llm_batch_size_max",
     "lexrag_llm_tokens_per_second",
+    "lexrag_key_requests_total",
+    "lexrag_cache_requests_total",
+    "lexrag_query_rewrites_total",
 }
 #: Grafana's variables, as Prometheus would see them once Grafana has put in their values.
 _VARIABLES = {"$__rate_interval": "1m", "$instance": ".*"}
@@ -88,7 +91,9 @@ def test_the_dashboard_is_importable_over_a_prometheus_variable() -> None:
 
 
 @pytest.mark.slow
-def test_every_metric_the_dashboard_queries_is_in_metrics(tiny_onnx_dir: Path, tmp_path: Path) -> None:
+def test_every_metric_the_dashboard_queries_is_in_metrics(
+    tiny_onnx_dir: Path, sample_index: Path, tmp_path: Path
+) -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     with FakeUpstream(model="primary-model") as primary:
         primary.default = Reply("Không quá 08 giờ trong 01 ngày [1].")
@@ -96,11 +101,14 @@ def test_every_metric_the_dashboard_queries_is_in_metrics(tiny_onnx_dir: Path, t
         config = (
             '[llm]\nprovider = "openai"\nfallback = ["local"]\nmax_retries = 1\n'
             "retry_backoff_s = 0.01\nretry_backoff_max_s = 0.05\n"
-            "[retrieval]\nenabled = false\n"
+            f'[index]\ndir = "{sample_index}"\n'
+            '[retrieval]\nrewrite_provider = "openai"\n'
+            '[server.keys.app]\nkey = "sk-dashboard"\nrpm = 100\n[cache]\nenabled = true\n'
             f'[providers.openai]\nbase_url = "{primary.base_url}"\nmodel = "primary-model"\n'
             f'[providers.local]\nmodel_dir = "{tiny_onnx_dir}"\ntemperature = 0.0\n'
         )
         with serving(config, tmp_path, timeout=90, env={"OPENAI_API_KEY": "unused"}) as served:
+            auth = {"authorization": "Bearer sk-dashboard"}
             for stream in (True, False):
                 response = httpx.post(
                     f"{served.base}/v1/chat/completions",
@@ -108,13 +116,32 @@ def test_every_metric_the_dashboard_queries_is_in_metrics(tiny_onnx_dir: Path, t
                         "messages": [{"role": "user", "content": "Điều 105"}],
                         "max_tokens": 8,
                         "stream": stream,
+                        "rag": False,
                     },
+                    headers=auth,
                     timeout=60,
                 )
                 assert response.status_code == 200, response.text
             assert response.headers["x-lexrag-provider"] == "openai"
-            text = httpx.get(f"{served.base}/metrics", timeout=10).text
+            # A follow-up (its rewrite call is counted), asked twice: the second is a cache hit.
+            turns = [
+                {"role": "user", "content": "Nam bao nhiêu tuổi thì được kết hôn?"},
+                {"role": "assistant", "content": "Từ đủ 20 tuổi trở lên [1]."},
+                {"role": "user", "content": "Còn nữ thì sao?"},
+            ]
+            for expected in ("miss", "hit"):
+                response = httpx.post(
+                    f"{served.base}/v1/chat/completions",
+                    json={"messages": turns, "max_tokens": 8, "temperature": 0},
+                    headers=auth,
+                    timeout=60,
+                )
+                assert response.status_code == 200, response.text
+                assert response.headers["x-lexrag-cache"] == expected
+            text = httpx.get(f"{served.base}/metrics", headers=auth, timeout=10).text
     live = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
-    assert "lexrag_fallbacks_total" in live and "lexrag_llm_sequences" in live, sorted(live)
+    for name in ("lexrag_fallbacks_total", "lexrag_llm_sequences", "lexrag_query_rewrites_total"):
+        assert name in live, sorted(live)
+    assert {"lexrag_key_requests_total", "lexrag_cache_requests_total"} <= live, sorted(live)
     missing = {q: sorted(_metric_names(q) - live) for q in _queries(dashboard)}
     assert not {q: m for q, m in missing.items() if m}, sorted(live)
