@@ -71,6 +71,7 @@ Hà Nội, ngày 14 tháng 12 năm 2020
 
 NGHỊ ĐỊNH
 QUY ĐỊNH CHI TIẾT VÀ HƯỚNG DẪN THI HÀNH MỘT SỐ ĐIỀU CỦA BỘ LUẬT LAO ĐỘNG VỀ ĐIỀU KIỆN LAO ĐỘNG VÀ QUAN HỆ LAO ĐỘNG
+Căn cứ Luật Tổ chức Chính phủ ngày 19 tháng 6 năm 2015; Luật sửa đổi, bổ sung một số điều của Luật Tổ chức Chính phủ và Luật Tổ chức chính quyền địa phương ngày 22 tháng 11 năm 2019;
 Căn cứ Bộ luật Lao động ngày 20 tháng 11 năm 2019;
 Chính phủ ban hành Nghị định quy định chi tiết và hướng dẫn thi hành một số điều của Bộ luật Lao động.
 Điều 1. Phạm vi điều chỉnh
@@ -101,7 +102,11 @@ def test_decree_and_circular_headers() -> None:
     decree, circular = parse_header(DECREE), parse_header(CIRCULAR)
     assert (decree.so_hieu, decree.kind, decree.issuer) == ("145/2020/NĐ-CP", "Nghị định", "Chính phủ")
     assert (decree.issued, decree.effective) == (dt.date(2020, 12, 14), dt.date(2021, 2, 1))
-    assert decree.amends == ()  # "hướng dẫn thi hành một số điều của": guides, does not amend
+    # Neither "hướng dẫn thi hành một số điều của" nor the preamble's "Căn cứ Luật sửa đổi, bổ
+    # sung …" makes it an amendment.
+    assert decree.amends == ()
+    signed = parse_header(CIRCULAR.replace("kể từ ngày 01 tháng 01 năm 2021", "kể từ ngày ký"))
+    assert signed.effective == signed.issued == dt.date(2020, 11, 12)
     assert (circular.so_hieu, circular.kind) == ("10/2020/TT-BLĐTBXH", "Thông tư")
     assert circular.issuer == "Bộ Lao động - Thương binh và Xã hội"
     assert (circular.issued, circular.effective) == (dt.date(2020, 11, 12), dt.date(2021, 1, 1))

@@ -175,7 +175,9 @@ def parse_header(text: str) -> DocumentMeta:
         if issued is not None:
             fields["issued"] = issued
     for effective in _EFFECTIVE.finditer(text):
-        day = _day_in(effective.group(1))
+        # "… có hiệu lực từ ngày ký": in force from the day it was signed (issued).
+        signed = compare_key(effective.group(1)).startswith("ngay ky")
+        day = fields.get("issued") if signed else _day_in(effective.group(1))
         if day is not None and _KIND_BEFORE.search(text[max(0, effective.start() - 24) : effective.start()]):
             fields["effective"] = day
             break
@@ -190,7 +192,9 @@ def parse_header(text: str) -> DocumentMeta:
         fields["replaces"] = tuple(dict.fromkeys(replaced))
     numbers: list[str] = []
     names: list[str] = []
-    for match in _AMENDS.finditer(head):
+    # The preamble's "Căn cứ Luật sửa đổi, bổ sung …" cites the legal basis: not amended here.
+    own = "\n".join(ln for ln in head.splitlines() if not compare_key(ln).startswith("can cu"))
+    for match in _AMENDS.finditer(own):
         phrase = match.group(0)
         numbers.extend(n for n in SO_HIEU.findall(phrase) if n != fields.get("so_hieu"))
         name = _AMENDED_NAME.search(phrase)
