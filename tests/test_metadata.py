@@ -112,6 +112,17 @@ def test_decree_and_circular_headers() -> None:
     assert (circular.issued, circular.effective) == (dt.date(2020, 11, 12), dt.date(2021, 1, 1))
 
 
+def test_a_decision_without_the_year_in_its_number() -> None:
+    """A Quyết định of the Prime Minister: số hiệu without the year, in force from signing."""
+    meta = parse_header(
+        "THỦ TƯỚNG CHÍNH PHỦ\n-------\nCỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐộc lập - Tự do - Hạnh phúc\n"
+        "Số: 1234/QĐ-TTg\nHà Nội, ngày 01 tháng 8 năm 2021\n\nQUYẾT ĐỊNH\nPHÊ DUYỆT ĐỀ ÁN\n"
+        "Điều 1. Phê duyệt\nĐiều 3. Quyết định này có hiệu lực từ ngày ký."
+    )
+    assert (meta.so_hieu, meta.kind, meta.issuer) == ("1234/QĐ-TTg", "Quyết định", "Thủ tướng Chính phủ")
+    assert meta.issued == meta.effective == dt.date(2021, 8, 1)
+
+
 def test_a_sidecar_overrides_the_header_and_front_matter_sets_markdown(tmp_path: Path) -> None:
     folder = write_versions(tmp_path)
     path = folder / "bo-luat-lao-dong-2012.txt"

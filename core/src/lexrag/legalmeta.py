@@ -85,8 +85,9 @@ ISSUERS = (
 )
 _ISSUER_BY_KEY = {compare_key(name): name for name in ISSUERS}
 
-#: A số hiệu: number/year/issuer code, e.g. 45/2019/QH14, 145/2020/NĐ-CP, 10/2020/TT-BLĐTBXH.
-SO_HIEU = re.compile(r"(?<![\w/])\d{1,4}/\d{4}/[A-ZĐ][A-ZĐ0-9]*(?:-[A-ZĐ0-9]+)*(?![\w/])")
+#: A số hiệu: number/year/issuer code, e.g. 45/2019/QH14, 145/2020/NĐ-CP, 10/2020/TT-BLĐTBXH;
+#: without the year for many a Quyết định and the consolidated texts (1234/QĐ-TTg, 01/VBHN-VPQH).
+SO_HIEU = re.compile(r"(?<![\w/])\d{1,4}(?:/\d{4})?/[A-ZĐ][A-Za-zĐđ0-9]+(?:-[A-Za-zĐđ0-9]+)*(?![\w/])")
 _NUMBER_LINE = re.compile(rf"(?i)\b({_KIND_RE})?\s*số\s*:\s*({SO_HIEU.pattern})")
 _DAY_WORDS = re.compile(r"ngày\s+(\d{1,2})\s+tháng\s+(\d{1,2})\s+năm\s+(\d{4})", re.IGNORECASE)
 _DAY_SLASH = re.compile(r"ngày\s+(\d{1,2})/(\d{1,2})/(\d{4})", re.IGNORECASE)
