@@ -128,10 +128,12 @@ def write_pdf(
     table_after: str | None = None,
     table: Table | None = None,
     running_header: str = "CÔNG BÁO/Số 01 + 02/Ngày 01-01-2020",
+    align: str = "J",
+    indent: str = "    ",
 ) -> Path:
-    """A PDF with a real text layer (fpdf2, DejaVuSans embedded): wrapped paragraphs with a
-    first-line indent, bold headings, the table as a grid, and a running header and a
-    ``Trang N/M`` footer on every page."""
+    """A PDF with a real text layer (fpdf2, DejaVuSans embedded): wrapped paragraphs
+    (justified, or ``align="L"`` ragged-right) with a first-line ``indent``, bold headings,
+    the table as a grid, and a running header and a ``Trang N/M`` footer on every page."""
     from fpdf import FPDF
 
     regular, bold = font_path(), font_path(bold=True)
@@ -170,7 +172,7 @@ def write_pdf(
             pdf.multi_cell(0, 5, content, new_x="LMARGIN", new_y="NEXT")
         else:
             pdf.set_font("dejavu", size=10)
-            pdf.multi_cell(0, 5, "    " + content, align="J", new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(0, 5, indent + content, align=align, new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(path))
     return path
 

@@ -81,6 +81,17 @@ def test_each_format_gives_the_chunker_the_articles_of_the_plain_text(
     assert all(f"\n{row}\n" in article_3 for row in rows), article_3[:300]
 
 
+def test_a_ragged_right_pdf_without_indents_keeps_every_article(
+    labour: dict[str, Path], tmp_path: Path
+) -> None:
+    """No first-line indent and no justification: paragraphs are told apart by where lines end
+    and by the headings' font; every Điều, its heading and its Khoản still come out."""
+    plain = labour[".txt"].read_text(encoding="utf-8")
+    pdf = write_pdf(plain, tmp_path / "ragged.pdf", align="L", indent="")
+    got = chunk_document("x", LOADERS[".pdf"].load(pdf))
+    assert _outline(got) == _outline(chunk_document("x", plain))
+
+
 def test_pdf_running_headers_footers_and_page_numbers_are_dropped(labour: dict[str, Path]) -> None:
     import pypdfium2
 

@@ -6,9 +6,9 @@ would look like a heading or a Khoản to the chunker, and a heading whose title
 lose its end. So the lines are joined back into paragraphs from their geometry: a line
 continues the one before it when that one ended because the next word did not fit (the
 classic reflow rule, good for justified and ragged text alike), unless the gap between them
-is a paragraph gap, the new line is indented (a first-line indent, a centred heading), or
-it starts a heading or a numbered Khoản/Điểm after a line that closed a sentence or an
-all-capitals title.
+is a paragraph gap, the new line is indented (a first-line indent, a centred heading), the
+font changes between them (a bold heading), or the new line starts a heading or a numbered
+Khoản/Điểm after a line that closed a sentence or an all-capitals title.
 
 Running headers and footers are the top or bottom lines that repeat (numbers aside) on at
 least half of the pages; a bare page number ("12", "Trang 3/49", "- 4 -") at the top or
@@ -56,6 +56,23 @@ class _Line:
     top: float
     first_word: float
     """Width of the first word: a full line is one whose end has no room for the next's."""
+    fonts: tuple[str, str]
+    """Font of the first and of the last character (a bold heading, a regular body)."""
+
+
+def _font(textpage: Any, index: int) -> str:
+    """The font name of one character, without a subset's ``ABCDEF+`` prefix."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    flags = ctypes.c_int()
+    buffer = ctypes.create_string_buffer(128)
+    size = pdfium_c.FPDFText_GetFontInfo(textpage.raw, index, buffer, len(buffer), ctypes.byref(flags))
+    if size > len(buffer):
+        buffer = ctypes.create_string_buffer(size)
+        pdfium_c.FPDFText_GetFontInfo(textpage.raw, index, buffer, size, ctypes.byref(flags))
+    return str(buffer.value.decode("latin-1")).rpartition("+")[2]
 
 
 def _page_lines(textpage: Any, page: int) -> list[_Line]:
@@ -72,7 +89,10 @@ def _page_lines(textpage: Any, page: int) -> list[_Line]:
         left, _, _, top = textpage.get_charbox(first)
         right = textpage.get_charbox(last)[2]
         word_right = textpage.get_charbox(word_end)[2]
-        lines.append(_Line(" ".join(stripped.split()), page, left, right, top, max(0.0, word_right - left)))
+        fonts = (_font(textpage, first), _font(textpage, last))
+        lines.append(
+            _Line(" ".join(stripped.split()), page, left, right, top, max(0.0, word_right - left), fonts)
+        )
     return lines
 
 
@@ -129,10 +149,14 @@ def _continues(prev: _Line, line: _Line, left: float, right: float, pitch: float
     """Whether ``line`` is the wrapped continuation of the paragraph that ``prev`` ends."""
     if prev.page == line.page and not 0 < prev.top - line.top <= _GAP * pitch:
         return False  # a paragraph gap, or a line beside or above (a table cell, a column)
-    if right - prev.x1 > line.first_word + space:
-        return False  # the next word would have fitted: the paragraph ended there
+    if right - prev.x1 > line.first_word + 2 * space:
+        # The next word would have fitted: the paragraph ended there. Two spaces of slack, as
+        # writers wrap a little early (cell margins, kerning).
+        return False
     if line.x0 > left + space:
         return False  # a first-line indent (or a centred line): wrapped lines start at the margin
+    if line.fonts[0] != prev.fonts[1]:
+        return False  # another font: a bold heading begins or ends
     return not (_STRUCTURE.match(line.text) and (_CLOSES.search(prev.text) or _is_upper(prev.text)))
 
 
