@@ -104,4 +104,4 @@ def write_versions(folder: Path, *, amending: bool = False, sidecars: bool = Tru
     return folder
 
 
-__all__ = ["AMENDING", "NEW", "OLD", "write_versions"]
+__all__ = ["AMENDING", "NEW", "NEW_SIDECAR", "OLD", "OLD_SIDECAR", "write_versions"]

@@ -338,3 +338,44 @@ def test_a_model_is_told_the_notice(tmp_path: Path, versions_index: Path, fake_p
     assert reply.notice is not None
     system = LocalStyleProvider.seen[-1].messages[0]
     assert system.role == "system" and (system.content or "").endswith("Lưu ý: " + reply.notice)
+
+
+def test_law_in_force_from_docx_pdf_and_html(tmp_path: Path, registry: Registry) -> None:
+    """The old code as DOCX, the new one as PDF (both with sidecars), the amending law as HTML:
+    the headers read through the loaders give the same metadata, and the answers follow the day."""
+    from .documents import write_docx, write_html, write_pdf
+    from .metadata_docs import AMENDING, NEW, NEW_SIDECAR, OLD, OLD_SIDECAR
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_docx(OLD, docs / "bo-luat-lao-dong-2012.docx")
+    (docs / "bo-luat-lao-dong-2012.meta.toml").write_text(OLD_SIDECAR, encoding="utf-8")
+    write_pdf(NEW, docs / "bo-luat-lao-dong-2019.pdf")
+    (docs / "bo-luat-lao-dong-2019.meta.toml").write_text(NEW_SIDECAR, encoding="utf-8")
+    write_html(AMENDING, docs / "luat-sua-doi.html")
+    store = Store.open(tmp_path / "index", create=True)
+    try:
+        report = ingest(store, None, [docs], loaders=registry.loaders.build())
+        assert len(report.added) == 3, report.as_dict()
+        metas = {r.id: r.metadata for r in store.documents()}
+    finally:
+        store.close()
+    assert metas["bo-luat-lao-dong-2012"].issued is not None  # from the DOCX's header
+    assert (metas["bo-luat-lao-dong-2019"].so_hieu, metas["bo-luat-lao-dong-2019"].issuer) == (
+        "45/2019/QH14",
+        "Quốc hội",
+    )
+    assert metas["luat-sua-doi"].amends == ("45/2019/QH14",)  # from the HTML's title
+
+    old = _ask(_pipeline(tmp_path, tmp_path / "index", registry), {"as_of": "2019-01-01"})
+    assert "nam đủ 60 tuổi, nữ đủ 55 tuổi" in old.text
+    new = _ask(_pipeline(tmp_path, tmp_path / "index", registry))
+    assert "62 tuổi đối với lao động nam" in new.text
+    pipeline = _pipeline(tmp_path, tmp_path / "index", registry)
+    try:
+        probation = pipeline.retrieve(
+            "Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?", 3
+        )
+    finally:
+        asyncio.run(pipeline.aclose())
+    assert [a.doc for s in probation if s.article == 25 for a in s.amended_by] == ["luat-sua-doi"]
