@@ -379,3 +379,21 @@ def test_law_in_force_from_docx_pdf_and_html(tmp_path: Path, registry: Registry)
     finally:
         asyncio.run(pipeline.aclose())
     assert [a.doc for s in probation if s.article == 25 for a in s.amended_by] == ["luat-sua-doi"]
+
+
+def test_a_cached_answer_keeps_its_notice(versions_index: Path, running_server: Callable[[str], str]) -> None:
+    base = running_server(_config_text(versions_index) + "[cache]\nenabled = true\nttl_s = 60\n")
+    client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+    kwargs: dict[str, object] = {
+        "model": "extractive",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "temperature": 0,
+        "extra_body": {"filters": {"doc": "10/2012/QH13"}},
+    }
+    first = client.chat.completions.with_raw_response.create(**kwargs)  # type: ignore[call-overload]
+    assert first.headers["x-lexrag-cache"] == "miss"
+    for stream in (False, True):
+        again = client.chat.completions.with_raw_response.create(stream=stream, **kwargs)  # type: ignore[call-overload]
+        assert again.headers["x-lexrag-cache"] == "hit"
+        last = list(again.parse())[-1] if stream else again.parse()
+        assert "10/2012/QH13" in (last.model_dump().get("notice") or ""), stream

@@ -61,10 +61,11 @@ class Entry:
     finish_reason: FinishReason
     usage: Usage | None
     sources: list[Source] | None
+    notice: str | None = None
 
     def completion(self) -> ChatCompletion:
         completion = ChatCompletion.of_text(self.model, self.text, self.finish_reason, self.usage)
-        completion.sources = self.sources
+        completion.sources, completion.notice = self.sources, self.notice
         return completion
 
     def chunks(self, include_usage: bool) -> list[ChatCompletionChunk]:
@@ -77,7 +78,7 @@ class Entry:
         out.append(finish)
         if include_usage and self.usage is not None:
             out.append(factory.usage(self.usage))
-        out[-1].sources = self.sources
+        out[-1].sources, out[-1].notice = self.sources, self.notice
         return out
 
 
@@ -179,7 +180,12 @@ class ResponseCache:
         ):
             return
         entry = Entry(
-            completion.model, completion.text, choice.finish_reason, completion.usage, completion.sources
+            completion.model,
+            completion.text,
+            choice.finish_reason,
+            completion.usage,
+            completion.sources,
+            completion.notice,
         )
         self._store(settings)[key] = entry
 
@@ -191,12 +197,14 @@ class ResponseCache:
         model = ""
         finish: FinishReason | None = None
         sources: list[Source] | None = None
+        notice: str | None = None
         plain = True
         try:
             async for chunk in stream:
                 model = chunk.model
                 if chunk.sources is not None:
                     sources = chunk.sources
+                notice = chunk.notice or notice
                 for choice in chunk.choices:
                     delta = choice.delta
                     plain = plain and not (delta.tool_calls or delta.refusal or choice.logprobs)
@@ -210,7 +218,7 @@ class ResponseCache:
             usage = None
             if call.prompt_tokens is not None and call.completion_tokens is not None:
                 usage = Usage.of(call.prompt_tokens, call.completion_tokens)
-            self._store(settings)[key] = Entry(model, "".join(text), finish, usage, sources)
+            self._store(settings)[key] = Entry(model, "".join(text), finish, usage, sources, notice)
 
     def close(self) -> None:
         with self._lock:
