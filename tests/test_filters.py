@@ -22,6 +22,7 @@ from lexrag.store import Store
 from lexrag.types import ChatCompletionRequest, RetrievalFilters
 
 from .conftest import run_cli
+from .fixtures_browser import chromium_page
 from .metadata_docs import write_versions
 
 QUESTION = "Tuổi nghỉ hưu của người lao động nam, nữ là bao nhiêu?"
@@ -293,39 +294,27 @@ def test_the_repl_shows_metadata_amendments_and_the_notice(
 def test_the_web_page_shows_metadata_and_asks_for_a_day(
     running_server: Callable[[str], str], versions_index: Path, tmp_path: Path
 ) -> None:
-    from .test_interfaces import CHROMIUM, CHROMIUM_FLAGS
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (scripts/ci-apt.sh installs it)")
-    playwright = pytest.importorskip("playwright.sync_api")
     base = running_server(_config_text(versions_index))
-    with playwright.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+    with chromium_page(tmp_path / "profile") as page:
+        page.goto(base + "/")
+        page.fill("#asof", "2019-01-01")
+        page.fill("#question", QUESTION)
+        page.click("#send")
+        page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
+        sources = page.locator(".turn.assistant .sources").inner_text()
+        assert (
+            "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực"
+            in sources
         )
-        try:
-            page = context.new_page()
-            page.goto(base + "/")
-            page.fill("#asof", "2019-01-01")
-            page.fill("#question", QUESTION)
-            page.click("#send")
-            page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
-            sources = page.locator(".turn.assistant .sources").inner_text()
-            assert (
-                "10/2012/QH13 · Bộ luật · Quốc hội · hiệu lực từ 01/05/2013 · đến 01/01/2021 · Còn hiệu lực"
-                in sources
-            )
-            assert "45/2019/QH14" not in sources
-            assert "55 tuổi" in page.locator(".turn.assistant .answer").inner_text()
+        assert "45/2019/QH14" not in sources
+        assert "55 tuổi" in page.locator(".turn.assistant .answer").inner_text()
 
-            page.fill("#asof", "")
-            page.fill("#question", "Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?")
-            page.click("#send")
-            page.wait_for_selector(".turn.assistant >> nth=1 >> .sources .amended", timeout=30_000)
-            amended = page.locator(".turn.assistant >> nth=1 >> .amended").first.inner_text()
-            assert "Sửa đổi, bổ sung bởi" in amended and "99/2024/QH15" in amended and "120 ngày" in amended
-        finally:
-            context.close()
+        page.fill("#asof", "")
+        page.fill("#question", "Thời gian thử việc của người quản lý doanh nghiệp tối đa bao nhiêu ngày?")
+        page.click("#send")
+        page.wait_for_selector(".turn.assistant >> nth=1 >> .sources .amended", timeout=30_000)
+        amended = page.locator(".turn.assistant >> nth=1 >> .amended").first.inner_text()
+        assert "Sửa đổi, bổ sung bởi" in amended and "99/2024/QH15" in amended and "120 ngày" in amended
 
 
 def test_a_model_is_told_the_notice(tmp_path: Path, versions_index: Path, fake_pm) -> None:  # type: ignore[no-untyped-def]

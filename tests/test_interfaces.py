@@ -18,6 +18,7 @@ import pytest
 
 from .conftest import CORPUS, ROOT, run_cli
 from .fakes import Reply
+from .fixtures_browser import chromium_page
 
 QUESTION = "Thời gian thử việc đối với người quản lý doanh nghiệp tối đa là bao lâu?"
 ARTIFACTS = ROOT / "artifacts"
@@ -153,56 +154,35 @@ def test_chat_repl_in_a_real_terminal(tmux: Tmux, demo_index: Path, fake_upstrea
 
 # --- the web page in real Chromium -----------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 def test_web_page_streams_answer_and_sources(running_server, demo_index: Path, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (scripts/ci-apt.sh installs it)")
-    playwright = pytest.importorskip("playwright.sync_api")
     base = running_server(f'[index]\ndir = "{demo_index}"\n')
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
-        )
-        try:
-            page = context.new_page()
-            page.goto(base + "/")
-            assert page.locator("h1").inner_text() == "Trợ lý tra cứu pháp luật"
-            page.wait_for_function("document.querySelectorAll('#model option').length > 1")
-            assert "extractive" in page.locator("#model").inner_text()
-            page.fill("#question", QUESTION)
-            page.click("#send")
-            page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
-            answer = page.locator(".turn.assistant .answer").inner_text()
-            assert "180 ngày" in answer
-            sources = page.locator(".turn.assistant .sources").inner_text()
-            assert "Nguồn trích dẫn" in sources and "Điều 25. Thời gian thử việc" in sources
-            assert "extractive" in page.locator(".turn.assistant .who").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "web-chat.png"), full_page=True)
+    with chromium_page(tmp_path / "profile") as page:
+        page.goto(base + "/")
+        assert page.locator("h1").inner_text() == "Trợ lý tra cứu pháp luật"
+        page.wait_for_function("document.querySelectorAll('#model option').length > 1")
+        assert "extractive" in page.locator("#model").inner_text()
+        page.fill("#question", QUESTION)
+        page.click("#send")
+        page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
+        answer = page.locator(".turn.assistant .answer").inner_text()
+        assert "180 ngày" in answer
+        sources = page.locator(".turn.assistant .sources").inner_text()
+        assert "Nguồn trích dẫn" in sources and "Điều 25. Thời gian thử việc" in sources
+        assert "extractive" in page.locator(".turn.assistant .who").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "web-chat.png"), full_page=True)
 
-            # An error is shown readably, in Vietnamese.
-            page.select_option("#model", "extractive")
-            page.evaluate(
-                "document.querySelector('#model').add(new Option('khong-co', 'khong-co'));"
-                "document.querySelector('#model').value = 'khong-co';"
-            )
-            page.fill("#question", "câu hỏi thử lỗi")
-            page.click("#send")
-            error = page.wait_for_selector(".error", timeout=10_000)
-            assert error.inner_text().startswith("Lỗi: Không tìm thấy mô hình")
-        finally:
-            context.close()
+        # An error is shown readably, in Vietnamese.
+        page.select_option("#model", "extractive")
+        page.evaluate(
+            "document.querySelector('#model').add(new Option('khong-co', 'khong-co'));"
+            "document.querySelector('#model').value = 'khong-co';"
+        )
+        page.fill("#question", "câu hỏi thử lỗi")
+        page.click("#send")
+        error = page.wait_for_selector(".error", timeout=10_000)
+        assert error.inner_text().startswith("Lỗi: Không tìm thấy mô hình")
 
 
 def test_ask_falls_back_when_the_provider_is_unreachable(demo_index: Path) -> None:
@@ -240,9 +220,6 @@ def _assert_shown(page, selector: str, when: str) -> None:
 def test_web_page_keeps_new_answers_and_errors_above_the_input_bar(
     running_server, demo_index: Path, fake_upstream, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (scripts/ci-apt.sh installs it)")
-    playwright = pytest.importorskip("playwright.sync_api")
     # The second answer streams slowly from the openai provider, line by line, and ends up
     # taller than the window.
     lines = [f"Dòng {i}: người lao động được hưởng quyền theo khoản {i} [1]." for i in range(1, 41)]
@@ -251,53 +228,42 @@ def test_web_page_keeps_new_answers_and_errors_above_the_input_bar(
         f'[index]\ndir = "{demo_index}"\n'
         f'[providers.openai]\nbase_url = "{fake_upstream.base_url}"\napi_key = "sk-test"\nmodel = "fake-model"\n'
     )
-    with playwright.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1000, "height": 700},
+    with chromium_page(tmp_path / "profile", viewport={"width": 1000, "height": 700}) as page:
+        page.goto(base + "/")
+        page.wait_for_function("document.querySelectorAll('#model option').length > 2")
+
+        # First question: the extractive answer and its sources fill more than the window.
+        page.fill("#question", QUESTION)
+        page.click("#send")
+        page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
+        page.wait_for_function("!document.querySelector('#send').disabled")
+        assert page.evaluate("document.documentElement.scrollHeight") > 2 * 700
+
+        # Second question: its answer stays in view above the bar while it streams and after.
+        page.select_option("#model", "openai")
+        page.fill("#question", "Người lao động có những quyền gì?")
+        page.click("#send")
+        page.wait_for_function(
+            "document.querySelectorAll('.turn.assistant').length === 2"
+            " && document.querySelectorAll('.turn.assistant')[1].innerText.includes('Dòng 12:')"
+            " && !document.querySelector('#stop').disabled",
+            timeout=30_000,
         )
-        try:
-            page = context.new_page()
-            page.goto(base + "/")
-            page.wait_for_function("document.querySelectorAll('#model option').length > 2")
+        _assert_shown(page, ".turn.assistant .answer", "while the second answer streams")
+        page.wait_for_function("!document.querySelector('#send').disabled", timeout=30_000)
+        assert "Dòng 40:" in page.locator(".turn.assistant .answer").nth(1).inner_text()
+        _assert_shown(page, ".turn.assistant .answer", "after the second answer")
 
-            # First question: the extractive answer and its sources fill more than the window.
-            page.fill("#question", QUESTION)
-            page.click("#send")
-            page.wait_for_selector(".turn.assistant .sources .source", timeout=30_000)
-            page.wait_for_function("!document.querySelector('#send').disabled")
-            assert page.evaluate("document.documentElement.scrollHeight") > 2 * 700
-
-            # Second question: its answer stays in view above the bar while it streams and after.
-            page.select_option("#model", "openai")
-            page.fill("#question", "Người lao động có những quyền gì?")
-            page.click("#send")
-            page.wait_for_function(
-                "document.querySelectorAll('.turn.assistant').length === 2"
-                " && document.querySelectorAll('.turn.assistant')[1].innerText.includes('Dòng 12:')"
-                " && !document.querySelector('#stop').disabled",
-                timeout=30_000,
-            )
-            _assert_shown(page, ".turn.assistant .answer", "while the second answer streams")
-            page.wait_for_function("!document.querySelector('#send').disabled", timeout=30_000)
-            assert "Dòng 40:" in page.locator(".turn.assistant .answer").nth(1).inner_text()
-            _assert_shown(page, ".turn.assistant .answer", "after the second answer")
-
-            # An error (the server rejects an unknown model) is in view too.
-            page.evaluate(
-                "document.querySelector('#model').add(new Option('khong-co', 'khong-co'));"
-                "document.querySelector('#model').value = 'khong-co';"
-            )
-            page.fill("#question", "câu hỏi thử lỗi")
-            page.click("#send")
-            page.wait_for_selector(".turn.assistant .error", timeout=10_000)
-            _assert_shown(page, ".turn.assistant .error", "after an error")
-            page.screenshot(path=str(tmp_path / "web-after-error.png"))
-        finally:
-            context.close()
+        # An error (the server rejects an unknown model) is in view too.
+        page.evaluate(
+            "document.querySelector('#model').add(new Option('khong-co', 'khong-co'));"
+            "document.querySelector('#model').value = 'khong-co';"
+        )
+        page.fill("#question", "câu hỏi thử lỗi")
+        page.click("#send")
+        page.wait_for_selector(".turn.assistant .error", timeout=10_000)
+        _assert_shown(page, ".turn.assistant .error", "after an error")
+        page.screenshot(path=str(tmp_path / "web-after-error.png"))
 
 
 def test_chat_repl_refuses_openai_without_a_key(tmux: Tmux, demo_index: Path, tmp_path: Path) -> None:
