@@ -130,7 +130,10 @@ def test_scan_reads_the_suffixes_it_is_given(tmp_path: Path) -> None:
     assert [p.name for p in scan([tmp_path]).files] == ["b.txt"]  # the core's own: .txt, .md
     assert [p.name for p in scan([tmp_path], suffixes={".pdf", ".txt"}).files] == ["a.PDF", "b.txt"]
     alone = scan([tmp_path / "a.PDF"])
-    assert alone.problems == {str(tmp_path / "a.PDF"): "no loader reads .PDF files (installed: .md, .txt)"}
+    assert alone.problems == {
+        str(tmp_path / "a.PDF"): "no loader reads .PDF files (installed: .md, .txt); install the "
+        "lexrag-documents plugin (pip install -e plugins/documents) for PDF, DOCX and HTML"
+    }
 
 
 class _Broken(Loader):

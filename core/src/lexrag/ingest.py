@@ -85,10 +85,7 @@ def scan(
             if path.suffix.lower() in suffixes:
                 files.append(path)
             else:
-                found.problems[str(path)] = (
-                    f"no loader reads {path.suffix or 'files without a suffix'} files "
-                    f"(installed: {', '.join(sorted(suffixes))})"
-                )
+                found.problems[str(path)] = _no_loader(path, suffixes)
         else:
             found.problems[str(path)] = "no such file or directory"
     seen: dict[str, Path] = {}
@@ -165,13 +162,30 @@ def stale_documents(store: IndexStore, files: Iterable[Path]) -> list[str]:
     return [record.id for record in store.documents() if record.id not in keep]
 
 
+#: The suffixes the lexrag-documents plugin reads, to tell a user without it what to install.
+_DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".html", ".htm"})
+
+
+def _no_loader(path: Path, installed: Collection[str]) -> str:
+    suffix = path.suffix.lower()
+    hint = ""
+    if suffix in _DOCUMENT_SUFFIXES:
+        hint = (
+            "; install the lexrag-documents plugin (pip install -e plugins/documents) for PDF, DOCX and HTML"
+        )
+    return (
+        f"no loader reads {path.suffix or 'files without a suffix'} files "
+        f"(installed: {', '.join(sorted(installed))}){hint}"
+    )
+
+
 def load_text(path: Path, loaders: Mapping[str, Loader]) -> str:
     """The text of ``path`` from the loader of its suffix. :class:`InvalidRequestError` with a
     one-line reason when the loader cannot read it, finds no text, or fails (a plugin's bug
     is reported against the file, never raised)."""
     loader = loaders.get(path.suffix.lower())
     if loader is None:
-        raise InvalidRequestError(f"no loader reads {path.suffix or 'files without a suffix'} files")
+        raise InvalidRequestError(_no_loader(path, loaders))
     try:
         text = loader.load(path)
     except (InvalidRequestError, OSError):
@@ -295,7 +309,9 @@ def _ingest_one(
             vectors = np.concatenate(parts) if parts else embedder.embed(texts)
     elif chunk_progress is not None:
         chunk_progress(path, len(parsed.chunks), len(parsed.chunks))
-    record = DocumentRecord(parsed.doc_id, parsed.title, str(path.resolve()), digest, len(parsed.chunks), meta)
+    record = DocumentRecord(
+        parsed.doc_id, parsed.title, str(path.resolve()), digest, len(parsed.chunks), meta
+    )
     store.put_document(
         record, parsed.chunks, vectors, None if embedder is None else (embedder.model_id, embedder.dim)
     )
