@@ -65,8 +65,8 @@ def first_per_key(ranked: list[tuple[int, float, ArticleKey]], k: int) -> list[C
 
 @dataclass
 class Statement:
-    """One ranking statement of a retriever, so a hybrid can send its parts' statements in one
-    round trip (a pipeline): ``finish`` turns its rows into (chunk id, score, key), best first."""
+    """The one statement a part's ranking sends: ``finish`` turns its rows into (chunk id,
+    score, key), best first."""
 
     sql: str
     params: dict[str, Any]
@@ -371,32 +371,6 @@ class PgHybridRetriever(Retriever):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def _pipelined(self, query: str, n: int) -> list[list[tuple[ArticleKey, int | Hit, float]]] | None:
-        """Each part's ranking, when every part is a PostgreSQL one: their statements sent in
-        one round trip (None: some part is not)."""
-        parts = [r for r, _ in self.parts]
-        pg = [
-            r for r in parts if isinstance(r, PgRetriever) and r.collapses() == self.options.collapse_articles
-        ]
-        if len(pg) != len(parts):
-            return None
-        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": ",".join(r.name for r in pg)}):
-            statements = [r.statement(query, r.depth(n)) for r in pg]
-            live = [st for st in statements if st is not None]
-            results: dict[int, list[tuple[Any, ...]]] = {}
-            if live:
-                with pg[0].store.db.connection() as conn:
-                    for st in live:
-                        st.prepare(conn)
-                    with conn.pipeline():
-                        cursors = [(id(st), conn.execute(st.sql, st.params)) for st in live]
-                    results = {key: cur.fetchall() for key, cur in cursors}
-            out: list[list[tuple[ArticleKey, int | Hit, float]]] = []
-            for r, st in zip(pg, statements, strict=True):
-                ranked = [] if st is None else st.finish(results[id(st)])
-                out.append(list(r.pick(ranked, n)))
-            return out
-
     def _ranking(self, part: Retriever, query: str, n: int) -> list[tuple[ArticleKey, int | Hit, float]]:
         """One part's ``n`` best (key, chunk id or hit, score); a PostgreSQL part reads no text."""
         if isinstance(part, PgRetriever) and part.collapses() == self.options.collapse_articles:
@@ -411,9 +385,6 @@ class PgHybridRetriever(Retriever):
     def _rankings(self, query: str, n: int) -> list[list[tuple[ArticleKey, int | Hit, float]]]:
         """Each part's ranking, the parts searching at once (the embedder runs here while the
         other part waits on the database)."""
-        pipelined = self._pipelined(query, n)
-        if pipelined is not None:
-            return pipelined
         if len(self.parts) < 2:
             return [self._traced_ranking(retriever, query, n) for retriever, _ in self.parts]
         with self._pool_lock:
