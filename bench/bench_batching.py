@@ -6,11 +6,17 @@ to a baseline measured in the same run:
   loaded from git; goal ≥ 0.95×), alone on the engine and through the scheduler;
 - time to first token (p50) of a request arriving while 7 others decode vs on an idle
   engine (goal ≤ 1.5×), and the inter-token latency (p99) of the 7 while a 1,000-token
-  prompt is admitted vs their idle inter-token latency (goal ≤ 3×), for each prefill
-  policy: the whole prompt in one step, fixed chunks, and the automatic chunk;
+  prompt is admitted vs their idle inter-token latency (goal ≤ 3×), for each admission
+  policy (the whole prompt in one step, fixed chunks, the automatic chunk of 1.5 or 2
+  decode steps for every prompt, and the default: short prompts whole, long ones in
+  automatic chunks), in rounds that interleave the policies, each against idle figures
+  measured just before it; medians of the rounds' ratios;
 - aggregate tokens/s at 8 vs onnxruntime-genai's own batched generation (batch 8) of the
   same int8 weights (goal ≥ 1.0×; its graph keeps the logits of every position, which
-  the genai runtime needs);
+  the genai runtime needs), in back-to-back pairs of alternating order: the median of
+  the pairs' ratios;
+- ``--quantize int8-block`` (batch-invariant) vs dynamic int8: decode at 1 and 8 streams,
+  prefill of the long prompt;
 - through ``lexrag serve``: 8 and 16 concurrent streamed chats, total tokens/s, time to first
   token p50/p99, errors;
 - the memory-bandwidth limit of a decode step (weight bytes per step / copy bandwidth) and
@@ -22,7 +28,8 @@ The model: a random-weight Llama-3.2-1B shape, exported by onnxruntime-genai's b
 3 minutes and 16 GB of RAM). Its tokenizer is widened to the model's vocabulary so that
 every sampled id has text.
 
-    .venv/bin/python bench/bench_batching.py            # 1B shape: 4-5 minutes on 2 cores (+3 for the exports, once)
+    nice -n -10 .venv/bin/python bench/bench_batching.py   # 1B shape: about 15 minutes on 2 quiet cores (+3 for the exports, once)
+    .venv/bin/python bench/bench_batching.py --figures latency,genai   # a subset
     .venv/bin/python bench/bench_batching.py --quick    # a small shape, about a minute
     .venv/bin/python bench/bench_batching.py --cuda DIR # on a GPU: fp16 export of --make-3b DIR
 
@@ -59,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 import bench_local  # noqa: E402
 
 #: What a run measures (``--figures``).
-FIGURES = ("single", "aggregate", "genai", "latency", "server")
+FIGURES = ("single", "aggregate", "genai", "latency", "server", "int8-block")
 #: Today's engine (before continuous batching), the single-stream baseline.
 BASELINE_REV = "6c69bc9"
 #: Single-stream comparison: rounds (engines loaded again each round, in the other order)
@@ -120,7 +127,7 @@ def policies(plan: Plan) -> list[Policy]:
     return [
         Policy("whole prompt", 0, 0),
         *(Policy(f"chunk {c}", c, 0) for c in plan.chunks),
-        *(Policy(f"auto {k} steps, every prompt chunked", None, 0, k) for k in (1.5, 2.0)),
+        Policy(f"auto {CHUNK_STEPS} steps, every prompt chunked", None, 0, CHUNK_STEPS),
         Policy(
             f"default: ≤ {WHOLE_PROMPT} tokens whole, longer auto {CHUNK_STEPS} steps",
             None,
@@ -133,13 +140,14 @@ def policies(plan: Plan) -> list[Policy]:
 # ---- the model -----------------------------------------------------------------------------
 
 
-def prepare(shape: bench_local.Shape, work: Path, genai_python: str) -> Path:
+def prepare(shape: bench_local.Shape, work: Path, genai_python: str, *, int8_block: bool = False) -> Path:
     """The genai builder's fp32 graph with the last-position rewrite, quantized to int8
     (``int8.onnx``), and the same without the rewrite for the genai runtime
-    (``int8-full.onnx``, with a ``genai_config.json`` naming it), in ``work/genai-fp32``."""
+    (``int8-full.onnx``, with a ``genai_config.json`` naming it), in ``work/genai-fp32``;
+    with ``int8_block``, also ``int8-block.onnx`` (``--quantize int8-block``)."""
     from lexrag_local.genai_builder import build
     from lexrag_local.graph import last_position_logits
-    from lexrag_local.quantize import quantize_int8
+    from lexrag_local.quantize import quantize_int8, quantize_int8_block
 
     hf = bench_local.build_model(shape, work / "hf")
     out = work / "genai-fp32"
@@ -160,6 +168,12 @@ def prepare(shape: bench_local.Shape, work: Path, genai_python: str) -> Path:
                 f"int8 quantization → {dst}", lambda s=src, d=dst: quantize_int8(out / s, out / d)
             )
             gc.collect()
+    if int8_block and not (out / "int8-block.onnx").is_file():
+        bench_local.step(
+            "int8-block quantization → int8-block.onnx",
+            lambda: quantize_int8_block(out / "lexrag.onnx", out / "int8-block.onnx"),
+        )
+        gc.collect()
     return out
 
 
@@ -300,6 +314,10 @@ def admission(scheduler: Any, plan: Plan, ids: Callable[[int], list[int]], polic
         time.sleep(0.01)
     idle_to = time.perf_counter()
     ttfts = [Stream(ids(plan.ttft_prompt), 1).start(scheduler).wait().ttft for _ in range(3)]
+    # Two steady tokens first: the gap that holds the last short prefill is not the long one's.
+    steady = min(len(s.tokens) for s in background) + 2
+    while min(len(s.tokens) for s in background) < steady:
+        time.sleep(0.005)
     long = Stream(ids(plan.long_prompt), 1).start(scheduler)
     long.wait()
     chunk_used = scheduler.chunk()
@@ -583,7 +601,7 @@ def main() -> None:
         )
     work = args.work / shape.name
     began = time.perf_counter()
-    model = prepare(shape, work, args.genai_python)
+    model = prepare(shape, work, args.genai_python, int8_block="int8-block" in figures)
     wide = widened(model, work / "genai-int8-wide-tokenizer", shape.vocab)
     cores = len(os.sched_getaffinity(0))
     genai_models = {"genai 8": genai_dir(model, work / "genai-int8-runtime", cores)}
@@ -704,6 +722,34 @@ def main() -> None:
     del engine
     gc.collect()
 
+    # What --quantize int8-block (batch-invariant) costs against dynamic int8: both loaded,
+    # measured in alternating order each round.
+    block: dict[str, dict[str, list[float]]] = {}
+    if "int8-block" in figures:
+        schedulers = {
+            name: Scheduler(
+                Engine(wide, model_file=f"{name}.onnx", max_batch=8, max_context=plan.context),
+                backend,
+                queue_size=64,
+            )
+            for name in ("int8", "int8-block")
+        }
+        for name, sched in schedulers.items():
+            Stream(ids(plan.prompt), 4).start(sched).wait()  # warm-up
+            block[name] = {"1": [], "8": [], "prefill": []}
+        for round_ in range(plan.rounds):
+            for name in list(schedulers)[:: 1 if round_ % 2 == 0 else -1]:
+                sched = schedulers[name]
+                for c in ("1", "8"):
+                    streams = [Stream(ids(plan.prompt), plan.new).start(sched) for _ in range(int(c))]
+                    block[name][c].append(aggregate([st.wait() for st in streams]))
+                block[name]["prefill"].append(Stream(ids(plan.long_prompt), 1).start(sched).wait().ttft)
+            print(f"  int8 vs int8-block, round {round_ + 1}: {block}", flush=True)
+        for sched in schedulers.values():
+            sched.close()
+        schedulers.clear()
+        gc.collect()
+
     servers = serve_figures(wide, plan, [8, 16], plan.new) if "server" in figures else []
 
     bandwidth = bench_local.copy_bandwidth()
@@ -765,6 +811,18 @@ def main() -> None:
             f"{plan.genai_pairs} back-to-back pairs | {statistics.median(genai_runs['lexrag']):.1f} vs "
             f"{statistics.median(genai_runs['genai']):.1f} tok/s | {statistics.median(genai_runs['ratio']):.2f}× "
             f"({', '.join(f'{r:.2f}' for r in genai_runs['ratio'])}) | ≥ 1.0× |"
+        )
+    if block:
+        b = {name: {k: statistics.median(v) for k, v in runs.items()} for name, runs in block.items()}
+        for c in ("1", "8"):
+            print(
+                f"| --quantize int8-block vs int8, decode at {c} stream{'s' if c != '1' else ''} | "
+                f"{b['int8-block'][c]:.1f} vs {b['int8'][c]:.1f} tok/s | {b['int8-block'][c] / b['int8'][c]:.2f}× | |"
+            )
+        print(
+            f"| --quantize int8-block vs int8, prefill of {plan.long_prompt} tokens | "
+            f"{b['int8-block']['prefill']:.2f} vs {b['int8']['prefill']:.2f} s | "
+            f"{b['int8']['prefill'] / b['int8-block']['prefill']:.2f}× (speed) | |"
         )
     for r in servers:
         print(
