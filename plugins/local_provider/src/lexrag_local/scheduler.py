@@ -46,9 +46,9 @@ RATE_WINDOW_S = 10.0
 #: Prompts of at most this many tokens are prefilled in one step even while others decode
 #: (their first token then comes as on an idle engine); longer ones are chunked. Chosen by
 #: bench/bench_batching.py (1B shape, int8, 2 cores): a 256-token prompt arriving while 7
-#: decode gets its first token 1.1x later than on an idle engine prefilled whole, 2x when
+#: decode gets its first token 1.1x later than on an idle engine prefilled whole, 1.6x when
 #: chunked to keep the running streams' inter-token latency within 3x; 512 tokens stall
-#: the running streams about 1.3 s once.
+#: the running streams about 1.2 s once.
 WHOLE_PROMPT = 512
 #: Automatic prefill chunks take about this many decode steps' time. Where prefill and
 #: decode share saturated cores (a CPU), a chunk of k steps makes the running streams'
@@ -58,7 +58,7 @@ WHOLE_PROMPT = 512
 CHUNK_STEPS = 1.5
 #: The automatic chunk before anything is measured, and its bounds.
 FIRST_CHUNK, MIN_CHUNK, MAX_CHUNK = 32, 8, 8192
-#: Weight of a new measurement in the running average of the decode step.
+#: Weight of a new measurement in the running averages (decode step, prefilled token).
 _EMA = 0.3
 
 
