@@ -26,8 +26,8 @@ from .errors import (
 from .fusion import CHUNKS_PER_ARTICLE, ArticleKey, article_key, collapse_articles, fuse
 from .hookspecs import hookimpl
 from .lay_terms import LAY_TO_LEGAL
-from .loaders import Loader
 from .limitstore import Increment, LimitStore
+from .loaders import Loader
 from .onnxrt import cuda_usable, execution_providers
 from .prompt import estimate_tokens, estimate_usage
 from .providers import GenerationParams, Provider, ProviderRequest
@@ -110,8 +110,8 @@ __all__ = [
     "IndexStore",
     "InvalidRequestError",
     "LexragError",
-    "Loader",
     "LimitStore",
+    "Loader",
     "ModelExportError",
     "NoSettings",
     "NotFoundError",

@@ -136,7 +136,9 @@ class ExtractiveProvider(Provider):
             for amendment in quote.source.amended_by:
                 body = "\n".join("> " + line for line in amendment.text.split("\n"))
                 pending = " (chưa có hiệu lực)" if amendment.status == "chua-co-hieu-luc" else ""
-                parts.append(f"Điều này đã được sửa đổi, bổ sung bởi {amendment.citation}{pending}:\n\n{body}")
+                parts.append(
+                    f"Điều này đã được sửa đổi, bổ sung bởi {amendment.citation}{pending}:\n\n{body}"
+                )
         quoted = {q.source.index for q in quotes}
         related = [f"[{s.index}] {s.citation}" for s in sources if s.index not in quoted]
         if related:
