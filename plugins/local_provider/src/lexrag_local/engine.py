@@ -47,6 +47,7 @@ class Engine:
         *,
         device: str = "cpu",
         threads: int = 0,
+        spin: bool = True,
         max_context: int | None = None,
         model_file: str = MODEL_FILE,
         max_batch: int = 1,
@@ -59,7 +60,7 @@ class Engine:
         self.shape = ModelShape.of(config)
         self.generation = GenerationDefaults.read(model_dir, config)
         self.context_window = min(self.shape.context_window, max_context or self.shape.context_window)
-        self.session = open_session(path, device=device, threads=threads)
+        self.session = open_session(path, device=device, threads=threads, spin=spin)
         self.providers: list[str] = list(self.session.get_providers())
         self.device = "cuda" if self.providers[0] == CUDA else "cpu"
         inputs = {i.name: i for i in self.session.get_inputs()}

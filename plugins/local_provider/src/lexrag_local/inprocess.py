@@ -74,6 +74,7 @@ class InProcessBackend:
             self.model_dir,
             device=s.device,
             threads=s.threads,
+            spin=s.spin,
             max_context=self.context_window,
             max_batch=s.max_batch,
             kv_budget_bytes=s.kv_cache_mb * 2**20 if s.kv_cache_mb else None,

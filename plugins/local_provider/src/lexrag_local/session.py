@@ -13,12 +13,15 @@ log = logging.getLogger("lexrag.local")
 #: The execution provider names as ONNX Runtime spells them.
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: The session option that lets idle intra-op threads spin.
+SPINNING = "session.intra_op.allow_spinning"
 
 
-def open_session(path: Path, *, device: str, threads: int = 0) -> Any:
+def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = True) -> Any:
     """An ``InferenceSession`` for ``path`` with the providers passed explicitly: CUDA first
     when ``device`` is "cuda" and CUDA can run, CPU otherwise (``lexrag.execution_providers``
-    decides and logs the fallback)."""
+    decides and logs the fallback). ``spin``: on CPU, whether idle intra-op threads spin
+    (``[providers.local] spin``)."""
     import onnxruntime as ort
 
     providers: list[Any] = execution_providers(device)
@@ -27,10 +30,11 @@ def open_session(path: Path, *, device: str, threads: int = 0) -> Any:
     if threads:
         options.intra_op_num_threads = threads
     if providers == [CPU]:
-        # Idle intra-op threads would spin between the graph's ops and between decode steps,
-        # taking the cores from the Python loop and from other processes: on 2 cores, decode
-        # ran 1.6× faster without spinning (bench/bench_local.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning intra-op threads wait for the next op (and the next step) without sleeping:
+        # on a quiet 2-core machine batch-8 decode ran 1.12x and single-stream 1.20x faster
+        # with it (bench/bench_batching.py); where other busy processes share the cores it
+        # takes them from those, hence the setting.
+        options.add_session_config_entry(SPINNING, "1" if spin else "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad or odd files
@@ -42,4 +46,4 @@ def open_session(path: Path, *, device: str, threads: int = 0) -> Any:
     return session
 
 
-__all__ = ["CPU", "CUDA", "open_session"]
+__all__ = ["CPU", "CUDA", "SPINNING", "open_session"]
