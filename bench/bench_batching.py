@@ -571,6 +571,11 @@ def main() -> None:
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of today's engine")
     parser.add_argument("--no-server", action="store_true", help="skip the lexrag serve figures")
     parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="lexrag's engine with [providers.local] spin = true (today's stays off)",
+    )
+    parser.add_argument(
         "--figures",
         default=",".join(FIGURES),
         help=f"comma-separated subset of {','.join(FIGURES)} (default: all)",
@@ -625,7 +630,10 @@ def main() -> None:
             times.append(time.perf_counter())
         return times
 
-    print(f"shape {shape.name}, plan {plan}, {cores} cores; model {model / 'int8.onnx'}", flush=True)
+    print(
+        f"shape {shape.name}, plan {plan}, {cores} cores, spin {args.spin}; model {model / 'int8.onnx'}",
+        flush=True,
+    )
 
     # Single stream: today's engine, the new one alone and through its scheduler. Each round
     # loads both engines again, in the other order (the session loaded first ran up to 15%
@@ -638,7 +646,9 @@ def main() -> None:
             loaded_engines[name] = (
                 Baseline(wide, model_file="int8.onnx", max_context=plan.context)
                 if name == "today"
-                else Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context)
+                else Engine(
+                    wide, model_file="int8.onnx", max_batch=8, max_context=plan.context, spin=args.spin
+                )
             )
         alone = Scheduler(loaded_engines["new"], backend)
         runners: dict[str, Callable[[], float]] = {
@@ -664,7 +674,7 @@ def main() -> None:
             flush=True,
         )
 
-    engine = Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context)
+    engine = Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context, spin=args.spin)
     scheduler = Scheduler(engine, backend, queue_size=64)
     engine_times(engine)  # warm-up
 

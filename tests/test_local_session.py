@@ -33,8 +33,8 @@ def _spinning(registry, config_file, table: str) -> str:
 def test_spin_setting_reaches_the_cpu_session(registry, tiny_onnx_dir, tmp_path):
     config_file = tmp_path / "lexrag.toml"
     model = f'model_dir = "{tiny_onnx_dir}"\n'
-    assert _spinning(registry, config_file, model) == "1"
-    assert _spinning(registry, config_file, model + "spin = false\n") == "0"
+    assert _spinning(registry, config_file, model) == "0"
+    assert _spinning(registry, config_file, model + "spin = true\n") == "1"
     config_file.write_text(f'[providers.local]\n{model}spin = "sometimes"\n')
     with pytest.raises(ConfigError, match=r"\[providers.local\] spin"):
         check_config(load_config(config_file, env={}), registry)

@@ -47,7 +47,7 @@ class Engine:
         *,
         device: str = "cpu",
         threads: int = 0,
-        spin: bool = True,
+        spin: bool = False,
         max_context: int | None = None,
         model_file: str = MODEL_FILE,
         max_batch: int = 1,

@@ -17,7 +17,7 @@ CPU = "CPUExecutionProvider"
 SPINNING = "session.intra_op.allow_spinning"
 
 
-def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = True) -> Any:
+def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = False) -> Any:
     """An ``InferenceSession`` for ``path`` with the providers passed explicitly: CUDA first
     when ``device`` is "cuda" and CUDA can run, CPU otherwise (``lexrag.execution_providers``
     decides and logs the fallback). ``spin``: on CPU, whether idle intra-op threads spin
@@ -30,10 +30,10 @@ def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = True
     if threads:
         options.intra_op_num_threads = threads
     if providers == [CPU]:
-        # Spinning intra-op threads wait for the next op (and the next step) without sleeping:
-        # on a quiet 2-core machine batch-8 decode ran 1.12x and single-stream 1.20x faster
-        # with it (bench/bench_batching.py); where other busy processes share the cores it
-        # takes them from those, hence the setting.
+        # Spinning intra-op threads wait for the next op (and the next step) without sleeping.
+        # 2 cores, batch 8 / 1 stream: on a quiet machine spinning gained 1.02-1.12x / 1.00-1.20x;
+        # beside one other busy process it lost 1.55x / 1.77x (bench/bench_batching.py, the
+        # local README): off unless the cores are the server's own.
         options.add_session_config_entry(SPINNING, "1" if spin else "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)

@@ -28,10 +28,10 @@ class LocalSettings(BaseModel):
     """``cuda`` uses CUDAExecutionProvider when ONNX Runtime can run it, CPU otherwise."""
     threads: int = Field(default=0, ge=0)
     """ONNX Runtime intra-op threads; 0 lets it choose (one per core)."""
-    spin: bool = True
-    """CPU: idle ONNX Runtime intra-op threads spin instead of sleeping (faster decode when
-    the cores are the server's own: 1.2x at 1 stream, 1.1x at 8 on 2 cores); false where
-    other busy processes share the cores."""
+    spin: bool = False
+    """CPU: idle ONNX Runtime intra-op threads spin instead of sleeping. Only where the cores
+    are the server's own: on a quiet 2-core machine decode gained up to 1.1x; beside one
+    other busy process it ran 1.5-1.8x slower."""
     max_context: int | None = Field(default=None, ge=16)
     """Caps the context window below the model's own (KV buffers are sized by it)."""
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
