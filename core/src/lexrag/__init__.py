@@ -23,7 +23,16 @@ from .errors import (
     ProviderTimeoutError,
     RetrievalError,
 )
-from .fusion import CHUNKS_PER_ARTICLE, ArticleKey, article_key, collapse_articles, fuse
+from .fusion import (
+    CHUNKS_PER_ARTICLE,
+    ArticleKey,
+    Candidate,
+    FusedRetriever,
+    FusionSettings,
+    article_key,
+    collapse_articles,
+    fuse,
+)
 from .hookspecs import hookimpl
 from .lay_terms import LAY_TO_LEGAL
 from .limitstore import Increment, LimitStore
@@ -87,6 +96,7 @@ __all__ = [
     "AccentRestorer",
     "ArticleKey",
     "AssistantMessage",
+    "Candidate",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatMessage",
@@ -104,6 +114,8 @@ __all__ = [
     "Embedder",
     "FinishReason",
     "FloatArray",
+    "FusedRetriever",
+    "FusionSettings",
     "GenerationParams",
     "Hit",
     "Increment",

@@ -4,10 +4,16 @@ backends rank alike."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
-from .retrieval import Citation, Hit
+from pydantic import BaseModel, ConfigDict, Field
+
+from .retrieval import Chunk, Citation, Hit, RetrievalContext, Retriever
+from .tracing import span as trace_span
 
 ArticleKey = tuple[str, int | str]
 """(document, article number), or (document, chunk id) for a chunk outside any article."""
@@ -72,4 +78,137 @@ def fuse(
     return [(key, fused[key], *source[key]) for key in order]
 
 
-__all__ = ["CHUNKS_PER_ARTICLE", "ArticleKey", "article_key", "collapse_articles", "fuse"]
+Candidate = tuple[ArticleKey, "int | Hit", float]
+"""(article key, the id of its chunk in the part's index or the part's hit, the part's score)."""
+
+
+class FusionSettings(BaseModel):
+    """What every hybrid's settings hold; a backend's hybrid names its own parts (``dense``,
+    ``lexical``) and documents the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dense: str
+    lexical: str
+    fusion: Literal["rrf", "score"] = "score"
+    rrf_k: float = Field(default=3.0, gt=0)
+    dense_weight: float = Field(default=1.5, ge=0)
+    lexical_weight: float = Field(default=1.0, ge=0)
+    candidates: int = Field(default=50, ge=1)
+    collapse_articles: bool = True
+
+
+class FusedRetriever(Retriever):
+    """A dense and a lexical retriever searching at once (each in a thread of its own, in the
+    caller's trace context), their rankings collapsed to articles and fused by :func:`fuse`.
+
+    A backend's hybrid subclasses it and may override :meth:`store_ranking` (a part of its own
+    ranks chunk ids without reading text) and :meth:`fetch` (read the fused top's chunks)."""
+
+    Settings = FusionSettings
+    thread_prefix = "hybrid"
+
+    def __init__(self, name: str, settings: BaseModel, context: RetrievalContext) -> None:
+        super().__init__(name, settings, context)
+        assert isinstance(settings, FusionSettings)
+        self.options = settings
+        self.parts: list[tuple[Retriever, float]] = []
+        for part, weight in (
+            (settings.dense, settings.dense_weight),
+            (settings.lexical, settings.lexical_weight),
+        ):
+            if weight > 0:
+                self.parts.append((context.build_retriever(part), weight))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def store_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate] | None:
+        """The part's ranking by chunk ids, when it can give one without reading text; None:
+        rank its hits."""
+        return None
+
+    def fetch(self, wanted: dict[int, list[int]]) -> dict[tuple[int, int], Chunk]:
+        """The chunks of the fused top, by (part index, chunk id); ``wanted`` maps a part's
+        index to the chunk ids its :meth:`store_ranking` gave."""
+        return {}
+
+    def _ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
+        ranked = self.store_ranking(part, query, n)
+        if ranked is not None:
+            return ranked
+        out: list[Candidate] = []
+        for hit in part.search(query, n):
+            c = hit.chunk.citation
+            key = article_key(c, hit.chunk.id) if self.options.collapse_articles else (c.doc, hit.chunk.id)
+            out.append((key, hit, hit.score))
+        return out
+
+    def _traced_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
+        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": part.name}):
+            return self._ranking(part, query, n)
+
+    def _rankings(self, query: str, n: int) -> list[list[Candidate]]:
+        """Each part's ranking for ``query``, the parts searching concurrently."""
+        if len(self.parts) < 2:
+            return [self._traced_ranking(part, query, n) for part, _ in self.parts]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix=self.thread_prefix)
+            pool = self._pool
+        # Each part runs in the caller's context, so its trace span is a child of the request's.
+        futures = [
+            pool.submit(contextvars.copy_context().run, self._traced_ranking, part, query, n)
+            for part, _ in self.parts
+        ]
+        return [future.result() for future in futures]
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        n = max(k, self.options.candidates)
+        rankings = [
+            (weight, ranking)
+            for (_, weight), ranking in zip(self.parts, self._rankings(query, n), strict=True)
+        ]
+        order = fuse(rankings, fusion=self.options.fusion, rrf_k=self.options.rrf_k)[:k]
+        # Read the chunks of the fused top only.
+        wanted: dict[int, list[int]] = {}
+        for _, _, i, where in order:
+            if isinstance(where, int):
+                wanted.setdefault(i, []).append(where)
+        chunks = self.fetch(wanted) if wanted else {}
+        hits = []
+        for _, score, i, where in order:
+            if isinstance(where, Hit):
+                hits.append(Hit(where.chunk, score))
+            elif (i, where) in chunks:
+                hits.append(Hit(chunks[(i, where)], score))
+        return hits
+
+    def sync(self) -> None:
+        for retriever, _ in self.parts:
+            retriever.sync()
+
+    def health(self) -> dict[str, Any]:
+        parts = {retriever.name: retriever.health() for retriever, _ in self.parts}
+        statuses = {p.get("status") for p in parts.values()}
+        status = "ok" if statuses == {"ok"} else ("down" if "ok" not in statuses else "degraded")
+        return {"status": status, "retriever": self.name, "parts": parts}
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for retriever, _ in self.parts:
+            retriever.close()
+
+
+__all__ = [
+    "CHUNKS_PER_ARTICLE",
+    "ArticleKey",
+    "Candidate",
+    "FusedRetriever",
+    "FusionSettings",
+    "article_key",
+    "collapse_articles",
+    "fuse",
+]

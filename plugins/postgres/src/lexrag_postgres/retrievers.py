@@ -11,11 +11,9 @@ lexrag-retrievers' ``dense``, ``bm25`` and ``hybrid``, so both backends rank ali
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,13 +25,12 @@ from lexrag import (
     ArticleKey,
     Chunk,
     Embedder,
+    FusedRetriever,
+    FusionSettings,
     Hit,
     RetrievalContext,
     RetrievalError,
     Retriever,
-    article_key,
-    fuse,
-    trace_span,
     typed_without_accents,
 )
 
@@ -331,9 +328,7 @@ def _chunk_texts(store: PostgresStore) -> Iterator[str]:
             yield text
 
 
-class PgHybridSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PgHybridSettings(FusionSettings):
     dense: str = "pg-dense"
     """The retriever that gives the dense ranking (its settings: [retrievers.<name>])."""
     lexical: str = "pg-bm25"
@@ -351,95 +346,35 @@ class PgHybridSettings(BaseModel):
     collapse_articles: bool = True
 
 
-class PgHybridRetriever(Retriever):
-    """The fusion of lexrag-retrievers' ``hybrid``, over the PostgreSQL retrievers."""
+class PgHybridRetriever(FusedRetriever):
+    """The fusion of lexrag-retrievers' ``hybrid``, over the PostgreSQL retrievers; the parts
+    search at once (the embedder runs here while the other part waits on the database)."""
 
     Settings = PgHybridSettings
     backends = BACKENDS
+    thread_prefix = "pg-hybrid"
 
-    def __init__(self, name: str, settings: BaseModel, context: RetrievalContext) -> None:
-        super().__init__(name, settings, context)
-        assert isinstance(settings, PgHybridSettings)
-        self.options = settings
-        self.parts: list[tuple[Retriever, float]] = []
-        for part, weight in (
-            (settings.dense, settings.dense_weight),
-            (settings.lexical, settings.lexical_weight),
-        ):
-            if weight > 0:
-                self.parts.append((context.build_retriever(part), weight))
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def _ranking(self, part: Retriever, query: str, n: int) -> list[tuple[ArticleKey, int | Hit, float]]:
-        """One part's ``n`` best (key, chunk id or hit, score); a PostgreSQL part reads no text."""
+    def store_ranking(
+        self, part: Retriever, query: str, n: int
+    ) -> list[tuple[ArticleKey, int | Hit, float]] | None:
+        """A PostgreSQL part ranks chunk ids and reads no text."""
         if isinstance(part, PgRetriever) and part.collapses() == self.options.collapse_articles:
             return list(part.candidates(query, n))
-        out: list[tuple[ArticleKey, int | Hit, float]] = []
-        for hit in part.search(query, n):
-            c = hit.chunk.citation
-            key = article_key(c, hit.chunk.id) if self.options.collapse_articles else (c.doc, hit.chunk.id)
-            out.append((key, hit, hit.score))
-        return out
+        return None
 
-    def _rankings(self, query: str, n: int) -> list[list[tuple[ArticleKey, int | Hit, float]]]:
-        """Each part's ranking, the parts searching at once (the embedder runs here while the
-        other part waits on the database)."""
-        if len(self.parts) < 2:
-            return [self._traced_ranking(retriever, query, n) for retriever, _ in self.parts]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="pg-hybrid")
-            pool = self._pool
-        # Each part runs in the caller's context, so its trace span is a child of the request's.
-        futures = [
-            pool.submit(contextvars.copy_context().run, self._traced_ranking, retriever, query, n)
-            for retriever, _ in self.parts
-        ]
-        return [future.result() for future in futures]
-
-    def _traced_ranking(
-        self, part: Retriever, query: str, n: int
-    ) -> list[tuple[ArticleKey, int | Hit, float]]:
-        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": part.name}):
-            return self._ranking(part, query, n)
-
-    def search(self, query: str, k: int) -> list[Hit]:
-        n = max(k, self.options.candidates)
-        rankings = [
-            (weight, ranking)
-            for (_, weight), ranking in zip(self.parts, self._rankings(query, n), strict=True)
-        ]
-        order = fuse(rankings, fusion=self.options.fusion, rrf_k=self.options.rrf_k)[:k]
-        # One statement reads the fused top's chunks (every PostgreSQL part reads one index).
-        rowids = [where for _, _, _, where in order if isinstance(where, int)]
+    def fetch(self, wanted: dict[int, list[int]]) -> dict[tuple[int, int], Chunk]:
+        """One statement reads the fused top's chunks (every PostgreSQL part reads one index)."""
         stores = [r for r, _ in self.parts if isinstance(r, PgRetriever)]
-        chunks = stores[0].fetch(rowids) if rowids and stores else {}
-        hits = []
-        for _, score, _, where in order:
-            if isinstance(where, Hit):
-                hits.append(Hit(where.chunk, score))
-            elif where in chunks:
-                hits.append(Hit(chunks[where], score))
-        return hits
+        if not stores:
+            return {}
+        chunks = stores[0].fetch([rowid for rowids in wanted.values() for rowid in rowids])
+        return {
+            (i, rowid): chunks[rowid] for i, rowids in wanted.items() for rowid in rowids if rowid in chunks
+        }
 
     def sync(self) -> None:
         for retriever, _ in self.parts[-1:]:  # one store: optimising it once is enough
             retriever.sync()
-
-    def health(self) -> dict[str, Any]:
-        parts = {retriever.name: retriever.health() for retriever, _ in self.parts}
-        statuses = {p.get("status") for p in parts.values()}
-        status = "ok" if statuses == {"ok"} else ("down" if "ok" not in statuses else "degraded")
-        return {"status": status, "retriever": self.name, "parts": parts}
-
-    def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        for retriever, _ in self.parts:
-            retriever.close()
 
 
 __all__ = [

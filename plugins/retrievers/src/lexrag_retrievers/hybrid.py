@@ -7,34 +7,23 @@ longer waits for BM25 (or the other way round).
 
 from __future__ import annotations
 
-import contextvars
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lexrag import (
     CHUNKS_PER_ARTICLE,
-    ArticleKey,
+    Candidate,
     Chunk,
-    Hit,
-    RetrievalContext,
+    FusedRetriever,
+    FusionSettings,
     Retriever,
-    article_key,
-    fuse,
-    trace_span,
 )
 
 from .derived import StoreRetriever
 
-Candidate = tuple[ArticleKey, "int | Hit", float]
-"""(article key, the rowid of its chunk or the part's hit, the part's score)."""
 
-
-class HybridSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HybridSettings(FusionSettings):
     dense: str = "dense"
     """The retriever that gives the dense ranking (its settings: [retrievers.<name>])."""
     lexical: str = "bm25"
@@ -63,97 +52,25 @@ class HybridSettings(BaseModel):
     collapse_articles: bool = True
 
 
-class HybridRetriever(Retriever):
+class HybridRetriever(FusedRetriever):
     Settings = HybridSettings
 
-    def __init__(self, name: str, settings: BaseModel, context: RetrievalContext) -> None:
-        super().__init__(name, settings, context)
-        assert isinstance(settings, HybridSettings)
-        self.options = settings
-        self.parts: list[tuple[Retriever, float]] = []
-        for part, weight in (
-            (settings.dense, settings.dense_weight),
-            (settings.lexical, settings.lexical_weight),
-        ):
-            if weight > 0:
-                self.parts.append((context.build_retriever(part), weight))
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def _ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
-        """One part's ``n`` best (key, rowid or hit, score), best first. A part over the
-        store ranks articles without reading a chunk's text; only the fused top is read."""
+    def store_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate] | None:
+        """A part over the store ranks articles without reading a chunk's text; only the fused
+        top is read (:meth:`fetch`)."""
         if isinstance(part, StoreRetriever) and self.options.collapse_articles and part.collapses():
             depth = max(CHUNKS_PER_ARTICLE * n, getattr(part.settings, "candidates", n))
             return [(key, rowid, score) for key, rowid, score in part.article_candidates(query, n, depth)]
-        out: list[Candidate] = []
-        for hit in part.search(query, n):
-            c = hit.chunk.citation
-            key = article_key(c, hit.chunk.id) if self.options.collapse_articles else (c.doc, hit.chunk.id)
-            out.append((key, hit, hit.score))
-        return out
+        return None
 
-    def _rankings(self, query: str, n: int) -> list[list[Candidate]]:
-        """Each part's ranking for ``query``, the parts searching concurrently."""
-        if len(self.parts) < 2:
-            return [self._traced_ranking(part, query, n) for part, _ in self.parts]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="hybrid")
-            pool = self._pool
-        # Each part runs in the caller's context, so its trace span is a child of the request's.
-        futures = [
-            pool.submit(contextvars.copy_context().run, self._traced_ranking, part, query, n)
-            for part, _ in self.parts
-        ]
-        return [future.result() for future in futures]
-
-    def _traced_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
-        with trace_span("lexrag.retrieve.part", {"lexrag.retriever": part.name}):
-            return self._ranking(part, query, n)
-
-    def search(self, query: str, k: int) -> list[Hit]:
-        n = max(k, self.options.candidates)
-        rankings = [
-            (weight, ranking)
-            for (_, weight), ranking in zip(self.parts, self._rankings(query, n), strict=True)
-        ]
-        order = fuse(rankings, fusion=self.options.fusion, rrf_k=self.options.rrf_k)[:k]
-        # Read the chunks of the fused top only, from the part that ranked each one first.
-        wanted: dict[int, list[int]] = {}
-        for _, _, i, where in order:
-            if isinstance(where, int):
-                wanted.setdefault(i, []).append(where)
+    def fetch(self, wanted: dict[int, list[int]]) -> dict[tuple[int, int], Chunk]:
+        """From the part that ranked each chunk first."""
         chunks: dict[tuple[int, int], Chunk] = {}
         for i, rowids in wanted.items():
             part = self.parts[i][0]
             assert isinstance(part, StoreRetriever)
             chunks.update(((i, rowid), chunk) for rowid, chunk in part.fetch(rowids).items())
-        hits = []
-        for _, score, i, where in order:
-            if isinstance(where, Hit):
-                hits.append(Hit(where.chunk, score))
-            elif (i, where) in chunks:
-                hits.append(Hit(chunks[(i, where)], score))
-        return hits
-
-    def sync(self) -> None:
-        for retriever, _ in self.parts:
-            retriever.sync()
-
-    def health(self) -> dict[str, Any]:
-        parts = {retriever.name: retriever.health() for retriever, _ in self.parts}
-        statuses = {p.get("status") for p in parts.values()}
-        status = "ok" if statuses == {"ok"} else ("down" if "ok" not in statuses else "degraded")
-        return {"status": status, "retriever": self.name, "parts": parts}
-
-    def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        for retriever, _ in self.parts:
-            retriever.close()
+        return chunks
 
 
 __all__ = ["HybridRetriever", "HybridSettings"]
