@@ -10,8 +10,11 @@ Question sets (JSON lines: question, doc, article, answer_contains):
   words a layperson uses; the second tuning set), and
   ``bench/data/lawquery_heldout.jsonl`` (68, written before any tuning and never tuned on:
   printed only with ``--heldout``, to be looked at once, at the end; it was, once, in the
-  first round of issue 17) and ``bench/data/lawquery_heldout2.jsonl`` (96 more, written in the
-  second round before any of its tuning, over all six codes); and
+  first round of issue 17), ``bench/data/lawquery_heldout2.jsonl`` (96 more, written in the
+  second round before any of its tuning, over all six codes; seen once, at its end) and
+  ``bench/data/lawquery_heldout3.jsonl`` (86 more, written in the third round before any of
+  its experiments, over the six codes in proportion to their size, seven typed without
+  diacritics); and
   ``bench/data/lawquery_conversations.jsonl`` (40 two-turn chats: 30 whose second turn follows
   up on the first, 10 whose second turn changes the topic).
 
@@ -29,6 +32,7 @@ once); later runs take 2 to 6 minutes.
     .venv/bin/python bench/quality_retrieval.py --ideas      # + each idea, one at a time, + CV
     .venv/bin/python bench/quality_retrieval.py --answers    # + answers through the pipeline (extractive)
     .venv/bin/python bench/quality_retrieval.py --heldout    # + the held-out sets (at the end)
+    .venv/bin/python bench/quality_retrieval.py --check-sets # every answer_contains is in its gold article
 
 ``--ideas`` measures each retriever idea with the retriever itself, then each fusion idea
 offline from the parts' article rankings (z-score and RRF fusion, candidate depth, chunk-score
@@ -87,6 +91,7 @@ TUNING = {"tuning (80)": DATA / "lawquery_questions.jsonl", "lay (122)": DATA / 
 HELDOUT = {
     "held-out (68)": DATA / "lawquery_heldout.jsonl",
     "held-out 2 (96)": DATA / "lawquery_heldout2.jsonl",
+    "held-out 3 (86)": DATA / "lawquery_heldout3.jsonl",
 }
 CONVERSATIONS = DATA / "lawquery_conversations.jsonl"
 
@@ -527,6 +532,30 @@ def answers_table(
     return out
 
 
+def check_sets(bench: Bench) -> int:
+    """Every question's ``answer_contains`` strings occur in its gold article (the chunks the
+    index holds for it, compared as the answer evaluation compares); prints each that does not
+    and returns how many."""
+    from lexrag.evaluation import contains_all
+
+    store = Store.open(bench.index({}))
+    texts: dict[tuple[str, int | None], list[str]] = collections.defaultdict(list)
+    for _, chunk in store.chunks():
+        texts[(chunk.citation.doc, chunk.citation.article)].append(chunk.text)
+    store.close()
+    bad = 0
+    for path in (*TUNING.values(), *HELDOUT.values(), CONVERSATIONS):
+        questions = load_questions(path)
+        for q in questions:
+            if q.answer_contains and not contains_all(
+                "\n".join(texts[(q.doc, q.article)]), q.answer_contains
+            ):
+                bad += 1
+                print(f"  {path.name} {q.id}: {q.answer_contains} not in {q.doc} article {q.article}")
+        print(f"  {path.name}: {len(questions)} questions checked")
+    return bad
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -538,10 +567,15 @@ def main() -> None:
     parser.add_argument(
         "--answers", action="store_true", help="answer-level figures (extractive) on every set"
     )
+    parser.add_argument(
+        "--check-sets", action="store_true", help="only check the sets' answer_contains, then stop"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     bench = Bench()
+    if args.check_sets:
+        sys.exit(1 if check_sets(bench) else 0)
     results = bench.results
     results["dev.jsonl / sample corpus"] = main_table(
         bench, "dev.jsonl / sample corpus", load_questions(SAMPLE / "dev.jsonl"), sample=True
