@@ -51,6 +51,7 @@ from .retrieval import (
     Reranker,
     RetrievalContext,
     Retriever,
+    check_recorded_embedder,
 )
 from .retry import parse_retry_after
 from .store import DocumentRecord, Store
@@ -141,6 +142,7 @@ __all__ = [
     "Usage",
     "__version__",
     "article_key",
+    "check_recorded_embedder",
     "collapse_articles",
     "cuda_usable",
     "estimate_tokens",

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from .errors import RetrievalError
 from .types import DocumentMeta, NoSettings, Source
 
 
@@ -247,6 +248,9 @@ class IndexStore(ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     #: The retriever ``[retrieval] retriever`` defaults to over this backend.
     default_retriever: ClassVar[str] = "hybrid"
+    #: What the user can do, besides setting the embedder back, when the index was built
+    #: with another embedder (the end of :meth:`check_embedder`'s message).
+    other_index_advice: ClassVar[str] = "ingest into a new index"
 
     @classmethod
     @abstractmethod
@@ -266,9 +270,11 @@ class IndexStore(ABC):
     def embedder(self) -> tuple[str, int] | None:
         """(model id, dimension) of the embedder the stored vectors came from, if any."""
 
-    @abstractmethod
     def check_embedder(self, model_id: str, dim: int) -> None:
         """Raise :class:`lexrag.RetrievalError` unless the stored vectors came from this embedder."""
+        check_recorded_embedder(
+            self.embedder(), model_id, dim, where=self.describe(), advice=self.other_index_advice
+        )
 
     @abstractmethod
     def document(self, doc_id: str) -> DocumentRecord | None: ...
@@ -318,6 +324,21 @@ class IndexStore(ABC):
         return type(self).__name__
 
 
+def check_recorded_embedder(
+    recorded: tuple[str, int] | None, model_id: str, dim: int, *, where: str, advice: str
+) -> None:
+    """Raise :class:`lexrag.RetrievalError` unless ``recorded`` (the (model id, dimension) an
+    index recorded with its first vectors; None: it has none yet) is this embedder's. The
+    message names the index (``where``), both embedders and, after setting the embedder back,
+    ``advice`` (a store's :attr:`IndexStore.other_index_advice`)."""
+    if recorded is not None and recorded != (model_id, dim):
+        raise RetrievalError(
+            f"the index in {where} was built with the embedder {recorded[0]!r} "
+            f"({recorded[1]}-d) but the configured one is {model_id!r} ({dim}-d); set "
+            f"[retrieval] embedder / [embedders.*] back, or {advice}"
+        )
+
+
 __all__ = [
     "Chunk",
     "Citation",
@@ -330,4 +351,5 @@ __all__ = [
     "Reranker",
     "RetrievalContext",
     "Retriever",
+    "check_recorded_embedder",
 ]

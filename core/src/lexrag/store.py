@@ -86,6 +86,8 @@ class Store(IndexStore):
     there yet, telling the user to run ``lexrag ingest``.
     """
 
+    other_index_advice = "ingest into a new --index directory"
+
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
@@ -145,16 +147,6 @@ class Store(IndexStore):
         """(model id, dimension) of the embedder the stored vectors came from, if any."""
         model, dim = self.meta("embedder"), self.meta("dim")
         return None if model is None or dim is None else (model, int(dim))
-
-    def check_embedder(self, model_id: str, dim: int) -> None:
-        """Raise :class:`RetrievalError` unless the stored vectors came from this embedder."""
-        recorded = self.embedder()
-        if recorded is not None and recorded != (model_id, dim):
-            raise RetrievalError(
-                f"the index in {self.path.parent} was built with the embedder {recorded[0]!r} "
-                f"({recorded[1]}-d) but the configured one is {model_id!r} ({dim}-d); set "
-                "[retrieval] embedder / [embedders.*] back, or ingest into a new --index directory"
-            )
 
     # --- documents --------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from lexrag import (
     FloatArray,
     IndexStore,
     RetrievalError,
+    check_recorded_embedder,
     mask_url,
 )
 
@@ -77,6 +78,7 @@ class PostgresStore(IndexStore, PostgresLimits):
 
     schemes = ("postgres", "postgresql")
     default_retriever = "pg-hybrid"
+    other_index_advice = "ingest into another database"
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -127,17 +129,6 @@ class PostgresStore(IndexStore, PostgresLimits):
     def embedder(self) -> tuple[str, int] | None:
         with self.db.connection() as conn:
             return _recorded_embedder(conn)
-
-    def check_embedder(self, model_id: str, dim: int) -> None:
-        self._compare(self.embedder(), model_id, dim)
-
-    def _compare(self, recorded: tuple[str, int] | None, model_id: str, dim: int) -> None:
-        if recorded is not None and recorded != (model_id, dim):
-            raise RetrievalError(
-                f"the index in {self.describe()} was built with the embedder {recorded[0]!r} "
-                f"({recorded[1]}-d) but the configured one is {model_id!r} ({dim}-d); set "
-                "[retrieval] embedder / [embedders.*] back, or ingest into another database"
-            )
 
     # --- documents --------------------------------------------------------------------
 
@@ -292,7 +283,9 @@ class PostgresStore(IndexStore, PostgresLimits):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_EMBEDDER,))
             recorded = _recorded_embedder(conn)
         if recorded is not None:
-            self._compare(recorded, model_id, dim)
+            check_recorded_embedder(
+                recorded, model_id, dim, where=self.describe(), advice=self.other_index_advice
+            )
             return
         conn.execute(
             "INSERT INTO lexrag_meta VALUES ('embedder', %s), ('dim', %s)", (model_id, str(int(dim)))
