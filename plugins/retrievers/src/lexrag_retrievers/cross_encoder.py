@@ -25,31 +25,31 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from lexrag import FloatArray, ModelExportError, Reranker
 
-from .onnx_models import default_cache_dir, export_hf_model, length_batches, load_tokenizer, open_session
+from .onnx_models import (
+    OnnxModelSettings,
+    default_cache_dir,
+    export_hf_model,
+    length_batches,
+    load_tokenizer,
+    open_session,
+)
 
 FORMAT_VERSION = 1
 
 
-class CrossEncoderSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CrossEncoderSettings(OnnxModelSettings):
     model: str = ""
     """A local directory or hub id of a cross-encoder (sequence classification) model."""
-    cache_dir: Path | None = None
-    """Where exported models are kept (default: $LEXRAG_CACHE_DIR, else ~/.cache/lexrag)."""
     max_length: int = Field(default=512, ge=16, le=8192)
     """Tokens per (query, passage) pair; the passage is cut to fit."""
     batch_size: int = Field(default=8, ge=1, le=1024)
-    device: Literal["cpu", "cuda"] = "cpu"
-    threads: int = Field(default=0, ge=0)
-    """Intra-op threads; 0: one per CPU this process may use."""
 
 
 def _export(source: str, target: Path) -> None:

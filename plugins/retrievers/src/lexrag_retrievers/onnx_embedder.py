@@ -24,32 +24,31 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from lexrag import Embedder, FloatArray, ModelExportError
 
-from .onnx_models import default_cache_dir, export_hf_model, length_batches, load_tokenizer, open_session
+from .onnx_models import (
+    OnnxModelSettings,
+    default_cache_dir,
+    export_hf_model,
+    length_batches,
+    load_tokenizer,
+    open_session,
+)
 
 FORMAT_VERSION = 1
 
 
-class OnnxEmbedderSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OnnxEmbedderSettings(OnnxModelSettings):
     model: str = ""
     """A sentence-transformers model id or local directory; empty: the bundled all-MiniLM-L6-v2."""
-    cache_dir: Path | None = None
-    """Where exported models are kept (default: $LEXRAG_CACHE_DIR, else ~/.cache/lexrag)."""
     max_length: int = Field(default=128, ge=8, le=8192)
     """Tokens per text; longer texts are truncated (all-MiniLM-L6-v2 was trained on 128)."""
     batch_size: int = Field(default=32, ge=1, le=4096)
-    device: Literal["cpu", "cuda"] = "cpu"
-    """"cuda" uses ONNX Runtime's CUDA provider when it is available, else falls back to CPU."""
-    threads: int = Field(default=0, ge=0)
-    """Intra-op threads; 0: one per CPU this process may use."""
     spin: bool = False
     """Let ONNX Runtime's idle threads spin between batches: a little faster on an idle
     machine, much slower on a busy one (spinning threads steal the cores the work needs)."""

@@ -17,7 +17,28 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from lexrag import ModelExportError, execution_providers
+
+
+class OnnxModelSettings(BaseModel):
+    """The settings every ONNX model of the plugin takes; a model's own subclass sets the
+    defaults (and bounds) of ``model``, ``max_length`` and ``batch_size`` that suit it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ""
+    """A local directory or hub id of the model."""
+    cache_dir: Path | None = None
+    """Where exported models are kept (default: $LEXRAG_CACHE_DIR, else ~/.cache/lexrag)."""
+    max_length: int = Field(default=512, ge=8, le=8192)
+    """Tokens per input; a longer one is truncated."""
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    device: Literal["cpu", "cuda"] = "cpu"
+    """"cuda" uses ONNX Runtime's CUDA provider when it is available, else falls back to CPU."""
+    threads: int = Field(default=0, ge=0)
+    """Intra-op threads; 0: one per CPU this process may use."""
 
 
 def default_cache_dir() -> Path:
@@ -192,6 +213,7 @@ def length_batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 __all__ = [
+    "OnnxModelSettings",
     "default_cache_dir",
     "export_hf_model",
     "length_batches",
