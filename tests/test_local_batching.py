@@ -24,7 +24,6 @@ pytest.importorskip("onnxruntime")
 
 from lexrag import ProviderError
 from lexrag_local.engine import Engine
-from lexrag_local.export import ExportOptions, export
 from lexrag_local.kv import GraphCopier, KvPlan, NumpyCopier
 from lexrag_local.model_files import load_tokenizer
 from lexrag_local.sampling import Sampler, SamplingParams
@@ -33,35 +32,12 @@ from lexrag_local.tokens import fast_backend
 
 from .conftest import free_port, wait_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
 GREEDY = SamplingParams(temperature=0.0)
 
 
-def _genai_python() -> str | None:
-    for python in (os.environ.get("LEXRAG_GENAI_PYTHON"), str(ROOT / ".bench-venv" / "bin" / "python")):
-        if python and Path(python).exists():
-            probe = subprocess.run(
-                [python, "-c", "import onnxruntime_genai.models.builder"], capture_output=True, check=False
-            )
-            if probe.returncode == 0:
-                return python
-    return None
-
-
 @pytest.fixture(scope="module")
-def tiny_gqa_dir(tiny_llama_dir, tmp_path_factory) -> Path:
-    python = _genai_python()
-    if python is None:
-        pytest.skip(
-            "no interpreter with onnxruntime-genai 0.12.2 for the GroupQueryAttention graph: set "
-            "LEXRAG_GENAI_PYTHON or run scripts/setup-genai.sh"
-        )
-    out = tmp_path_factory.mktemp("tiny-gqa")
-    export(
-        ExportOptions(source=str(tiny_llama_dir), out_dir=out, builder="genai", genai_python=python),
-        quiet=True,
-    )
-    return out
+def tiny_gqa_dir(tiny_genai_export) -> Path:
+    return tiny_genai_export.out_dir
 
 
 @pytest.fixture(scope="module", params=["optimum", "gqa"])

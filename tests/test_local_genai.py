@@ -9,8 +9,6 @@ says); without one these tests skip with that reason, except the error message t
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,40 +22,14 @@ from lexrag_local.export import ExportOptions, export
 from lexrag_local.model_files import load_tokenizer
 from lexrag_local.sampling import Sampler, SamplingParams
 
-ROOT = Path(__file__).resolve().parents[1]
 GREEDY = SamplingParams(temperature=0.0)
 QUESTION = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày?"
 
 
-def _genai_python() -> str | None:
-    for python in (os.environ.get("LEXRAG_GENAI_PYTHON"), str(ROOT / ".bench-venv" / "bin" / "python")):
-        if python and Path(python).exists():
-            probe = subprocess.run(
-                [python, "-c", "import onnxruntime_genai.models.builder"], capture_output=True, check=False
-            )
-            if probe.returncode == 0:
-                return python
-    return None
-
-
 @pytest.fixture(scope="module")
-def genai_python() -> str:
-    python = _genai_python()
-    if python is None:
-        pytest.skip(
-            "no interpreter with onnxruntime-genai 0.12.2: set LEXRAG_GENAI_PYTHON or create .bench-venv "
-            "as bench/bench_local.py's docstring says"
-        )
-    return python
-
-
-@pytest.fixture(scope="module")
-def genai_fp32(genai_python, tiny_llama_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("genai-fp32")
-    return export(
-        ExportOptions(source=str(tiny_llama_dir), out_dir=out, builder="genai", genai_python=genai_python),
-        quiet=True,
-    )
+def genai_fp32(tiny_genai_export):
+    """The tiny model exported by onnxruntime-genai's builder (one export for the session)."""
+    return tiny_genai_export
 
 
 @pytest.fixture(scope="module")
