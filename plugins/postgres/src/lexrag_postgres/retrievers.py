@@ -176,9 +176,12 @@ class PgDenseSettings(BaseModel):
     text, built on the first such query and again after the index changed) before embedding it."""
 
 
+# The distance is computed once a row, in the subquery, and its order kept (no sort on top, so
+# ties stay in the graph's order): written as ``ORDER BY embedding <=> q`` with ``1 - (embedding
+# <=> q)`` selected, PostgreSQL computes it twice, reading the (TOASTed) vector twice a row.
 DENSE_SQL = (
-    "SELECT id, 1 - (embedding <=> %(q)s::vector), doc, article, chunk_id FROM lexrag_chunks "
-    "ORDER BY embedding <=> %(q)s::vector LIMIT %(n)s"
+    "SELECT id, 1 - d, doc, article, chunk_id FROM (SELECT id, embedding <=> %(q)s::vector AS d, "
+    "doc, article, chunk_id FROM lexrag_chunks ORDER BY d LIMIT %(n)s) ranked"
 )
 
 
@@ -262,6 +265,9 @@ class PgBM25Settings(BaseModel):
 
 #: Article keys of chunk ids one BM25 retriever keeps (then it starts again).
 KEYS_HELD = 2_000_000
+#: An index of at most this many chunks has every chunk's article key read at the first search
+#: that lacks one (one statement), so the searches after it need no second round trip.
+KEYS_PRELOAD = 500_000
 
 
 class PgBM25Retriever(PgRetriever):
@@ -276,6 +282,7 @@ class PgBM25Retriever(PgRetriever):
         )
         self._keys: dict[int, ArticleKey] = {}
         self._keys_lock = threading.Lock()
+        self._preloaded = False
 
     def statement(self, query: str, n: int) -> Statement | None:
         """Chunks with a positive score, best first (ties: the older chunk first)."""
@@ -298,20 +305,33 @@ class PgBM25Retriever(PgRetriever):
 
     def article_keys(self, rowids: list[int]) -> dict[int, ArticleKey]:
         """Chunk id → (document, article or chunk id). A chunk id is never reused (a changed
-        document gets new ones), so what was read once stays true."""
+        document gets new ones), so what was read once stays true. The first search that lacks
+        a key reads every chunk's (an index of up to :data:`KEYS_PRELOAD` chunks), the others
+        only the keys they lack: without it nearly every search of a large index would wait on
+        a second statement after its postings."""
         with self._keys_lock:
             keys = self._keys
             missing = [r for r in rowids if r not in keys]
+            preload = not self._preloaded
+            self._preloaded = True
         if not missing:
             return keys
+        sql = "SELECT id, doc, article, chunk_id FROM lexrag_chunks"
         with self.store.db.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, doc, article, chunk_id FROM lexrag_chunks WHERE id = ANY(%s)", (missing,)
-            ).fetchall()
+            if preload:
+                row = conn.execute("SELECT n_chunks FROM lexrag_stats").fetchone()
+                preload = row is not None and int(row[0]) <= min(KEYS_PRELOAD, KEYS_HELD)
+            if preload:
+                rows = conn.execute(sql).fetchall()
+            else:
+                rows = conn.execute(sql + " WHERE id = ANY(%s)", (missing,)).fetchall()
+        docs: dict[str, str] = {}  # one string per document, not one per chunk
         with self._keys_lock:
-            if len(self._keys) > KEYS_HELD:
+            if len(self._keys) + len(rows) > KEYS_HELD:
                 self._keys = {}
-            self._keys.update((int(r[0]), (r[1], r[2] if r[2] is not None else r[3])) for r in rows)
+            self._keys.update(
+                (int(r[0]), (docs.setdefault(r[1], r[1]), r[2] if r[2] is not None else r[3])) for r in rows
+            )
             return self._keys
 
     def close(self) -> None:

@@ -1,0 +1,69 @@
+"""pg-bm25's article keys (chunk id → document and article, what collapsing to articles needs):
+read once for the whole index at the first search that lacks one, so a later search sends no
+second statement after its postings; a chunk committed later by another writer still gets its
+key when it first ranks. Against a real PostgreSQL (fixtures_postgres)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from lexrag.evaluation import load_questions
+from lexrag.ingest import ingest
+from lexrag.registry import build_retriever, open_index
+
+from .conftest import CORPUS, DEV_QUESTIONS
+
+KEYS_SQL = "SELECT id, doc, article, chunk_id FROM lexrag_chunks"
+
+
+def test_article_keys_are_read_once_and_new_chunks_found(
+    pg_url: str, pg_config: Any, session_registry: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = pg_config(pg_url)
+    store = open_index(config, session_registry, create=True)
+    retriever = build_retriever(config, session_registry, "pg-bm25")
+    try:
+        assert not ingest(store, None, [CORPUS]).failed
+        sent: list[str] = []
+        real = psycopg.Connection.execute
+
+        def spy(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return real(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "execute", spy)
+        questions = [q.question for q in load_questions(DEV_QUESTIONS)][:8]
+        assert retriever.search(questions[0], 5)
+        assert sum(KEYS_SQL in s for s in sent) == 1  # every key, at once
+        sent.clear()
+        for question in questions[1:]:
+            hits = retriever.search(question, 5)
+            assert hits
+            keys = [(h.chunk.citation.doc, h.chunk.citation.article) for h in hits]
+            assert len(set(keys)) == len(keys)  # collapsed to articles by the keys read
+        assert not [s for s in sent if KEYS_SQL in s]
+
+        # Another writer commits a document: its chunks are new ids, their keys read on demand.
+        extra = tmp_path / "luat-thu-nghiem.txt"
+        extra.write_text(
+            "LUẬT THỬ NGHIỆM\n\nĐiều 1. Phạm vi điều chỉnh\nLuật này quy định về quả xoài dẻo.\n\n"
+            "Điều 2. Đối tượng áp dụng\nLuật này áp dụng đối với người trồng quả xoài dẻo.\n",
+            encoding="utf-8",
+        )
+        other = open_index(config, session_registry)
+        try:
+            assert not ingest(other, None, [extra]).failed
+        finally:
+            other.close()
+        sent.clear()
+        hits = retriever.search("quả xoài dẻo", 5)
+        found = {(h.chunk.citation.doc, h.chunk.citation.article) for h in hits[:2]}
+        assert found == {("luat-thu-nghiem", 1), ("luat-thu-nghiem", 2)}
+        assert [s for s in sent if KEYS_SQL + " WHERE id = ANY" in s]  # only the missing ones
+    finally:
+        retriever.close()
+        store.close()
