@@ -19,7 +19,6 @@ log-probability of the last class (the "relevant" one of two-class rerankers).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import threading
@@ -33,8 +32,9 @@ from pydantic import BaseModel, Field
 from lexrag import FloatArray, ModelExportError, Reranker
 
 from .onnx_models import (
+    LazySession,
     OnnxModelSettings,
-    default_cache_dir,
+    cache_entry,
     export_hf_model,
     length_batches,
     load_tokenizer,
@@ -70,7 +70,7 @@ def _positions(path: Path) -> int:
     return positions - 2 if data.get("model_type") in ("roberta", "xlm-roberta", "camembert") else positions
 
 
-class CrossEncoderReranker(Reranker):
+class CrossEncoderReranker(LazySession, Reranker):
     """Scores each (query, passage) pair with one forward pass of a cross-encoder."""
 
     Settings = CrossEncoderSettings
@@ -79,7 +79,6 @@ class CrossEncoderReranker(Reranker):
         super().__init__(name, settings)
         assert isinstance(settings, CrossEncoderSettings)
         self.options = settings
-        self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
@@ -105,34 +104,18 @@ class CrossEncoderReranker(Reranker):
         source = Path(self.source)
         if (source / "model.onnx").is_file() and (source / "tokenizer.json").is_file():
             return source
-        digest = hashlib.sha256(
-            json.dumps({"source": self.source, "format": FORMAT_VERSION}).encode()
-        ).hexdigest()
-        slug = "".join(c if c.isalnum() else "-" for c in source.name)[:40]
-        return (self.options.cache_dir or default_cache_dir()) / "rerankers" / f"{slug}-{digest[:16]}"
+        key = json.dumps({"source": self.source, "format": FORMAT_VERSION})
+        return cache_entry(self.options.cache_dir, "rerankers", self.source, key)
 
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the ONNX Runtime session actually uses."""
-        self._load()
-        return list(self._session.get_providers())
-
-    def _load(self) -> None:
-        if self._session is not None:
-            return
-        with self._lock:
-            if self._session is not None:
-                return
-            path = self.model_dir
-            if not (path / "model.onnx").is_file():
-                _export(self.source, path)
-            tokenizer = load_tokenizer(path, min(self.options.max_length, _positions(path)), pairs=True)
-            session = open_session(
-                path / "model.onnx", device=self.options.device, threads=self.options.threads
-            )
-            self._inputs = {i.name for i in session.get_inputs()}
-            self._tokenizer = tokenizer
-            self._session = session
+    def _open(self) -> None:
+        path = self.model_dir
+        if not (path / "model.onnx").is_file():
+            _export(self.source, path)
+        tokenizer = load_tokenizer(path, min(self.options.max_length, _positions(path)), pairs=True)
+        session = open_session(path / "model.onnx", device=self.options.device, threads=self.options.threads)
+        self._inputs = {i.name for i in session.get_inputs()}
+        self._tokenizer = tokenizer
+        self._session = session
 
     def _run(self, query: str, passages: Sequence[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch([(query, p) for p in passages])

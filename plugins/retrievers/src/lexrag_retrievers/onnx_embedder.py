@@ -17,7 +17,6 @@ ONNX Runtime and the ``tokenizers`` library only, which starts in a fraction of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -32,7 +31,9 @@ from pydantic import BaseModel, Field
 from lexrag import Embedder, FloatArray, ModelExportError
 
 from .onnx_models import (
+    LazySession,
     OnnxModelSettings,
+    cache_entry,
     default_cache_dir,
     export_hf_model,
     length_batches,
@@ -114,7 +115,7 @@ def export_model(source: str, target: Path, *, quantize: bool) -> None:
     )
 
 
-class OnnxEmbedder(Embedder):
+class OnnxEmbedder(LazySession, Embedder):
     """Mean-pooled (or CLS, as the model says), L2-normalised embeddings, batched, on ONNX Runtime."""
 
     Settings = OnnxEmbedderSettings
@@ -124,7 +125,6 @@ class OnnxEmbedder(Embedder):
         assert isinstance(settings, OnnxEmbedderSettings)
         self.options = settings
         self._source, self._model_name = _source(settings.model)
-        self._session: Any = None
         self._tokenizer: Any = None
         self._dim: int | None = None
         self._lock = threading.Lock()
@@ -161,38 +161,25 @@ class OnnxEmbedder(Embedder):
         key = json.dumps(
             {"source": self._source, "quantize": quantize, "format": FORMAT_VERSION}, sort_keys=True
         )
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        slug = "".join(c if c.isalnum() else "-" for c in Path(self._source).name)[:40]
-        return (o.cache_dir or default_cache_dir()) / "embedders" / f"{slug}-{digest}"
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the ONNX Runtime session actually uses."""
-        self._load()
-        return list(self._session.get_providers())
+        return cache_entry(o.cache_dir, "embedders", self._source, key)
 
     # --- loading ----------------------------------------------------------------------
 
-    def _load(self) -> None:
-        if self._session is not None:
-            return
-        with self._lock:
-            if self._session is not None:
-                return
-            path = self.cache_path
-            if not (path / "lexrag.json").is_file():
-                export_model(self._source, path, quantize=self.options.quantize)
-            meta = json.loads((path / "lexrag.json").read_text())
-            self._pooling = meta.get("pooling", "mean")
-            tokenizer = load_tokenizer(path, self.options.max_length)
-            o = self.options
-            session = open_session(
-                path / "model.onnx", device=o.device, threads=o.threads, spin=o.spin, redo=path
-            )
-            self._inputs = {i.name for i in session.get_inputs()}
-            self._tokenizer = tokenizer
-            self._dim = int(session.get_outputs()[0].shape[-1])
-            self._session = session
+    def _open(self) -> None:
+        path = self.cache_path
+        if not (path / "lexrag.json").is_file():
+            export_model(self._source, path, quantize=self.options.quantize)
+        meta = json.loads((path / "lexrag.json").read_text())
+        self._pooling = meta.get("pooling", "mean")
+        tokenizer = load_tokenizer(path, self.options.max_length)
+        o = self.options
+        session = open_session(
+            path / "model.onnx", device=o.device, threads=o.threads, spin=o.spin, redo=path
+        )
+        self._inputs = {i.name for i in session.get_inputs()}
+        self._tokenizer = tokenizer
+        self._dim = int(session.get_outputs()[0].shape[-1])
+        self._session = session
 
     # --- embedding --------------------------------------------------------------------
 

@@ -1,18 +1,22 @@
 """ONNX Runtime plumbing shared by the plugin's models (the ONNX embedder, e5-small, the
-cross-encoder reranker): the cache directory, a model directory written via a temporary one
-renamed into place, the optimum export of a Hugging Face model, the tokenizer, the session,
-and batches of similar length.
+cross-encoder reranker): their common settings, the cache directory and an export's entry in
+it, a model directory written via a temporary one renamed into place, the optimum export of a
+Hugging Face model, the tokenizer, the session (opened once, on first use), and batches of
+similar length.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +49,15 @@ def default_cache_dir() -> Path:
     """Where exported models are kept: ``$LEXRAG_CACHE_DIR``, else ``~/.cache/lexrag``."""
     env = os.environ.get("LEXRAG_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "lexrag"
+
+
+def cache_entry(cache_dir: Path | None, kind: str, source: str, key: str) -> Path:
+    """Where the export of the model ``source`` is kept: ``<cache>/<kind>/<name>-<hash>``,
+    the name from ``source``'s last part, the hash of ``key`` (what makes two exports differ);
+    ``cache`` is ``cache_dir``, else :func:`default_cache_dir`."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    slug = "".join(c if c.isalnum() else "-" for c in Path(source).name)[:40]
+    return (cache_dir or default_cache_dir()) / kind / f"{slug}-{digest}"
 
 
 def usable_cpus() -> int:
@@ -204,6 +217,32 @@ def open_session(
         raise ModelExportError(f"cannot load the model {model} ({exc}){hint}") from None
 
 
+class LazySession(ABC):
+    """A model whose ONNX Runtime session opens on its first use, once however many threads
+    ask at the same time. The subclass's ``__init__`` makes ``self._lock`` (a
+    ``threading.Lock``); its :meth:`_open` exports the model if needed, opens the session and
+    sets ``self._session`` last."""
+
+    _session: Any = None
+    _lock: threading.Lock
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    def _load(self) -> None:
+        if self._session is not None:
+            return
+        with self._lock:
+            if self._session is None:
+                self._open()
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the ONNX Runtime session actually uses."""
+        self._load()
+        return list(self._session.get_providers())
+
+
 def length_batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
     """Indexes of the items in batches of ``size``, items of similar length together (less
     work wasted on padding)."""
@@ -213,7 +252,9 @@ def length_batches(lengths: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 __all__ = [
+    "LazySession",
     "OnnxModelSettings",
+    "cache_entry",
     "default_cache_dir",
     "export_hf_model",
     "length_batches",
