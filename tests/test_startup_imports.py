@@ -53,3 +53,26 @@ def test_loading_every_plugin_imports_no_heavy_library() -> None:
     # The probe really loaded the plugins (else an empty list would prove nothing).
     assert {"retrievers", "postgres"} <= set(found["plugins"]), found
     assert found["heavy"] == [], f"imported at start-up: {found['heavy']}"
+
+
+LAZY_PROBE = """
+import json, sys
+import lexrag
+before = sorted(m for m in sys.modules if m.startswith(("lexrag.", "pydantic", "numpy", "pluggy")))
+chunk = lexrag.Chunk
+after = sorted(m for m in sys.modules if m.startswith(("lexrag.", "pydantic", "numpy")))
+print(json.dumps({"before": before, "after": after, "chunk": chunk.__module__,
+                  "missing": [n for n in lexrag.__all__ if not hasattr(lexrag, n)]}))
+"""
+
+
+def test_import_lexrag_loads_an_export_on_first_use() -> None:
+    """``import lexrag`` loads the error hierarchy only (no pydantic, numpy or pluggy); a name of
+    ``lexrag.__all__`` imports its module when first taken, and every name can be taken."""
+    result = subprocess.run([sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["before"] == ["lexrag.errors", "lexrag.redact"], found["before"]
+    assert found["chunk"] == "lexrag.retrieval"
+    assert {"lexrag.retrieval", "lexrag.types", "pydantic", "numpy"} <= set(found["after"])
+    assert found["missing"] == []
