@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -264,6 +265,20 @@ def fuse_articles(
     ``max(CHUNKS_PER_ARTICLE × n, 50)`` chunks, as the shipped parts collapse), scaled (min–max,
     z-score) or by rank (RRF), weighted and added; ``second`` adds that share of an article's
     second-best chunk score to its best before fusing (chunk-score aggregation)."""
+    fused = fused_scores(rankings, weights, how, n=n, rrf_k=rrf_k, second=second)
+    return sorted(fused, key=lambda key: -fused[key])
+
+
+def fused_scores(
+    rankings: Sequence[ArticleRanking],
+    weights: Sequence[float],
+    how: Literal["minmax", "z", "rrf"] = "minmax",
+    *,
+    n: int = 50,
+    rrf_k: float = 3.0,
+    second: float = 0.0,
+) -> dict[tuple[str, int | str], float]:
+    """:func:`fuse_articles`' fused score of each article (in the order first seen)."""
     fused: dict[tuple[str, int | str], float] = {}
     depth = max(CHUNKS_PER_ARTICLE * n, 50)
     for ranking, weight in zip(rankings, weights, strict=True):
@@ -278,7 +293,37 @@ def fuse_articles(
             shares = _scaled(ranking, how)
         for key, share in shares.items():
             fused[key] = fused.get(key, 0.0) + weight * share
-    return sorted(fused, key=lambda key: -fused[key])
+    return fused
+
+
+def code_prior(
+    fused: dict[tuple[str, int | str], float], alpha: float, *, top: int = 20
+) -> list[tuple[str, int | str]]:
+    """A document (code) prior: each code's share of the fused score held by the ``top`` best
+    articles; every article's score is multiplied by ``1 − alpha + alpha × share / best
+    share``, so articles of the code that dominates the top keep their score and the others
+    lose up to ``alpha`` of theirs (everyday questions rarely need two codes)."""
+    order = sorted(fused, key=lambda key: -fused[key])
+    shares: dict[str, float] = collections.defaultdict(float)
+    for key in order[:top]:
+        shares[key[0]] += max(fused[key], 0.0)
+    peak = max(shares.values(), default=0.0)
+    if peak <= 0:
+        return order
+    scaled = {key: fused[key] * (1 - alpha + alpha * shares.get(key[0], 0.0) / peak) for key in order}
+    return sorted(scaled, key=lambda key: -scaled[key])
+
+
+def comb_mnz(
+    rankings: Sequence[ArticleRanking], weights: Sequence[float], boost: float, *, n: int = 50
+) -> list[tuple[str, int | str]]:
+    """CombMNZ-like agreement boost: the min–max fusion, each article's score multiplied by
+    ``1 + boost × (parts holding it − 1)``."""
+    fused = fused_scores(rankings, weights, n=n)
+    depth = max(CHUNKS_PER_ARTICLE * n, 50)
+    held = collections.Counter(key for r in rankings for key, *_rest in [x for x in r if x[3] < depth][:n])
+    scaled = {key: v * (1 + boost * (held[key] - 1)) for key, v in fused.items()}
+    return sorted(scaled, key=lambda key: -scaled[key])
 
 
 def agreeing_top(
@@ -331,6 +376,191 @@ def train_combiner(examples: Sequence[tuple[np.ndarray, int]], l2: float = 1.0) 
         return total, grad
 
     return np.asarray(minimize(loss, np.zeros(dim), jac=True, method="L-BFGS-B").x)
+
+
+# --- a query-side linear adapter for the dense part, trained on the corpus alone -------------
+#
+# Pseudo-queries come from the indexed text itself (no question labels): each article's heading
+# → the article's chunks; headings holding a legal term of the lay-term map rewritten to the lay
+# words (the map reversed) → the same; the first sentence of clauses and points → their chunk.
+# W (dim × dim, identity at the start) is trained with a contrastive loss (softmax over every
+# chunk of the index) on the query side only; passages keep their vectors.
+
+_CLAUSE = re.compile(r"^(?:\d+\.|[a-zđ]\))\s+(.+)$")
+
+
+QUESTION_TEMPLATES = (
+    "{} là gì?",
+    "Luật quy định thế nào về {}?",
+    "Cho tôi hỏi về {}",
+    "{} thì sao?",
+    "Trường hợp {} thì xử lý thế nào?",
+)
+"""Everyday question frames put around headings (``questions=True``)."""
+
+
+def pseudo_queries(
+    chunks: Sequence[tuple[int, Chunk]], *, clauses: int = 6000, questions: bool = False, seed: int = 17
+) -> list[tuple[str, list[int]]]:
+    """(pseudo-query, its positive chunk rowids), from ``chunks`` alone (see above); with
+    ``questions`` each heading-made query also comes once inside a question frame."""
+    from lexrag.lay_terms import LAY_TO_LEGAL
+
+    by_article: dict[tuple[str, int | str], list[int]] = collections.defaultdict(list)
+    titles: dict[tuple[str, int | str], str] = {}
+    sentences: list[tuple[str, list[int]]] = []
+    for rowid, chunk in chunks:
+        c = chunk.citation
+        key: tuple[str, int | str] = (c.doc, c.article if c.article is not None else chunk.id)
+        by_article[key].append(rowid)
+        if c.article_title:
+            titles[key] = c.article_title
+        for line in chunk.text.splitlines()[1:]:
+            m = _CLAUSE.match(line.strip())
+            if m:
+                first = re.split(r"(?<=[^\d])[.;:](?:\s|$)", m.group(1))[0].strip()
+                if 30 <= len(first) <= 220:
+                    sentences.append((first, [rowid]))
+    out: list[tuple[str, list[int]]] = []
+    reverse: dict[str, list[str]] = collections.defaultdict(list)
+    for lay, legal in LAY_TO_LEGAL.items():
+        reverse[legal.lower()].append(lay)
+    for key, title in titles.items():
+        out.append((title, by_article[key]))
+        lowered = title.lower()
+        for legal, lays in reverse.items():
+            if legal in lowered:
+                out.extend((lowered.replace(legal, lay), by_article[key]) for lay in lays[:2])
+    rng = np.random.default_rng(seed)
+    if questions:
+        framed = [
+            (
+                QUESTION_TEMPLATES[rng.integers(len(QUESTION_TEMPLATES))].format(text[:1].lower() + text[1:]),
+                rs,
+            )
+            for text, rs in out
+        ]
+        out.extend((text[:1].upper() + text[1:], rs) for text, rs in framed)
+    picked = rng.permutation(len(sentences))[:clauses]
+    out.extend(sentences[i] for i in sorted(picked))
+    return out
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str], cache: Path) -> np.ndarray:
+    """Query vectors of ``texts`` (one ``embed_query`` each), kept in the bench's vector cache
+    (``vectors.sqlite``, as the embedder's model id + " (query)") by text."""
+    model = f"{embedder.model_id} (query)"
+    db = sqlite3.connect(cache / "vectors.sqlite")
+    db.execute("CREATE TABLE IF NOT EXISTS v (model TEXT, sha TEXT, vec BLOB, PRIMARY KEY (model, sha))")
+    keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+    found: dict[str, bytes] = {}
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        rows = db.execute(
+            f"SELECT sha, vec FROM v WHERE model = ? AND sha IN ({','.join('?' * len(part))})", [model, *part]
+        )
+        found.update(rows)
+    missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+    if missing:
+        started = time.perf_counter()
+        new = {k: np.asarray(embedder.embed_query(t), dtype=np.float32).tobytes() for k, t in missing.items()}
+        with db:
+            db.executemany(
+                "INSERT OR REPLACE INTO v VALUES (?, ?, ?)", [(model, k, v) for k, v in new.items()]
+            )
+        found.update(new)
+        print(
+            f"  embedded {len(missing)} pseudo-queries in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+    db.close()
+    return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
+
+
+def train_query_adapter(
+    queries: np.ndarray,
+    passages: np.ndarray,
+    positives: Sequence[Sequence[int]],
+    *,
+    epochs: int = 4,
+    tau: float = 0.02,
+    lr: float = 1e-3,
+    l2: float = 1e-3,
+    batch: int = 256,
+    seed: int = 17,
+) -> tuple[np.ndarray, list[float]]:
+    """W (dim × dim) minimising the contrastive loss of normalise(W q) against every passage
+    (``positives``: each query's columns of ``passages``), plus ``l2`` × ‖W − I‖²; a tenth of
+    the pseudo-queries is kept aside and the epoch with the lowest loss on them wins. Returns
+    W and the held-aside loss per epoch (the identity's first)."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(queries))
+    aside, train = order[: len(order) // 10], order[len(order) // 10 :]
+    q_all = torch.tensor(queries, dtype=torch.float32)
+    p = torch.nn.functional.normalize(torch.tensor(passages, dtype=torch.float32), dim=1)
+    dim = q_all.shape[1]
+    eye = torch.eye(dim)
+    w = torch.eye(dim, requires_grad=True)
+    optimiser = torch.optim.Adam([w], lr=lr)
+
+    def loss_of(rows: np.ndarray) -> torch.Tensor:
+        q = torch.nn.functional.normalize(q_all[rows] @ w.T, dim=1)
+        logits = q @ p.T / tau
+        mask = torch.zeros_like(logits, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            mask[i, list(positives[row])] = True
+        positive = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1)
+        return (torch.logsumexp(logits, dim=1) - positive).mean()
+
+    with torch.no_grad():
+        history = [float(loss_of(aside))]
+    best = (history[0], w.detach().clone())
+    for _ in range(epochs):
+        rng.shuffle(train)
+        for start in range(0, len(train), batch):
+            optimiser.zero_grad()
+            loss = loss_of(train[start : start + batch]) + l2 * ((w - eye) ** 2).sum()
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            history.append(float(loss_of(aside)))
+        if history[-1] < best[0]:
+            best = (history[-1], w.detach().clone())
+    return best[1].numpy(), history
+
+
+def query_adapter(
+    dense: Any, store: Store, cache: Path, *, questions: bool = False, **train: Any
+) -> np.ndarray:
+    """The dense part's query adapter W for the index in ``store`` (pseudo-queries from its
+    chunks, embedded with ``dense``'s embedder), trained once and kept in ``cache``."""
+    chunks = list(store.chunks())
+    rowids = [rowid for rowid, _ in chunks]
+    column = {rowid: i for i, rowid in enumerate(rowids)}
+    queries = pseudo_queries(chunks, questions=questions)
+    vectors = embed_queries(dense.embedder, [text for text, _ in queries], cache)
+    digest = hashlib.sha1(vectors.tobytes() + repr(sorted(train.items())).encode()).hexdigest()[:16]
+    path = cache / f"query-adapter-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    passages = np.zeros((len(rowids), vectors.shape[1]), np.float32)
+    for ids, batch in store.iter_vectors(rowids):
+        for rowid, v in zip(ids, batch, strict=True):
+            passages[column[rowid]] = v
+    started = time.perf_counter()
+    w, history = train_query_adapter(
+        vectors, passages, [[column[r] for r in rs] for _, rs in queries], **train
+    )
+    print(
+        f"  query adapter: {len(queries)} pseudo-queries, held-aside loss "
+        f"{' → '.join(f'{h:.3f}' for h in history)} ({time.perf_counter() - started:.0f} s)",
+        file=sys.stderr,
+    )
+    np.save(path, w)
+    return w
 
 
 def gold_rank(order: Sequence[tuple[str, int | str]], gold: tuple[str, int]) -> float:
@@ -517,6 +747,7 @@ def cached_index(
 
 __all__ = [
     "NAME",
+    "QUESTION_TEMPLATES",
     "ArticleRanking",
     "CachingEmbedder",
     "ExperimentalBM25",
@@ -528,11 +759,18 @@ __all__ = [
     "bench_cache_dir",
     "cached_index",
     "choose_by_cv",
+    "code_prior",
+    "comb_mnz",
     "combiner_cv",
     "combiner_features",
+    "embed_queries",
     "fuse_articles",
+    "fused_scores",
     "gold_rank",
+    "pseudo_queries",
+    "query_adapter",
     "rank_measures",
     "sum_articles",
     "train_combiner",
+    "train_query_adapter",
 ]

@@ -69,10 +69,14 @@ from bench._experiments import (  # noqa: E402
     bench_cache_dir,
     cached_index,
     choose_by_cv,
+    code_prior,
+    comb_mnz,
     combiner_cv,
     combiner_features,
     fuse_articles,
+    fused_scores,
     gold_rank,
+    query_adapter,
     rank_measures,
 )
 from lexrag import Chunk, Citation, Hit, Retriever, Store  # noqa: E402
@@ -96,6 +100,10 @@ HELDOUT = {
 CONVERSATIONS = DATA / "lawquery_conversations.jsonl"
 
 E5 = {"retrieval.embedder": "e5-small"}
+ADAPTER_ALPHAS = (0.25, 0.5, 0.75, 1.0)
+"""How far the dense query moves to the adapter's: q + α (W q − q)."""
+ROCCHIO_BETAS = (0.1, 0.2, 0.3, 0.5)
+"""Dense Rocchio: q + β × the mean vector of the dense part's own first three chunks."""
 MINILM = {"retrieval.embedder": "minilm"}
 _B, _D, _H = "retrievers.bm25", "retrievers.dense", "retrievers.hybrid"
 _X = "retrievers.bm25-experimental"
@@ -325,8 +333,34 @@ def fusion_ideas(
     dense.sync()
     store = Store.open(index)
 
+    vectors: dict[str, np.ndarray] = {}
+
     def vector(query: str) -> np.ndarray:
-        return np.asarray(dense.embedder.embed_query(dense.query_text(query)))
+        if query not in vectors:
+            vectors[query] = np.asarray(dense.embedder.embed_query(dense.query_text(query)))
+        return vectors[query]
+
+    adapter = query_adapter(dense, store, bench.cache)
+    framed = query_adapter(dense, store, bench.cache, questions=True)
+
+    def adapted(alpha: float, w: np.ndarray = adapter) -> Any:
+        def move(query: str) -> np.ndarray:
+            v = vector(query)
+            return v + alpha * (w @ v - v)
+
+        return move
+
+    def rocchio(beta: float) -> Any:
+        def move(query: str) -> np.ndarray:
+            v = vector(query)
+            top = [rowid for rowid, _ in dense.vector_search(v / np.linalg.norm(v), 3)]
+            near = [u for _, batch in store.iter_vectors(top) for u in batch]
+            return v + (beta * np.mean(near, axis=0) if near else 0.0)
+
+        return move
+
+    def passage_prefix(query: str) -> np.ndarray:
+        return np.asarray(dense.embedder.embed([dense.query_text(query)])[0])
 
     def with_lay_terms(query: str) -> np.ndarray:
         extra = bm25.expansions(query)
@@ -344,8 +378,20 @@ def fusion_ideas(
         "article vectors": whole,
         "dense + lay terms": QueryVectorPart(dense, with_lay_terms),
         "dense → bm25 top 3": QueryVectorPart(dense, towards_bm25),
+        **{f"dense + adapter {a}": QueryVectorPart(dense, adapted(a)) for a in ADAPTER_ALPHAS},
+        **{f"dense + framed adapter {a}": QueryVectorPart(dense, adapted(a, framed)) for a in ADAPTER_ALPHAS},
+        **{f"dense rocchio {b}": QueryVectorPart(dense, rocchio(b)) for b in ROCCHIO_BETAS},
+        "dense, passage prefix": QueryVectorPart(dense, passage_prefix),
     }
     R = {name: [article_ranking(part, normalize(q.query)) for q in questions] for name, part in parts.items()}
+    articles = ArticleBM25Baseline(index)
+    R["article bm25s"] = [
+        [
+            ((hit.chunk.citation.doc, hit.chunk.citation.article), hit.score, 0.0, place)
+            for place, hit in enumerate(articles.search(normalize(q.query), 100))
+        ]
+        for q in questions
+    ]
     for label, k1, b in (("bm25 k1 1.6 b 0.9", 1.6, 0.9), ("bm25 k1 0.8 b 0.5", 0.8, 0.5)):
         other = bench.retriever(index, "bm25", {f"{_B}.k1": k1, f"{_B}.b": b})
         R[label] = [article_ranking(other, normalize(q.query)) for q in questions]
@@ -396,7 +442,17 @@ def fusion_ideas(
             for a in (0.25, 0.5, 1.0)
         }
 
+    def grid(d: str, values: Sequence[float], name: str) -> dict[str, Any]:
+        return {
+            f"{name} {v}, w {w}": (lambda j, v=v, w=w: fuse_articles([R[f"{d} {v}"][j], R[B][j]], [w, 1.0]))
+            for v in values
+            for w in W
+        }
+
     ideas: dict[str, dict[str, Any]] = {
+        "shipped: min-max, dense weight 1.5 (fixed)": {
+            "w 1.5": lambda j: fuse_articles([R[D][j], R[B][j]], [1.5, 1.0])
+        },
         "min-max, dense weight (shipped: 1.5)": mm(),
         "RRF, k": {
             f"k {k}": (lambda j, k=k: fuse_articles([R[D][j], R[B][j]], [1.0, 1.0], "rrf", rrf_k=k))
@@ -418,6 +474,44 @@ def fusion_ideas(
         "dense query moved to bm25's top 3 (instead)": mm(d="dense → bm25 top 3"),
         "bm25 k1 1.6 b 0.9 (instead)": mm(b="bm25 k1 1.6 b 0.9"),
         "bm25 k1 0.8 b 0.5 (instead)": mm(b="bm25 k1 0.8 b 0.5"),
+        "dense: query adapter from the corpus (instead)": grid("dense + adapter", ADAPTER_ALPHAS, "α"),
+        "+ adapted dense query (a third ranking)": {
+            f"α {a}, w {w}, third {t}": (
+                lambda j, a=a, w=w, t=t: fuse_articles(
+                    [R[D][j], R[B][j], R[f"dense + adapter {a}"][j]], [w, 1.0, t]
+                )
+            )
+            for a in (0.5, 1.0)
+            for w in W
+            for t in (0.25, 0.5, 1.0)
+        },
+        "dense: query adapter, + question-framed headings (instead)": grid(
+            "dense + framed adapter", ADAPTER_ALPHAS, "α"
+        ),
+        "+ adapted dense query, + question-framed headings (a third ranking)": {
+            f"α {a}, w {w}, third {t}": (
+                lambda j, a=a, w=w, t=t: fuse_articles(
+                    [R[D][j], R[B][j], R[f"dense + framed adapter {a}"][j]], [w, 1.0, t]
+                )
+            )
+            for a in (0.5, 1.0)
+            for w in W
+            for t in (0.25, 0.5, 1.0)
+        },
+        "dense: query adapter α 0.75, z-score (instead)": mm(d="dense + adapter 0.75", how="z"),
+        "dense: Rocchio from its own top 3 (instead)": grid("dense rocchio", ROCCHIO_BETAS, "β"),
+        "code prior from the fused top 20": {
+            f"w {w}, α {a}": (lambda j, w=w, a=a: code_prior(fused_scores([R[D][j], R[B][j]], [w, 1.0]), a))
+            for w in W
+            for a in (0.25, 0.5, 0.75, 1.0)
+        },
+        "agreement boost (CombMNZ-like)": {
+            f"w {w}, boost {b}": (lambda j, w=w, b=b: comb_mnz([R[D][j], R[B][j]], [w, 1.0], b))
+            for w in W
+            for b in (0.1, 0.25, 0.5)
+        },
+        "+ whole-article bm25s (a third ranking)": third("article bm25s"),
+        "dense query with e5's passage prefix (instead)": mm(d="dense, passage prefix"),
     }
     shipped = per_set(measures(lambda j: fuse_articles([R[D][j], R[B][j]], [1.5, 1.0])))
     out["shipped (min-max, dense weight 1.5)"] = np.round(shipped, 4).tolist()
@@ -440,7 +534,12 @@ def fusion_ideas(
             out[label]["report"] = {names[most]: np.round(shown, 4).tolist()}
             reported.append((label, names[most], shown))
         delta = (
-            "" if mean is baseline else "   Δ R@1 " + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 0])
+            ""
+            if mean is baseline
+            else "   Δ R@1 "
+            + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 0])
+            + "  R@5 "
+            + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 1])
         )
         print(
             f"    {label:<48}"
@@ -457,6 +556,8 @@ def fusion_ideas(
         + "  ".join(f"{x[0]:.3f} {x[1]:.3f} {x[2]:.3f}" for x in mean)
         + "   Δ R@1 "
         + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 0])
+        + "  R@5 "
+        + " ".join(f"{d:+.3f}" for d in (mean - baseline)[:, 1])
     )
     print("    (sets: " + ", ".join(sets) + ")")
     if reported:
