@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import LAY_TO_LEGAL, Chunk, Hit, RetrievalContext, fold_text
+from lexrag import LAY_TO_LEGAL, Chunk, Hit, RetrievalContext, bm25_topk, fold_text
 
 from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
 from .segment import JOIN, Segmenter, compounds, dictionary_compounds
@@ -80,6 +80,7 @@ class BM25Retriever(StoreRetriever):
         self._titles: Any = None
         self._rowids: np.ndarray = np.zeros(0, dtype=np.int64)
         self._compounds: frozenset[str] = frozenset()
+        self._last_query: tuple[str, list[str], list[str]] | None = None
 
     # --- terms ------------------------------------------------------------------------
 
@@ -149,6 +150,7 @@ class BM25Retriever(StoreRetriever):
     def _refresh(self, generation: int) -> None:
         import bm25s
 
+        self._last_query = None  # its compound words may differ in the new build
         index_dir = Path(self.context.index_dir)
         key = json.dumps(self.terms_key())
         params = {"k1": self.options.k1, "b": self.options.b}
@@ -203,21 +205,32 @@ class BM25Retriever(StoreRetriever):
         contributions as a term-major sparse matrix)."""
         scores_of = (index or self._bm25).scores
         data, indices, indptr = scores_of["data"], scores_of["indices"], scores_of["indptr"]
-        n = len(self._rowids)
-        if not weights:
-            return np.zeros(n, dtype=np.float32)
-        spans = [(indptr[t], indptr[t + 1], w) for t, w in weights.items()]
-        docs = np.concatenate([indices[lo:hi] for lo, hi, _ in spans])
-        values = np.concatenate([w * data[lo:hi] for lo, hi, w in spans])
-        return np.bincount(docs, weights=values, minlength=n).astype(np.float32)
+        postings = (
+            (indices[indptr[t] : indptr[t + 1]], data[indptr[t] : indptr[t + 1]], w)
+            for t, w in weights.items()
+        )
+        return bm25_topk.sum_postings(len(self._rowids), postings).astype(np.float32)
+
+    def _query_side(self, query: str) -> tuple[list[str], list[str]]:
+        """The terms of ``query`` and of its lay-term expansions; the last query's are kept, as
+        the chunk index and the heading field both ask."""
+        last = self._last_query
+        if last is not None and last[0] == query:
+            return last[1], last[2]
+        own = self.query_terms(query)
+        extra: list[str] = []
+        if self.options.lay_weight > 0:
+            extra = [t for phrase in self.expansions(query) for t in self._query_side_terms(phrase)]
+        self._last_query = (query, own, extra)
+        return own, extra
 
     def _query_weights(self, index: Any, query: str) -> dict[int, float]:
         """Term id → weight in ``index``: the query's own terms, then its lay-term expansions."""
+        own, extra = self._query_side(query)
         weights: dict[int, float] = {}
-        for term in index.get_tokens_ids(self.query_terms(query)):
+        for term in index.get_tokens_ids(own):
             weights[term] = weights.get(term, 0.0) + 1.0
-        if self.options.lay_weight > 0:
-            extra = [t for phrase in self.expansions(query) for t in self._query_side_terms(phrase)]
+        if extra:
             for term in index.get_tokens_ids(extra):
                 weights[term] = weights.get(term, 0.0) + self.options.lay_weight
         return weights
@@ -243,12 +256,7 @@ class BM25Retriever(StoreRetriever):
         self.sync()
         with self._lock:
             scores = self.scores(query)
-            if scores.size == 0:
-                return []
-            n = min(n, scores.size)
-            top = np.argpartition(-scores, n - 1)[:n]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            top = top[scores[top] > 0]
+            top = bm25_topk.top_positions(scores, n)
             return list(zip(self._rowids[top].tolist(), scores[top].astype(float).tolist(), strict=True))
 
     def ranked(self, query: str, n: int) -> list[Hit]:
