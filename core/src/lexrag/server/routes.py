@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import calllog
-from ..errors import InvalidRequestError, LexragError, NotFoundError, StreamCutShort
+from ..errors import InvalidRequestError, LexragError, NotFoundError
 from ..prompt import estimate_usage
 from ..providers import GenerationParams, ProviderRequest
 from ..types import (
@@ -36,9 +36,7 @@ from ..types import (
 )
 from .cache import Entry
 from .disconnect import unless_disconnected
-from .errors import internal_error
-from .sse import DONE, chunk_events, error_event
-from .sse import log as sse_log
+from .sse import check_stop, chunk_events, ended_stream
 from .state import state_of
 
 router = APIRouter()
@@ -318,7 +316,7 @@ def _as_completion(chunk: ChatCompletionChunk, **fields: Any) -> Completion:
     return Completion(id=_completion_id(chunk.id), created=chunk.created, model=chunk.model, **fields)
 
 
-async def _completion_events(
+def _completion_events(
     first: ChatCompletionChunk,
     rest: AsyncIterator[ChatCompletionChunk],
     provider_request: ProviderRequest,
@@ -329,8 +327,6 @@ async def _completion_events(
     """The chat chunks of a raw prompt's answer as ``text_completion`` events: each text
     piece as it comes, the finish reason on the last, usage when asked for, then ``[DONE]``;
     a failure mid-stream ends it as a chat stream's does (an error event, then ``[DONE]``)."""
-    call = calllog.current()
-    error: LexragError | None = None
     text: list[str] = []
     last = first
     usage_sent = False
@@ -340,7 +336,9 @@ async def _completion_events(
         async for chunk in rest:
             yield chunk
 
-    try:
+    async def body() -> AsyncGenerator[bytes, None]:
+        nonlocal last, usage_sent
+        call = calllog.current()
         async for chunk in chunks():
             last = chunk
             call.usage(chunk.usage)
@@ -356,23 +354,15 @@ async def _completion_events(
                 call.keep_answer(piece)
                 out = CompletionChoice(text=piece, finish_reason=choice.finish_reason)
                 yield _event(_as_completion(chunk, choices=[out]))
-            if stop():
-                raise StreamCutShort("the server is shutting down and ended this answer early; ask again")
-    except LexragError as exc:
-        sse_log.warning("stream ended by an error: %s", exc.message)
-        error = exc
-    except Exception as exc:
-        sse_log.error("stream failed", exc_info=exc)
-        error = internal_error()
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
-    if error is not None:
-        call.error, call.error_status = error.code, error.status
-        yield error_event(error)
-    elif include_usage and not usage_sent:
+            check_stop(stop)
+
+    def usage_event() -> list[bytes]:
+        if not include_usage or usage_sent:
+            return []
         usage = estimate_usage(provider_request.messages, "".join(text))
-        yield _event(_as_completion(last, choices=[], usage=usage))
-    yield DONE
+        return [_event(_as_completion(last, choices=[], usage=usage))]
+
+    return ended_stream(body(), rest, usage_event)
 
 
 def _event(completion: Completion) -> bytes:

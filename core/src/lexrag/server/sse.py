@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from .. import calllog
 from ..errors import LexragError, StreamCutShort, error_body
@@ -36,26 +36,48 @@ def _never() -> bool:
     return False
 
 
-async def chunk_events(
+def chunk_events(
     first: ChatCompletionChunk,
     rest: AsyncIterator[ChatCompletionChunk],
     *,
     stop: Callable[[], bool] = _never,
 ) -> AsyncIterator[bytes]:
-    """The SSE body: every chunk, then ``[DONE]``. A failure mid-stream, or ``stop()``
-    turning true (the server shutting down), ends it with an error event and ``[DONE]``:
-    the client never hangs or sees a silent truncation. Usage and the answer go to the
-    call record."""
-    call = calllog.current()
-    error: LexragError | None = None
-    try:
+    """The SSE body: every chunk, then ``[DONE]``, ended as :func:`ended_stream` says. Usage
+    and the answer go to the call record."""
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        call = calllog.current()
         yield chunk_event(first)
         _note(call, first)
         async for chunk in rest:
             _note(call, chunk)
             yield chunk_event(chunk)
-            if stop():
-                raise StreamCutShort("the server is shutting down and ended this answer early; ask again")
+            check_stop(stop)
+
+    return ended_stream(body(), rest)
+
+
+def check_stop(stop: Callable[[], bool]) -> None:
+    """Raise :class:`StreamCutShort` once ``stop()`` is true (the server is shutting down)."""
+    if stop():
+        raise StreamCutShort("the server is shutting down and ended this answer early; ask again")
+
+
+async def ended_stream(
+    body: AsyncGenerator[bytes, None],
+    rest: AsyncIterator[object],
+    tail: Callable[[], list[bytes]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The events of ``body`` (made from the provider's stream ``rest``), then ``tail()``'s,
+    then ``[DONE]``. A failure in ``body`` (the provider broke off, :func:`check_stop` found
+    the server shutting down) ends it with an error event, kept in the call record, and
+    ``[DONE]`` instead: the client never hangs or sees a silent truncation. ``rest`` is
+    closed however the stream ends, a client that went away included."""
+    call = calllog.current()
+    error: LexragError | None = None
+    try:
+        async for event in body:
+            yield event
     except LexragError as exc:
         log.warning("stream ended by an error: %s", exc.message)
         error = exc
@@ -63,12 +85,16 @@ async def chunk_events(
         log.error("stream failed", exc_info=exc)
         error = internal_error()
     finally:
+        await body.aclose()
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:
             await aclose()
     if error is not None:
         call.error, call.error_status = error.code, error.status
         yield error_event(error)
+    elif tail is not None:
+        for event in tail():
+            yield event
     yield DONE
 
 
@@ -78,4 +104,12 @@ def _note(call: calllog.CallRecord, chunk: ChatCompletionChunk) -> None:
         call.keep_answer(choice.delta.content)
 
 
-__all__ = ["DONE", "StreamCutShort", "chunk_event", "chunk_events", "error_event"]
+__all__ = [
+    "DONE",
+    "StreamCutShort",
+    "check_stop",
+    "chunk_event",
+    "chunk_events",
+    "ended_stream",
+    "error_event",
+]
