@@ -1,7 +1,9 @@
-"""pg-bm25's article keys (chunk id → document and article, what collapsing to articles needs):
-read once for the whole index at the first search that lacks one, so a later search sends no
-second statement after its postings; a chunk committed later by another writer still gets its
-key when it first ranks. Against a real PostgreSQL (fixtures_postgres)."""
+"""What a PostgreSQL retriever keeps between searches, and the statements it spares: pg-bm25's
+article keys (chunk id → document and article, what collapsing to articles needs) are read once
+for the whole index at the first search that lacks one, so a later search sends no second
+statement after its postings; a chunk committed later by another writer still gets its key
+when it first ranks. A chunk returned once is not read again, and a deleted document's kept
+chunks are not returned. Against a real PostgreSQL (fixtures_postgres)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,20 @@ from lexrag.registry import build_retriever, open_index
 from .conftest import CORPUS, DEV_QUESTIONS
 
 KEYS_SQL = "SELECT id, doc, article, chunk_id FROM lexrag_chunks"
+CHUNKS_SQL = "WHERE c.id = ANY"
+
+
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement psycopg sends from now on (the real connection runs it)."""
+    sent: list[str] = []
+    real = psycopg.Connection.execute
+
+    def spy(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", spy)
+    return sent
 
 
 def test_article_keys_are_read_once_and_new_chunks_found(
@@ -28,14 +44,7 @@ def test_article_keys_are_read_once_and_new_chunks_found(
     retriever = build_retriever(config, session_registry, "pg-bm25")
     try:
         assert not ingest(store, None, [CORPUS]).failed
-        sent: list[str] = []
-        real = psycopg.Connection.execute
-
-        def spy(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-            sent.append(str(query))
-            return real(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(psycopg.Connection, "execute", spy)
+        sent = statements(monkeypatch)
         questions = [q.question for q in load_questions(DEV_QUESTIONS)][:8]
         assert retriever.search(questions[0], 5)
         assert sum(KEYS_SQL in s for s in sent) == 1  # every key, at once
@@ -64,6 +73,32 @@ def test_article_keys_are_read_once_and_new_chunks_found(
         found = {(h.chunk.citation.doc, h.chunk.citation.article) for h in hits[:2]}
         assert found == {("luat-thu-nghiem", 1), ("luat-thu-nghiem", 2)}
         assert [s for s in sent if KEYS_SQL + " WHERE id = ANY" in s]  # only the missing ones
+    finally:
+        retriever.close()
+        store.close()
+
+
+def test_chunks_returned_once_are_not_read_again(
+    pg_url: str, pg_config: Any, session_registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = pg_config(pg_url)
+    store = open_index(config, session_registry, create=True)
+    retriever = build_retriever(config, session_registry, "pg-bm25")
+    try:
+        assert not ingest(store, None, [CORPUS]).failed
+        sent = statements(monkeypatch)
+        question = load_questions(DEV_QUESTIONS)[0].question
+        first = retriever.search(question, 5)
+        assert first and [s for s in sent if CHUNKS_SQL in s]
+        sent.clear()
+        again = retriever.search(question, 5)
+        assert [(h.chunk, h.score) for h in again] == [(h.chunk, h.score) for h in first]
+        assert not [s for s in sent if CHUNKS_SQL in s]
+
+        doc = first[0].chunk.citation.doc
+        assert store.delete_document(doc)
+        after = retriever.search(question, 5)
+        assert after and all(h.chunk.citation.doc != doc for h in after)
     finally:
         retriever.close()
         store.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,6 +42,11 @@ from .terms import query_weights
 BACKENDS = frozenset({"postgres"})
 Candidate = tuple[ArticleKey, int, float]
 """(article key, id of its best chunk, score)."""
+
+#: Chunks (text and citation) one retriever keeps by id, the most recently returned. A chunk id is
+#: never reused and its row never changes (a changed document gets new ids), so a kept chunk is
+#: what the database holds, and a search that returns it needs no statement to read it.
+CHUNKS_HELD = 2048
 
 # hnsw.ef_search last set on each pooled connection (a session setting: set when it differs).
 _EF_SEARCH: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -87,6 +93,8 @@ class PgRetriever(Retriever):
         super().__init__(name, settings, context)
         self._store: PostgresStore | None = None
         self._lock = threading.Lock()
+        self._chunks: OrderedDict[int, Chunk] = OrderedDict()
+        self._chunks_lock = threading.Lock()
 
     @property
     def store(self) -> PostgresStore:
@@ -137,8 +145,20 @@ class PgRetriever(Retriever):
         return self.pick(self.ranked(query, self.depth(k)), k)
 
     def fetch(self, rowids: list[int]) -> dict[int, Chunk]:
-        """The chunks of these ids (those still in the index)."""
-        return dict(self.store.chunks(rowids))
+        """The chunks of these ids (those still in the index, or kept: :data:`CHUNKS_HELD`)."""
+        with self._chunks_lock:
+            found = {r: self._chunks[r] for r in rowids if r in self._chunks}
+            for rowid in found:
+                self._chunks.move_to_end(rowid)
+        missing = [r for r in rowids if r not in found]
+        if missing:
+            read = dict(self.store.chunks(missing))
+            found.update(read)
+            with self._chunks_lock:
+                self._chunks.update(read)
+                while len(self._chunks) > CHUNKS_HELD:
+                    self._chunks.popitem(last=False)
+        return found
 
     def search(self, query: str, k: int) -> list[Hit]:
         found = self.candidates(query, k)
@@ -160,6 +180,8 @@ class PgRetriever(Retriever):
             if self._store is not None:
                 self._store.close()
                 self._store = None
+        with self._chunks_lock:
+            self._chunks.clear()
 
 
 class PgDenseSettings(BaseModel):
