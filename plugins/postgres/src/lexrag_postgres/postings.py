@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from lexrag import bm25_topk
+
 from .db import Database
 
 #: Bytes of scored postings one retriever keeps (the least recently used terms go first).
@@ -183,24 +185,23 @@ def rank(scored: list[_Scored], weights: list[float], title_field: float, n: int
     ids = np.concatenate([s.chunks for _, s in parts])
     high = int(ids.max()) + 1
     if high <= 8 * len(ids) + 65536:  # ids dense enough: sum by id directly, no sort
-        chunks, where, size = np.arange(high), ids, high
+        chunks, size = np.arange(high), high
+        where = [s.chunks for _, s in parts]
     else:
-        chunks, where = np.unique(ids, return_inverse=True)
+        chunks, inverse = np.unique(ids, return_inverse=True)
         size = len(chunks)
-    body = np.bincount(where, np.concatenate([w * s.body for w, s in parts]), minlength=size)
+        where = np.split(inverse, np.cumsum([len(s.chunks) for _, s in parts])[:-1])
+    body = bm25_topk.sum_postings(size, ((at, s.body, w) for at, (w, s) in zip(where, parts, strict=True)))
     score = body
     if title_field > 0:
-        head = np.bincount(where, np.concatenate([w * s.head for w, s in parts]), minlength=size)
+        head = bm25_topk.sum_postings(
+            size, ((at, s.head, w) for at, (w, s) in zip(where, parts, strict=True))
+        )
         top, top_head = body.max(), head.max()
         if top > 0 and top_head > 0:
             score = body + title_field * top / top_head * head
-    positive = np.flatnonzero(score > 0)
-    if len(positive) > n:
-        # The n best (and every tie with the n-th), then ordered exactly.
-        cut = np.partition(score[positive], len(positive) - n)[len(positive) - n]
-        positive = positive[score[positive] >= cut]
-    order = positive[np.lexsort((chunks[positive], -score[positive]))][:n]
-    return [(int(chunks[i]), float(score[i])) for i in order]
+    # Positions are in id order, so equal scores come lower id first.
+    return [(int(chunks[i]), float(score[i])) for i in bm25_topk.top_positions(score, n)]
 
 
 __all__ = ["CACHE_BYTES", "BM25Params", "PostingsCache", "rank"]
