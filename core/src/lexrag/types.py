@@ -7,7 +7,7 @@ import re
 import time
 import unicodedata
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -562,12 +562,18 @@ class Choice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
-class ChatCompletion(BaseModel):
-    id: str = Field(default_factory=new_id)
-    object: Literal["chat.completion"] = "chat.completion"
+_ChoiceT = TypeVar("_ChoiceT", bound=BaseModel)
+
+
+class _CompletionFields(BaseModel, Generic[_ChoiceT]):
+    """The fields of a chat completion and of a chunk of one, in OpenAI's order; each
+    narrows ``id``, ``object`` and ``choices``."""
+
+    id: str
+    object: str
     created: int = Field(default_factory=now)
     model: str
-    choices: list[Choice]
+    choices: list[_ChoiceT]
     usage: Usage | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = Field(default=None, exclude_if=_none)
@@ -575,6 +581,11 @@ class ChatCompletion(BaseModel):
     notice: str | None = Field(default=None, exclude_if=_none)
     """lexrag's extra: what the answer could not use, e.g. that only documents no longer in
     force matched the question."""
+
+
+class ChatCompletion(_CompletionFields[Choice]):
+    id: str = Field(default_factory=new_id)
+    object: Literal["chat.completion"] = "chat.completion"
 
     @classmethod
     def of_text(
@@ -625,19 +636,8 @@ class ChunkChoice(BaseModel):
     logprobs: ChoiceLogprobs | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(_CompletionFields[ChunkChoice]):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
-    service_tier: str | None = Field(default=None, exclude_if=_none)
-    sources: list[Source] | None = None
-    notice: str | None = Field(default=None, exclude_if=_none)
-    """lexrag's extra: what the answer could not use, e.g. that only documents no longer in
-    force matched the question."""
 
 
 class ChunkFactory:
