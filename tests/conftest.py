@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +104,16 @@ def wait_healthy(
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     pytest.fail(f"lexrag serve did not become healthy within {timeout:g} s:\n{output()}")
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[Any]], *, timeout: float = 30) -> None:
+    """Terminate every process of ``procs``, then wait for each; one still running after
+    ``timeout`` seconds is killed."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -32,6 +32,7 @@ from lexrag.config import load_config
 from lexrag.registry import Registry, check_config
 
 from .fakes import FakeUpstream
+from .fixtures_server import sdk
 
 QUESTION = "Thời giờ làm việc bình thường một ngày là bao nhiêu giờ?"
 PRIMARY_ANSWER = "Không quá 08 giờ trong 01 ngày và 48 giờ trong 01 tuần [1]."
@@ -167,10 +168,6 @@ class Outcome:
         if self.kind == "cut":
             return f"cut: error event ({self.error.get('code')})"
         return f"BROKEN ({self.error.get('message', '')[:60]})"
-
-
-def sdk(base: str, key: str = "unused", timeout: float = 20) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=timeout)
 
 
 def ask(

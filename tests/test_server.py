@@ -18,6 +18,7 @@ import pytest
 
 from .conftest import free_port, wait_healthy
 from .fakes import Drop, Fail, FakeUpstream, Hang, Reply
+from .fixtures_server import sdk
 
 QUESTION = "Thời giờ làm việc bình thường một ngày là bao nhiêu giờ?"
 ANSWER = "Không quá 08 giờ trong 01 ngày và 48 giờ trong 01 tuần [1]."
@@ -43,10 +44,6 @@ def config(
 def server(running_server, fake_pm, fake_upstream) -> str:
     fake_upstream.default = Reply(ANSWER)
     return running_server(config(fake_upstream))
-
-
-def sdk(base: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=20)
 
 
 def ask(text: str = QUESTION) -> list[dict[str, str]]:
