@@ -7,6 +7,7 @@ import re
 import time
 import unicodedata
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -208,6 +209,38 @@ def _stop_schema(schema: dict[str, Any]) -> None:
             branch["maxItems"] = 4
 
 
+def _stop_sequences(value: str | list[str] | None) -> str | list[str] | None:
+    """The ``stop`` field's check: at most 4 sequences, each valid JSON text."""
+    if isinstance(value, list) and len(value) > 4:
+        raise ValueError("at most 4 stop sequences")
+    valid_json(value)
+    return value
+
+
+def _listed(stop: str | list[str] | None) -> list[str]:
+    """A ``stop`` field's sequences as a list."""
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _texts_schema(*, exactly_one: bool) -> Callable[[dict[str, Any]], None]:
+    """The JSON-schema hook of a ``str | list[str]`` field: no empty string, a list of at
+    least one text (``exactly_one``: of exactly one non-empty text)."""
+
+    def hook(schema: dict[str, Any]) -> None:
+        for branch in schema.get("anyOf", []):
+            if branch.get("type") == "string":
+                branch["minLength"] = 1
+            elif branch.get("type") == "array":
+                branch["minItems"] = 1
+                if exactly_one:
+                    branch["maxItems"] = 1
+                    branch.setdefault("items", {})["minLength"] = 1
+
+    return hook
+
+
 #: The OpenAI parameters that reach a provider in ``GenerationParams.options`` (sampling
 #: parameters lexrag reads itself travel in ``GenerationParams``' own fields).
 OPTION_FIELDS = (
@@ -287,19 +320,11 @@ class ChatCompletionRequest(BaseModel):
         "max_tokens", "max_completion_tokens", "seed", "n", "top_logprobs", "top_k", mode="before"
     )(integral)
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        valid_json(value)
-        return value
+    _stop = field_validator("stop")(_stop_sequences)
 
     @property
     def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return _listed(self.stop)
 
     @property
     def token_limit(self) -> int | None:
@@ -700,19 +725,12 @@ class ErrorResponse(BaseModel):
 # --- embeddings -----------------------------------------------------------------------
 
 
-def _input_schema(schema: dict[str, Any]) -> None:
-    for branch in schema.get("anyOf", []):
-        if branch.get("type") == "string":
-            branch["minLength"] = 1
-        elif branch.get("type") == "array":
-            branch["minItems"] = 1
-
-
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     input: str | list[str] = Field(
-        description="A text, or a list of at least one text, to embed.", json_schema_extra=_input_schema
+        description="A text, or a list of at least one text, to embed.",
+        json_schema_extra=_texts_schema(exactly_one=False),
     )
     model: Text | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -798,15 +816,6 @@ class GenerateResponse(BaseModel):
 # --- OpenAI's (legacy) completions: a raw prompt ----------------------------------------
 
 
-def _one_prompt_schema(schema: dict[str, Any]) -> None:
-    for branch in schema.get("anyOf", []):
-        if branch.get("type") == "string":
-            branch["minLength"] = 1
-        elif branch.get("type") == "array":
-            branch.update(minItems=1, maxItems=1)
-            branch.setdefault("items", {})["minLength"] = 1
-
-
 class CompletionRequest(BaseModel):
     """``POST /v1/completions``: a raw prompt the model continues as it is (no chat template,
     no retrieval), as vLLM and llama.cpp serve it; what the ``local`` provider sends an
@@ -820,7 +829,7 @@ class CompletionRequest(BaseModel):
     model: Text | None = None
     prompt: Text | list[Text] = Field(
         description="The prompt: a string, or a list of exactly one string.",
-        json_schema_extra=_one_prompt_schema,
+        json_schema_extra=_texts_schema(exactly_one=True),
     )
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -851,13 +860,7 @@ class CompletionRequest(BaseModel):
             raise PydanticCustomError("too_short", "needs a prompt to continue, not an empty string")
         return value
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        valid_json(value)
-        return value
+    _stop = field_validator("stop")(_stop_sequences)
 
     @property
     def text(self) -> str:
@@ -865,9 +868,7 @@ class CompletionRequest(BaseModel):
 
     @property
     def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return _listed(self.stop)
 
 
 class CompletionChoice(BaseModel):
