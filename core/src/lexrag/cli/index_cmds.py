@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: ``--retriever NAME`` (the command receives it as ``retriever_name``).
+retriever_option = click.option(
+    "--retriever", "retriever_name", default=None, help="Retriever to use (default: [retrieval] retriever)."
+)
+
+
 def index_option(func: F) -> F:
     """``--index DIR``, applied to the config as ``index.dir`` before anything reads it."""
 
@@ -219,9 +225,7 @@ def _print_report(report: IngestReport, as_json: bool, index_dir: str) -> None:
 @click.argument("query")
 @index_option
 @click.option("-k", "--top-k", type=click.IntRange(1, 100), default=None, help="Passages to return.")
-@click.option(
-    "--retriever", "retriever_name", default=None, help="Retriever to use (default: [retrieval] retriever)."
-)
+@retriever_option
 @click.option(
     "--json",
     "as_json",
@@ -288,9 +292,7 @@ def search_command(
     show_default=True,
     help="Passages retrieved per question.",
 )
-@click.option(
-    "--retriever", "retriever_name", default=None, help="Retriever to use (default: [retrieval] retriever)."
-)
+@retriever_option
 @click.option(
     "--json",
     "as_json",
