@@ -253,19 +253,10 @@ def _scaled(ranking: ArticleRanking, how: str) -> dict[tuple[str, int | str], fl
 
 
 def fuse_articles(
-    rankings: Sequence[ArticleRanking],
-    weights: Sequence[float],
-    how: Literal["minmax", "z", "rrf"] = "minmax",
-    *,
-    n: int = 50,
-    rrf_k: float = 3.0,
-    second: float = 0.0,
+    rankings: Sequence[ArticleRanking], weights: Sequence[float], *args: Any, **options: Any
 ) -> list[tuple[str, int | str]]:
-    """The fused article order: each ranking's first ``n`` articles (among its first
-    ``max(CHUNKS_PER_ARTICLE × n, 50)`` chunks, as the shipped parts collapse), scaled (min–max,
-    z-score) or by rank (RRF), weighted and added; ``second`` adds that share of an article's
-    second-best chunk score to its best before fusing (chunk-score aggregation)."""
-    fused = fused_scores(rankings, weights, how, n=n, rrf_k=rrf_k, second=second)
+    """The fused article order of :func:`fused_scores` (same arguments), best first."""
+    fused = fused_scores(rankings, weights, *args, **options)
     return sorted(fused, key=lambda key: -fused[key])
 
 
@@ -278,7 +269,11 @@ def fused_scores(
     rrf_k: float = 3.0,
     second: float = 0.0,
 ) -> dict[tuple[str, int | str], float]:
-    """:func:`fuse_articles`' fused score of each article (in the order first seen)."""
+    """Each article's fused score (in the order first seen): each ranking's first ``n``
+    articles (among its first ``max(CHUNKS_PER_ARTICLE × n, 50)`` chunks, as the shipped parts
+    collapse), scaled (min–max, z-score) or by rank (RRF), weighted and added; ``second`` adds
+    that share of an article's second-best chunk score to its best before fusing (chunk-score
+    aggregation)."""
     fused: dict[tuple[str, int | str], float] = {}
     depth = max(CHUNKS_PER_ARTICLE * n, 50)
     for ranking, weight in zip(rankings, weights, strict=True):

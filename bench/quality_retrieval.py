@@ -452,6 +452,17 @@ def fusion_ideas(
             for w in W
         }
 
+    def third_adapted(d: str) -> dict[str, Any]:
+        """The shipped parts plus the adapted dense query as a third ranking (α 0.5 or 1)."""
+        return {
+            f"α {a}, w {w}, third {t}": (
+                lambda j, a=a, w=w, t=t: fuse_articles([R[D][j], R[B][j], R[f"{d} {a}"][j]], [w, 1.0, t])
+            )
+            for a in (0.5, 1.0)
+            for w in W
+            for t in (0.25, 0.5, 1.0)
+        }
+
     ideas: dict[str, dict[str, Any]] = {
         "shipped: min-max, dense weight 1.5 (fixed)": {
             "w 1.5": lambda j: fuse_articles([R[D][j], R[B][j]], [1.5, 1.0])
@@ -478,29 +489,13 @@ def fusion_ideas(
         "bm25 k1 1.6 b 0.9 (instead)": mm(b="bm25 k1 1.6 b 0.9"),
         "bm25 k1 0.8 b 0.5 (instead)": mm(b="bm25 k1 0.8 b 0.5"),
         "dense: query adapter from the corpus (instead)": grid("dense + adapter", ADAPTER_ALPHAS, "α"),
-        "+ adapted dense query (a third ranking)": {
-            f"α {a}, w {w}, third {t}": (
-                lambda j, a=a, w=w, t=t: fuse_articles(
-                    [R[D][j], R[B][j], R[f"dense + adapter {a}"][j]], [w, 1.0, t]
-                )
-            )
-            for a in (0.5, 1.0)
-            for w in W
-            for t in (0.25, 0.5, 1.0)
-        },
+        "+ adapted dense query (a third ranking)": third_adapted("dense + adapter"),
         "dense: query adapter, + question-framed headings (instead)": grid(
             "dense + framed adapter", ADAPTER_ALPHAS, "α"
         ),
-        "+ adapted dense query, + question-framed headings (a third ranking)": {
-            f"α {a}, w {w}, third {t}": (
-                lambda j, a=a, w=w, t=t: fuse_articles(
-                    [R[D][j], R[B][j], R[f"dense + framed adapter {a}"][j]], [w, 1.0, t]
-                )
-            )
-            for a in (0.5, 1.0)
-            for w in W
-            for t in (0.25, 0.5, 1.0)
-        },
+        "+ adapted dense query, + question-framed headings (a third ranking)": third_adapted(
+            "dense + framed adapter"
+        ),
         "dense: query adapter α 0.75, z-score (instead)": mm(d="dense + adapter 0.75", how="z"),
         "dense: Rocchio from its own top 3 (instead)": grid("dense rocchio", ROCCHIO_BETAS, "β"),
         "code prior from the fused top 20": {
