@@ -106,6 +106,21 @@ def wait_healthy(
     pytest.fail(f"lexrag serve did not become healthy within {timeout:g} s:\n{output()}")
 
 
+def serve_process(config: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``lexrag --config CONFIG serve --port PORT`` in a subprocess, without the caller's
+    OPENAI_*/LEXRAG_*/LLM_* variables (``env`` is added), stdin closed, stdout and stderr
+    together as text. Not waited for (:func:`wait_healthy` does)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
+        env={**clean, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def stop_processes(procs: Iterable[subprocess.Popen[Any]], *, timeout: float = 30) -> None:
     """Terminate every process of ``procs``, then wait for each; one still running after
     ``timeout`` seconds is killed."""

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from .conftest import CORPUS, free_port, stop_processes
+from .conftest import CORPUS, free_port, serve_process, stop_processes
 from .fixtures_postgres import hash_cli
 from .test_postgres import _consistent
 
@@ -34,16 +33,8 @@ QUESTION = "Nuôi ong mật trên sân thượng chung cư phải đặt tổ on
 
 
 def _serve(config: Path, port: int, url: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_"))}
-    env.update({"LEXRAG_DATABASE_URL": url, "LEXRAG_CACHE_DIR": os.environ.get("LEXRAG_CACHE_DIR", "")})
-    return subprocess.Popen(
-        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    cache = os.environ.get("LEXRAG_CACHE_DIR", "")
+    return serve_process(config, port, {"LEXRAG_DATABASE_URL": url, "LEXRAG_CACHE_DIR": cache})
 
 
 def _wait_ready(proc: subprocess.Popen[str], port: int) -> None:

@@ -3,30 +3,16 @@ port in use is one clear line and a non-zero exit."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import free_port
-
-
-def _serve(config: Path, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_"))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+from .conftest import free_port, serve_process
 
 
 @pytest.fixture
@@ -41,7 +27,7 @@ def test_port_in_use_is_one_line_and_a_non_zero_exit(config: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = _serve(config, port)
+        proc = serve_process(config, port)
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
     lines = out.strip().splitlines()
@@ -54,7 +40,7 @@ def test_port_in_use_is_one_line_and_a_non_zero_exit(config: Path) -> None:
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signals")
 def test_serving_on_is_printed_once_the_port_accepts_connections(config: Path) -> None:
     port = free_port()
-    proc = _serve(config, port)
+    proc = serve_process(config, port)
     try:
         assert proc.stdout is not None
         seen = []
