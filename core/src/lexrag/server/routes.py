@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from .. import calllog
 from ..errors import InvalidRequestError, LexragError, NotFoundError
@@ -63,6 +64,19 @@ _SSE_EVENT: dict[str, Any] = {
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def _json_or_events(model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """The responses of an endpoint that answers ``model`` as JSON, or with stream=true as
+    server-sent events, or an error."""
+    return {
+        200: {
+            "model": model,
+            "description": description,
+            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        },
+        **_ERRORS,
+    }
+
+
 def _json(model: Any, exclude_sources: bool = False) -> Response:
     body = model.model_dump_json(exclude={"sources"} if exclude_sources else None)
     return Response(body, media_type="application/json")
@@ -70,14 +84,9 @@ def _json(model: Any, exclude_sources: bool = False) -> Response:
 
 @router.post(
     "/v1/chat/completions",
-    responses={
-        200: {
-            "model": ChatCompletion,
-            "description": "A chat.completion, or with stream=true, chat.completion.chunk events (SSE)",
-            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
-        },
-        **_ERRORS,
-    },
+    responses=_json_or_events(
+        ChatCompletion, "A chat.completion, or with stream=true, chat.completion.chunk events (SSE)"
+    ),
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """OpenAI chat completions with retrieval; the cited passages come back as ``sources``.
@@ -238,14 +247,9 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 
 @router.post(
     "/v1/completions",
-    responses={
-        200: {
-            "model": Completion,
-            "description": "A text_completion, or with stream=true, text_completion events (SSE)",
-            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
-        },
-        **_ERRORS,
-    },
+    responses=_json_or_events(
+        Completion, "A text_completion, or with stream=true, text_completion events (SSE)"
+    ),
 )
 async def completions(body: CompletionRequest, request: Request) -> Response:
     """OpenAI's completions: the prompt is continued as it is (no chat template, no
