@@ -7,6 +7,12 @@ terms. :func:`sum_postings` adds the postings one term at a time into a float64 
 in the order the terms are given, so a sum is the same whichever backend computes it.
 :func:`top_positions` picks the best with a fixed tie rule (score descending, then position
 ascending), so two rankings of equal scores list equal chunks in the same order.
+
+Every posting of every query term is still read (about a million a query at 40 times the six
+codes). Exact pruning was measured in numpy on that corpus and left out: impact-ordered
+prefixes needed 4–16 k postings per term before the unseen bound fell under the 200th score,
+and MaxScore, term at a time over the surviving candidates, was exact but slower than reading
+everything, as a random look-up in numpy costs tens of times a streamed posting.
 """
 
 from __future__ import annotations

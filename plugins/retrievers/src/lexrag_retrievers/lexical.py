@@ -7,6 +7,7 @@ the query's words; queries are expanded with the lay-to-legal term map (:mod:`.l
 Compound words from a word segmenter (pyvi, underthesea: :mod:`.segment`) can be added
 (``segmenter``; off by default, measured no better than the bigrams). bm25s has no incremental update, so the matrices are rebuilt from SQLite when the store's
 generation moved on (about two seconds for the six codes) and published atomically beside it.
+A query's postings are summed and ranked by :mod:`lexrag.bm25_topk`, as lexrag-postgres does.
 
 Ideas measured and left out (question words dropped from queries, chapter and document titles
 as terms, RM3-style feedback, an article scored by the sum of its chunks) live in the benchmark,
