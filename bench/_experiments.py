@@ -528,10 +528,11 @@ def train_query_adapter(
 
 
 def query_adapter(
-    dense: Any, store: Store, cache: Path, *, questions: bool = False, **train: Any
+    dense: Any, store: Store, cache: Path, *, questions: bool = False, keep: bool = True, **train: Any
 ) -> np.ndarray:
     """The dense part's query adapter W for the index in ``store`` (pseudo-queries from its
-    chunks, embedded with ``dense``'s embedder), trained once and kept in ``cache``."""
+    chunks, embedded with ``dense``'s embedder), trained once and kept in ``cache`` (with
+    ``keep``; else trained every time)."""
     chunks = list(store.chunks())
     rowids = [rowid for rowid, _ in chunks]
     column = {rowid: i for i, rowid in enumerate(rowids)}
@@ -539,7 +540,7 @@ def query_adapter(
     vectors = embed_queries(dense.embedder, [text for text, _ in queries], cache)
     digest = hashlib.sha1(vectors.tobytes() + repr(sorted(train.items())).encode()).hexdigest()[:16]
     path = cache / f"query-adapter-{digest}.npy"
-    if path.exists():
+    if keep and path.exists():
         return np.load(path)
     passages = np.zeros((len(rowids), vectors.shape[1]), np.float32)
     for ids, batch in store.iter_vectors(rowids):
@@ -554,7 +555,8 @@ def query_adapter(
         f"{' → '.join(f'{h:.3f}' for h in history)} ({time.perf_counter() - started:.0f} s)",
         file=sys.stderr,
     )
-    np.save(path, w)
+    if keep:
+        np.save(path, w)
     return w
 
 

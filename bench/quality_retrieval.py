@@ -40,7 +40,10 @@ aggregation, a guard, article vectors, lay terms and BM25 feedback for the dense
 k1 and b, a learned combiner; from the third round: a query-side linear adapter for the dense
 part trained on pseudo-queries made from the corpus alone, dense Rocchio from its own top 3, a
 code prior from the fused top 20, an agreement boost, whole-article bm25s as a third ranking,
-e5's passage prefix on the query), chosen by cross-validation on the tuning questions; with
+e5's passage prefix on the query), chosen by cross-validation on the tuning questions (the
+adapter with question-framed headings replacing the dense query, α 0.75, dense weight 1.2 is
+now the default: ``[retrievers.dense] query_adapter``, trained by bench/train_query_adapter.py;
+the ideas move the raw dense query, and "before" rows show the defaults without it); with
 ``--heldout`` both are shown on the held-out sets too (which take no part in choosing). Each
 row of the main tables ends with the median time of one search (query embedding included).
 
@@ -89,7 +92,7 @@ from lexrag.evaluation import Question, load_questions, metrics, rank_of  # noqa
 from lexrag.plugins import make_plugin_manager  # noqa: E402
 from lexrag.registry import Registry, build_retriever, check_config  # noqa: E402
 from lexrag.vntext import combine_turns, normalize  # noqa: E402
-from lexrag_retrievers.dense import DenseRetriever  # noqa: E402
+from lexrag_retrievers.dense import DenseRetriever, builtin_adapter_path, load_adapter  # noqa: E402
 from lexrag_retrievers.lexical import BM25Retriever  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "vn-legal"
@@ -109,6 +112,10 @@ ROCCHIO_BETAS = (0.1, 0.2, 0.3, 0.5)
 """Dense Rocchio: q + β × the mean vector of the dense part's own first three chunks."""
 MINILM = {"retrieval.embedder": "minilm"}
 _B, _D, _H = "retrievers.bm25", "retrievers.dense", "retrievers.hybrid"
+RAW_DENSE = {f"{_D}.query_adapter": "none"}
+"""The dense part without its query adapter (the default before it)."""
+BEFORE_ADAPTER = {**RAW_DENSE, f"{_H}.dense_weight": 1.5}
+"""The default hybrid before the query adapter."""
 _X = "retrievers.bm25-experimental"
 
 # (label, retriever, config overrides, chunk size of the index): compared with the same
@@ -118,6 +125,8 @@ IDEAS: list[tuple[str, str, dict[str, Any], int]] = [
     ("dense: whole articles (windows of 512 tokens)", "dense", {}, 20000),
     ("dense: chunks of 800 characters (not 1500)", "dense", {}, 800),
     ("dense: no accent restoration", "dense", {f"{_D}.restore_accents": False}, 1500),
+    ("dense: no query adapter (the previous default)", "dense", RAW_DENSE, 1500),
+    ("dense: query adapter α 0.5", "dense", {f"{_D}.query_adapter_alpha": 0.5}, 1500),
     ("bm25: + pyvi compound words", "bm25", {f"{_B}.segmenter": "pyvi"}, 1500),
     (
         "bm25: pyvi compound words, no bigrams",
@@ -143,6 +152,13 @@ IDEAS: list[tuple[str, str, dict[str, Any], int]] = [
         {**MINILM, f"{_H}.dense_weight": 0.3},
         1500,
     ),
+    (
+        "hybrid: no query adapter, dense weight 1.5 (the previous default)",
+        "hybrid",
+        BEFORE_ADAPTER,
+        1500,
+    ),
+    ("hybrid: query adapter, dense weight 1.5", "hybrid", {f"{_H}.dense_weight": 1.5}, 1500),
     ("hybrid: dense weight 0.7", "hybrid", {f"{_H}.dense_weight": 0.7}, 1500),
     ("hybrid: dense weight 1.0", "hybrid", {f"{_H}.dense_weight": 1.0}, 1500),
     ("hybrid: dense weight 2.0", "hybrid", {f"{_H}.dense_weight": 2.0}, 1500),
@@ -278,13 +294,15 @@ def both(label: str, per_set: dict[str, dict[str, Any]], base: dict[str, dict[st
 MAIN_PARTS: list[tuple[str, str, dict[str, Any]]] = [
     ("bm25 (shipped lexical part)", "bm25", {}),
     ("dense e5-small (shipped dense part)", "dense", {}),
+    ("dense e5-small, no query adapter (before)", "dense", RAW_DENSE),
     ("dense MiniLM (the previous default)", "dense", MINILM),
     (
         "hybrid, MiniLM, dense weight 0.3 (the previous default)",
         "hybrid",
         {**MINILM, f"{_H}.dense_weight": 0.3},
     ),
-    ("hybrid (the default: e5-small + bm25, score fusion)", "hybrid", {}),
+    ("hybrid, no query adapter, dense weight 1.5 (before)", "hybrid", BEFORE_ADAPTER),
+    ("hybrid (the default: e5-small + adapter + bm25, score fusion)", "hybrid", {}),
 ]
 
 
@@ -329,9 +347,10 @@ def fusion_ideas(
     which = np.asarray([i for i, qs in enumerate((*sets.values(), *report.values())) for _ in qs])
     tuning = which < len(sets)
     index = bench.index({})
-    dense = bench.retriever(index, "dense", {})
+    # The ideas move the raw dense query (the shipped query adapter is one of them).
+    dense = bench.retriever(index, "dense", RAW_DENSE)
     bm25 = bench.retriever(index, "bm25", {})
-    whole = bench.retriever(bench.index({}, 20000), "dense", {})
+    whole = bench.retriever(bench.index({}, 20000), "dense", RAW_DENSE)
     assert isinstance(dense, DenseRetriever) and isinstance(bm25, BM25Retriever)
     dense.sync()
     store = Store.open(index)
@@ -344,7 +363,7 @@ def fusion_ideas(
         return vectors[query]
 
     adapter = query_adapter(dense, store, bench.cache)
-    framed = query_adapter(dense, store, bench.cache, questions=True)
+    framed = load_adapter(builtin_adapter_path())  # bench/train_query_adapter.py
 
     def adapted(alpha: float, w: np.ndarray = adapter) -> Any:
         def move(query: str) -> np.ndarray:
@@ -464,10 +483,15 @@ def fusion_ideas(
         }
 
     ideas: dict[str, dict[str, Any]] = {
-        "shipped: min-max, dense weight 1.5 (fixed)": {
+        "before the adapter: min-max, dense weight 1.5 (fixed)": {
             "w 1.5": lambda j: fuse_articles([R[D][j], R[B][j]], [1.5, 1.0])
         },
-        "min-max, dense weight (shipped: 1.5)": mm(),
+        "shipped: framed adapter α 0.75, dense weight 1.2 (fixed)": {
+            "α 0.75, w 1.2": lambda j: fuse_articles(
+                [R["dense + framed adapter 0.75"][j], R[B][j]], [1.2, 1.0]
+            )
+        },
+        "min-max, dense weight (before the adapter: 1.5)": mm(),
         "RRF, k": {
             f"k {k}": (lambda j, k=k: fuse_articles([R[D][j], R[B][j]], [1.0, 1.0], "rrf", rrf_k=k))
             for k in (1, 3, 10, 30, 60)
@@ -511,12 +535,21 @@ def fusion_ideas(
         "+ whole-article bm25s (a third ranking)": third("article bm25s"),
         "dense query with e5's passage prefix (instead)": mm(d="dense, passage prefix"),
     }
-    shipped = per_set(measures(lambda j: fuse_articles([R[D][j], R[B][j]], [1.5, 1.0])))
-    out["shipped (min-max, dense weight 1.5)"] = np.round(shipped, 4).tolist()
-    print(
-        "  the shipped fusion on all questions: "
-        + "  ".join(f"{s[:12]} {x[0]:.3f} {x[1]:.3f} {x[2]:.3f}" for s, x in zip(every, shipped, strict=True))
-    )
+    for label, how in (
+        ("the fusion before the adapter (dense weight 1.5)", (D, 1.5)),
+        (
+            "the shipped fusion (framed adapter α 0.75, dense weight 1.2)",
+            ("dense + framed adapter 0.75", 1.2),
+        ),
+    ):
+        fixed = per_set(measures(lambda j, d=how[0], w=how[1]: fuse_articles([R[d][j], R[B][j]], [w, 1.0])))
+        out[label] = np.round(fixed, 4).tolist()
+        print(
+            f"  {label}, all questions: "
+            + "  ".join(
+                f"{s[:12]} {x[0]:.3f} {x[1]:.3f} {x[2]:.3f}" for s, x in zip(every, fixed, strict=True)
+            )
+        )
     print("  cross-validated (R@1 R@5 MRR@10 per set; chosen settings):")
     baseline = None
     reported: list[tuple[str, str, list[np.ndarray]]] = []

@@ -3,18 +3,23 @@ engine), the accent restorer, word segmentation for BM25, and the hybrid's paral
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import shutil
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lexrag import AccentRestorer, Embedder, typed_without_accents
+from lexrag import AccentRestorer, ConfigError, Embedder, typed_without_accents
 from lexrag.registry import Registry, build_embedder, build_retriever
+from lexrag.vntext import normalize
+from lexrag_retrievers.dense import BUILTIN_ADAPTER_SHA256, DenseRetriever, builtin_adapter_path
 from lexrag_retrievers.e5_embedder import E5Embedder, E5Settings
 from lexrag_retrievers.e5_model import build_tokenizer, read_weights
 
-from .conftest import CORPUS
+from .conftest import CORPUS, ROOT
 from .fixtures_retrieval import index_config
 
 TEXTS = [
@@ -131,7 +136,7 @@ def test_hybrid_fuses_its_parts_searched_in_parallel(sample_index: Path, session
     bm25 = build_retriever(config, session_registry, "bm25")
     query = "Người lao động nghỉ phép năm được mấy ngày?"
     fused: dict[tuple[str, int | None], float] = {}
-    for part, weight in ((dense, 1.5), (bm25, 1.0)):
+    for part, weight in ((dense, hybrid.settings.dense_weight), (bm25, 1.0)):  # type: ignore[attr-defined]
         hits = part.search(query, 50)
         top, low = hits[0].score, hits[-1].score
         for h in hits:
@@ -157,3 +162,92 @@ def test_onnx_embedder_gives_e5_models_their_prefixes() -> None:
         "q: ",
         "passage: ",
     )
+
+
+# --- the e5-small query adapter ([retrievers.dense] query_adapter) ---------------------------
+
+_ADAPTER = "retrievers.dense.query_adapter"
+_SHOWN = "[retrievers.dense] query_adapter = "
+
+
+def _dense(index: Path, registry: Registry, **overrides: object) -> DenseRetriever:
+    config = index_config(index, registry, {f"retrievers.dense.{k}": v for k, v in overrides.items()})
+    dense = build_retriever(config, registry, "dense")
+    assert isinstance(dense, DenseRetriever)
+    return dense
+
+
+def _gold_rank(dense: DenseRetriever, query: str, doc: str, article: int) -> int:
+    found = [(h.chunk.citation.doc, h.chunk.citation.article) for h in dense.search(normalize(query), 10)]
+    return found.index((doc, article)) + 1 if (doc, article) in found else 99
+
+
+def test_builtin_query_adapter_is_package_data() -> None:
+    path = builtin_adapter_path()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == BUILTIN_ADAPTER_SHA256
+    w = np.load(path, allow_pickle=False)
+    assert w.shape == (384, 384) and w.dtype == np.float16
+    # Trained from the identity with a pull towards it: near it, not it.
+    assert 1.0 < float(np.linalg.norm(w.astype(np.float32) - np.eye(384))) < 20.0
+    pyproject = tomllib.loads((ROOT / "plugins" / "retrievers" / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["lexrag_retrievers"]
+    assert any(fnmatch.fnmatch(f"data/{path.name}", g) for g in globs)  # in the wheel
+
+
+def test_query_adapter_setting_validates(
+    sample_index: Path, session_registry: Registry, tmp_path: Path
+) -> None:
+    for value in ("none", "builtin"):
+        index_config(sample_index, session_registry, {_ADAPTER: value})
+    eye = tmp_path / "eye.npy"
+    np.save(eye, np.eye(384, dtype=np.float32))
+    index_config(sample_index, session_registry, {_ADAPTER: str(eye)})
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((3, 4)))
+    for bad, says in ((tmp_path / "missing.npy", "no such file"), (flat, "not a square float matrix")):
+        with pytest.raises(ConfigError) as caught:
+            index_config(sample_index, session_registry, {_ADAPTER: str(bad)})
+        message = str(caught.value)
+        assert "\n" not in message and _SHOWN in message and bad.name in message and says in message
+    with pytest.raises(ConfigError, match="query_adapter_alpha"):
+        index_config(sample_index, session_registry, {f"{_ADAPTER}_alpha": 1.5})
+    # A square matrix of another size than the embedder's vectors: one line at the first search.
+    small = tmp_path / "small.npy"
+    np.save(small, np.eye(8))
+    dense = _dense(sample_index, session_registry, query_adapter=str(small))
+    with pytest.raises(
+        ConfigError,
+        match=r"^\[retrievers\.dense\] query_adapter = '.*small\.npy': a 8 × 8 matrix.* 384 dimensions$",
+    ):
+        dense.search("thời giờ làm việc", 3)
+    dense.close()
+
+
+def test_builtin_query_adapter_moves_the_query(
+    sample_index: Path, session_registry: Registry, default_embedder: Embedder, tmp_path: Path
+) -> None:
+    """ "none" searches e5's own query vector (the results before the adapter); "builtin" moves
+    it, and lay questions whose gold article the raw vector ranks below another rank it first
+    (as the cross-validation on the six codes found for lay questions; wiring, not a measure)."""
+    raw, adapted = (
+        _dense(sample_index, session_registry, query_adapter="none"),
+        _dense(sample_index, session_registry),
+    )
+    eye = tmp_path / "eye.npy"
+    np.save(eye, np.eye(384, dtype=np.float16))
+    identity = _dense(sample_index, session_registry, query_adapter=str(eye))
+    query = "Bỏ nhau thì chia nhà cửa thế nào?"
+    q0, q1 = raw.query_vector(query), adapted.query_vector(query)
+    np.testing.assert_array_equal(q0, default_embedder.embed_query(query))
+    assert raw.adapter is None and adapted.adapter is not None
+    assert abs(float(np.linalg.norm(q1)) - 1.0) < 1e-5 and 0.5 < float(q0 @ q1) < 0.99
+    np.testing.assert_allclose(identity.query_vector(query), q0, atol=1e-6)
+    assert raw.scored(query, 20) == raw.vector_search(default_embedder.embed_query(query), 20)
+    for question, doc, article in (
+        ("Bỏ nhau thì chia nhà cửa thế nào?", "luat-hon-nhan-gia-dinh", 59),
+        ("Con gái bao nhiêu tuổi thì được lấy chồng?", "luat-hon-nhan-gia-dinh", 8),
+    ):
+        assert _gold_rank(raw, question, doc, article) > 1
+        assert _gold_rank(adapted, question, doc, article) == 1, question
+    for r in (raw, adapted, identity):
+        r.close()

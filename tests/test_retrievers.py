@@ -386,7 +386,8 @@ def test_the_benchs_offline_fusion_ranks_as_the_hybrid(
         query = normalize(q.query)
         rankings = [article_ranking(part, query, depth=200, k=50) for part in (dense, bm25)]
         shipped = [(h.chunk.citation.doc, h.chunk.citation.article) for h in hybrid.search(query, 10)]
-        assert fuse_articles(rankings, [1.5, 1.0])[:10] == shipped, q.query
+        weight = hybrid.settings.dense_weight  # type: ignore[attr-defined]
+        assert fuse_articles(rankings, [weight, 1.0])[:10] == shipped, q.query
     for r in (dense, bm25, hybrid):
         r.close()
 
