@@ -199,15 +199,24 @@ def widened(model_dir: Path, out: Path, vocab: int) -> Path:
     return out
 
 
-def genai_dir(model_dir: Path, out: Path, threads: int) -> Path:
-    """The genai runtime's view of the int8 weights: ``int8-full.onnx`` and every core."""
+def genai_dir(model_dir: Path, out: Path, threads: int, *, spin: bool = True) -> Path:
+    """The genai runtime's view of the int8 weights: ``int8-full.onnx`` and every core
+    (unset, genai takes half of ``hardware_concurrency``: one thread on 2 cores). ``spin``
+    False turns its intra-op spinning off; True leaves genai's default, which is
+    onnxruntime's (spinning: genai 0.12.2 sets no ``allow_spinning`` entry on CPU)."""
+    from lexrag_local.session import SPINNING
+
     out.mkdir(parents=True, exist_ok=True)
     for file in model_dir.iterdir():
         if file.name != "genai_config.json" and not (out / file.name).exists():
             (out / file.name).symlink_to(file.resolve())
     config = json.loads((model_dir / "genai_config.json").read_text())
     config["model"]["decoder"]["filename"] = "int8-full.onnx"
-    config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = threads
+    options = config["model"]["decoder"]["session_options"]
+    options["intra_op_num_threads"] = threads
+    if not spin:
+        # genai hands every session_options key it does not know to AddConfigEntry.
+        options[SPINNING] = "0"
     (out / "genai_config.json").write_text(json.dumps(config, indent=2))
     return out
 
@@ -397,6 +406,32 @@ class GenaiBatch:
         self.proc.wait(timeout=60)
 
 
+#: ``--genai-spin``: onnxruntime-genai's intra-op spinning in the batch-8 comparison.
+GENAI_SPIN = {"on": (True,), "off": (False,), "both": (True, False)}
+
+
+def genai_comparisons(genai_spin: str, lexrag_spin: bool) -> list[tuple[bool, bool]]:
+    """The (lexrag spin, genai spin) pairs compared at batch 8: lexrag's engine as set
+    (``--spin``) against genai as ``--genai-spin`` says; with "both", each side's default
+    (lexrag's spin off, genai's on), then both off and both on (equal settings)."""
+    if genai_spin == "both":
+        return [(False, True), (False, False), (True, True)]
+    return [(lexrag_spin, spin) for spin in GENAI_SPIN[genai_spin]]
+
+
+def side_name(engine: str, spin: bool) -> str:
+    return f"{engine} spin {'on' if spin else 'off'}"
+
+
+def comparison_name(lexrag_spin: bool, genai_spin: bool) -> str:
+    if lexrag_spin == genai_spin:
+        return f"equal settings: both with spinning {'on' if genai_spin else 'off'}"
+    defaults = " (the defaults)" if (lexrag_spin, genai_spin) == (False, True) else ""
+    return (
+        f"lexrag spinning {'on' if lexrag_spin else 'off'} vs genai {'on' if genai_spin else 'off'}{defaults}"
+    )
+
+
 # ---- the server -----------------------------------------------------------------------------
 
 
@@ -576,6 +611,13 @@ def main() -> None:
         help="lexrag's engine with [providers.local] spin = true (today's stays off)",
     )
     parser.add_argument(
+        "--genai-spin",
+        choices=tuple(GENAI_SPIN),
+        default="both",
+        help="onnxruntime-genai's intra-op spinning: on (its default), off, or both: then lexrag runs "
+        "with spin off and on too, and batch 8 vs genai prints for the two defaults and at equal settings",
+    )
+    parser.add_argument(
         "--figures",
         default=",".join(FIGURES),
         help=f"comma-separated subset of {','.join(FIGURES)} (default: all)",
@@ -609,7 +651,11 @@ def main() -> None:
     model = prepare(shape, work, args.genai_python, int8_block="int8-block" in figures)
     wide = widened(model, work / "genai-int8-wide-tokenizer", shape.vocab)
     cores = len(os.sched_getaffinity(0))
-    genai_models = {"genai 8": genai_dir(model, work / "genai-int8-runtime", cores)}
+    comparisons = genai_comparisons(args.genai_spin, args.spin)
+    genai_models = {
+        spin: genai_dir(model, work / f"genai-int8-runtime{'' if spin else '-nospin'}", cores, spin=spin)
+        for spin in {g for _, g in comparisons}
+    }
 
     from lexrag_local.engine import Engine
     from lexrag_local.model_files import load_tokenizer
@@ -678,10 +724,10 @@ def main() -> None:
     scheduler = Scheduler(engine, backend, queue_size=64)
     engine_times(engine)  # warm-up
 
-    def batch_rate(c: int) -> float:
+    def batch_rate(c: int, on: Any = None) -> float:
         streams = [Stream(ids(plan.prompt), plan.new) for _ in range(c)]
         for s in streams:
-            s.start(scheduler)
+            s.start(on or scheduler)
         return aggregate([s.wait() for s in streams])
 
     agg: dict[str, list[float]] = {"1": [], "4": [], "8": []}
@@ -694,26 +740,48 @@ def main() -> None:
                 flush=True,
             )
 
-    # Batch 8 against onnxruntime-genai's batch 8: pairs run back to back, in alternating
-    # order (AB BA ...), each pair's ratio taken; the median of the ratios is the figure.
-    genai_runs: dict[str, list[float]] = {"lexrag": [], "genai": [], "ratio": []}
+    # Batch 8 against onnxruntime-genai's batch 8: every side once per round, back to back,
+    # in an order that rotates and reverses by turns (AB BA ..., ABCD DCBA BCDA ...); each
+    # comparison's ratio is taken within a round, and the median of the rounds' ratios is
+    # the figure.
+    genai_runs: dict[str, list[float]] = {}
     if "genai" in figures:
-        genai = GenaiBatch(args.genai_python, genai_models["genai 8"])
-        genai([ids(plan.prompt)], 4)  # warm-up
-        batch_rate(8)
-        for pair in range(plan.genai_pairs):
-            got: dict[str, float] = {}
-            for name in ("lexrag", "genai")[:: 1 if pair % 2 == 0 else -1]:
-                got[name] = (
-                    batch_rate(8)
-                    if name == "lexrag"
-                    else genai([ids(plan.prompt) for _ in range(8)], plan.new)["tok_s"]
-                )
-            genai_runs["lexrag"].append(got["lexrag"])
-            genai_runs["genai"].append(got["genai"])
-            genai_runs["ratio"].append(got["lexrag"] / got["genai"])
-            print(f"  batch 8 vs genai, pair {pair + 1}: {got} → {genai_runs['ratio'][-1]:.2f}×", flush=True)
-        genai.close()
+        lexrag_sides = {args.spin: scheduler}
+        for spin in sorted({s for s, _ in comparisons} - {args.spin}):
+            lexrag_sides[spin] = Scheduler(
+                Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context, spin=spin),
+                backend,
+                queue_size=64,
+            )
+        genai_sides = {spin: GenaiBatch(args.genai_python, path) for spin, path in genai_models.items()}
+        sides: dict[str, Callable[[], float]] = {}
+        for spin, sched in sorted(lexrag_sides.items()):
+            sides[side_name("lexrag", spin)] = lambda on=sched: batch_rate(8, on)
+        for spin, genai in sorted(genai_sides.items()):
+            sides[side_name("genai", spin)] = lambda g=genai: g(
+                [ids(plan.prompt) for _ in range(8)], plan.new
+            )["tok_s"]
+        for run in sides.values():
+            run()  # warm-up
+        names = list(sides)
+        genai_runs = {name: [] for name in names}
+        for round_ in range(plan.genai_pairs):
+            turn = round_ // 2 % len(names)
+            for name in (names[turn:] + names[:turn])[:: 1 if round_ % 2 == 0 else -1]:
+                genai_runs[name].append(sides[name]())
+            print(
+                f"  batch 8 vs genai, round {round_ + 1}: "
+                + ", ".join(f"{name} {runs[-1]:.1f}" for name, runs in genai_runs.items())
+                + " tok/s",
+                flush=True,
+            )
+        for sched in lexrag_sides.values():
+            if sched is not scheduler:
+                sched.close()
+        for genai in genai_sides.values():
+            genai.close()
+        lexrag_sides.clear()
+        gc.collect()
 
     # Admission policies, in rounds (every policy once per round): time to first token of
     # a request arriving while 7 decode, and the 7's inter-token latency while a long
@@ -771,7 +839,7 @@ def main() -> None:
     print(
         f"\n## continuous batching, {shape.name} int8 (genai builder graph + lexrag int8), CPU {cores} cores; "
         f"medians of {plan.rounds} rounds (aggregate), {plan.latency_rounds} (admission), "
-        f"{plan.genai_pairs} pairs (genai); {time.perf_counter() - began:.0f} s\n"
+        f"{plan.genai_pairs} rounds (genai); {time.perf_counter() - began:.0f} s\n"
     )
     print("| figure | measured | ratio | goal |")
     print("|---|---|---|---|")
@@ -815,12 +883,17 @@ def main() -> None:
                 f"| TTFT of that {plan.long_prompt}-token prompt, {name} | {med_of(runs, 'long_ttft'):.2f} s vs "
                 f"{med_of(runs, 'idle_long'):.2f} s idle | {med_of(runs, 'long_ratio'):.2f}× | |"
             )
-    if genai_runs["ratio"]:
+    for lexrag_spin, genai_spin in comparisons if genai_runs else []:
+        ours, theirs = (
+            genai_runs[side_name("lexrag", lexrag_spin)],
+            genai_runs[side_name("genai", genai_spin)],
+        )
+        ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
         print(
-            f"| aggregate at 8 vs onnxruntime-genai 0.12.2 batch 8 (same int8 weights), median of "
-            f"{plan.genai_pairs} back-to-back pairs | {statistics.median(genai_runs['lexrag']):.1f} vs "
-            f"{statistics.median(genai_runs['genai']):.1f} tok/s | {statistics.median(genai_runs['ratio']):.2f}× "
-            f"({', '.join(f'{r:.2f}' for r in genai_runs['ratio'])}) | ≥ 1.0× |"
+            f"| aggregate at 8 vs onnxruntime-genai 0.12.2 batch 8 (same int8 weights), "
+            f"{comparison_name(lexrag_spin, genai_spin)}, median of {plan.genai_pairs} rounds | "
+            f"{statistics.median(ours):.1f} vs {statistics.median(theirs):.1f} tok/s | "
+            f"{statistics.median(ratios):.2f}× ({', '.join(f'{r:.2f}' for r in ratios)}) | ≥ 1.0× |"
         )
     if block:
         b = {name: {k: statistics.median(v) for k, v in runs.items()} for name, runs in block.items()}
