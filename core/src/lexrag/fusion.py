@@ -92,7 +92,8 @@ class FusionSettings(BaseModel):
     lexical: str
     fusion: Literal["rrf", "score"] = "score"
     rrf_k: float = Field(default=3.0, gt=0)
-    dense_weight: float = Field(default=1.5, ge=0)
+    dense_weight: float = Field(default=1.2, ge=0)
+    """One default for every backend's hybrid (1.2: chosen with e5-small's query adapter)."""
     lexical_weight: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=50, ge=1)
     collapse_articles: bool = True

@@ -379,9 +379,12 @@ class PgHybridSettings(FusionSettings):
     """"score": Σ weight × score scaled to [0, 1] within each ranking's candidates (min–max);
     "rrf": reciprocal rank fusion, Σ weight / (k + rank). As lexrag-retrievers' hybrid."""
     rrf_k: float = Field(default=3.0, gt=0)
-    dense_weight: float = Field(default=1.5, ge=0)
-    """Weight of the dense ranking's scaled scores; 1.5 suits the default multilingual
-    e5-small, an English-only embedder (MiniLM) wants about 0.3."""
+    dense_weight: float = Field(default=FusionSettings.model_fields["dense_weight"].default, ge=0)
+    """Weight of the dense ranking's scaled scores: the core's one default (1.2), as
+    lexrag-retrievers' hybrid. It was chosen with e5-small's query adapter (``[embedders.e5-small]
+    query_adapter``), which pg-dense gets too since the adapter belongs to the embedder, so both
+    backends rank alike; without the adapter 1.5 was best, and an English-only embedder (MiniLM)
+    wants about 0.3."""
     lexical_weight: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=50, ge=1)
     """Hits taken from each ranking (after collapsing to one per article) before fusing."""

