@@ -64,6 +64,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import bench_local  # noqa: E402
+import bench_server  # noqa: E402
 
 #: What a run measures (``--figures``).
 FIGURES = ("single", "aggregate", "genai", "latency", "server", "int8-block")
@@ -354,56 +355,11 @@ def admission(scheduler: Any, plan: Plan, ids: Callable[[int], list[int]], polic
     return r
 
 
-_GENAI_BATCH = r"""
-import json, sys, time
-import numpy as np
-import onnxruntime_genai as og
-model = og.Model(sys.argv[1])
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    ids = np.asarray(req["ids"], dtype=np.int32)
-    batch, prompt = ids.shape
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=prompt + req["new"], min_length=prompt + req["new"], do_sample=False,
-                              batch_size=batch)
-    gen = og.Generator(model, params)
-    gen.append_tokens(ids)
-    gen.generate_next_token()
-    start = time.perf_counter()
-    for _ in range(req["new"] - 1):
-        gen.generate_next_token()
-    took = time.perf_counter() - start
-    print(json.dumps({"tok_s": batch * (req["new"] - 1) / took,
-                      "first": [gen.get_sequence(i)[prompt:prompt + 8].tolist() for i in range(batch)]}), flush=True)
-    del gen
-"""
-
-
-class GenaiBatch:
+class GenaiBatch(bench_local.GenaiWorker):
     """onnxruntime-genai's own batched greedy generation, in its interpreter."""
 
-    def __init__(self, python: str, model_dir: Path) -> None:
-        self.proc = subprocess.Popen(
-            [python, "-c", _GENAI_BATCH, str(model_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        json.loads(self.proc.stdout.readline())
-
     def __call__(self, prompts: list[list[int]], new: int) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"ids": prompts, "new": new}) + "\n")
-        self.proc.stdin.flush()
-        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        return answer
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        return self.ask({"ids": prompts, "new": new})
 
 
 #: ``--genai-spin``: onnxruntime-genai's intra-op spinning in the batch-8 comparison.
@@ -482,30 +438,13 @@ def serve_figures(
         f"max_context = {plan.context}\n",
         encoding="utf-8",
     )
-    port = bench_local_free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LEXRAG_", "LLM_", "LOCAL_LLM"))
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lexrag", "--config", str(config), "serve", "--port", str(port)],
-        env=env,
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    # In-process generation: an llm-service URL in the environment would replace it.
+    for name in [k for k in os.environ if k.startswith("LOCAL_LLM")]:
+        del os.environ[name]
+    server, v1 = bench_server.serve(config, work, timeout=300)
+    base = v1.removesuffix("/v1")
     results = []
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=120).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("lexrag serve did not start")
-            time.sleep(0.5)
         content = "Người lao động có quyền nghỉ hằng năm bao nhiêu ngày? " * 4
 
         async def run(c: int) -> dict[str, Any]:
@@ -532,14 +471,6 @@ def serve_figures(
         server.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     return results
-
-
-def bench_local_free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---- the run --------------------------------------------------------------------------------

@@ -244,16 +244,20 @@ def engine_runner(engine: Any) -> Runner:
     return run
 
 
+#: Greedy generation by onnxruntime-genai for a batch of prompts of one length ("ids": one list
+#: per row): the time to the first token, the total, and the decode tokens/s after the first.
 _GENAI_WORKER = r"""
 import json, sys, time
+import numpy as np
 import onnxruntime_genai as og
 model = og.Model(sys.argv[1])
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
-    ids, new = req["ids"], req["new"]
+    ids, new = np.asarray(req["ids"], dtype=np.int32), req["new"]
+    batch, prompt = ids.shape
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + new, min_length=len(ids) + new, do_sample=False)
+    params.set_search_options(max_length=prompt + new, min_length=prompt + new, do_sample=False, batch_size=batch)
     gen = og.Generator(model, params)
     start = time.perf_counter()
     gen.append_tokens(ids)
@@ -262,13 +266,14 @@ for line in sys.stdin:
     for _ in range(new - 1):
         gen.generate_next_token()
     total = time.perf_counter() - start
-    print(json.dumps({"first": first, "total": total, "tokens": gen.get_sequence(0)[len(ids):].tolist()}), flush=True)
+    print(json.dumps({"first": first, "total": total, "tok_s": batch * (new - 1) / (total - first)}), flush=True)
     del gen
 """
 
 
-class GenaiRuntime:
-    """The onnxruntime-genai runtime in its own interpreter, answering measurements over a pipe."""
+class GenaiWorker:
+    """onnxruntime-genai's interpreter running ``_GENAI_WORKER`` on ``model_dir``: one JSON
+    request per line in, one JSON answer per line out (after its ``{"ready": true}``)."""
 
     def __init__(self, python: str, model_dir: Path) -> None:
         self.proc = subprocess.Popen(
@@ -279,19 +284,30 @@ class GenaiRuntime:
         )
         assert self.proc.stdout is not None
         json.loads(self.proc.stdout.readline())
-        self(list(range(16, 24)), 2)
 
-    def __call__(self, ids: list[int], new: int) -> tuple[float, float]:
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"ids": ids, "new": new}) + "\n")
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
-        answer = json.loads(self.proc.stdout.readline())
-        return answer["first"], answer["total"]
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return answer
 
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
+
+
+class GenaiRuntime(GenaiWorker):
+    """The onnxruntime-genai runtime in its own interpreter, answering measurements over a pipe."""
+
+    def __init__(self, python: str, model_dir: Path) -> None:
+        super().__init__(python, model_dir)
+        self(list(range(16, 24)), 2)
+
+    def __call__(self, ids: list[int], new: int) -> tuple[float, float]:
+        answer = self.ask({"ids": [ids], "new": new})
+        return answer["first"], answer["total"]
 
 
 def genai_python_usable(python: str) -> str | None:
