@@ -13,8 +13,9 @@ to a baseline measured in the same run:
   measured just before it; medians of the rounds' ratios;
 - aggregate tokens/s at 8 vs onnxruntime-genai's own batched generation (batch 8) of the
   same int8 weights (goal ≥ 1.0×; its graph keeps the logits of every position, which
-  the genai runtime needs), in back-to-back pairs of alternating order: the median of
-  the pairs' ratios;
+  the genai runtime needs), for the two defaults (lexrag without intra-op spinning, genai
+  with onnxruntime's spinning) and at equal settings (both off, both on; ``--genai-spin``),
+  every side once per round in rotating order: the median of the rounds' ratios;
 - ``--quantize int8-block`` (batch-invariant) vs dynamic int8: decode at 1 and 8 streams,
   prefill of the long prompt;
 - through ``lexrag serve``: 8 and 16 concurrent streamed chats, total tokens/s, time to first
