@@ -447,31 +447,20 @@ def embed_queries(embedder: Embedder, texts: Sequence[str], cache: Path) -> np.n
     model id with e5-small's query adapter, if any (``[embedders.e5-small] query_adapter``: it
     moves the queries, not the passages, so the model id, which the index records, omits it)."""
     model = f"{getattr(embedder, 'query_id', embedder.model_id)} (query)"
-    db = sqlite3.connect(cache / "vectors.sqlite")
-    db.execute("CREATE TABLE IF NOT EXISTS v (model TEXT, sha TEXT, vec BLOB, PRIMARY KEY (model, sha))")
-    keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-    found: dict[str, bytes] = {}
-    for start in range(0, len(keys), 500):
-        part = keys[start : start + 500]
-        rows = db.execute(
-            f"SELECT sha, vec FROM v WHERE model = ? AND sha IN ({','.join('?' * len(part))})", [model, *part]
+    db = open_vector_cache(cache / "vectors.sqlite")
+    started = time.perf_counter()
+    try:
+        vectors, missing = cached_vectors(
+            db, model, texts, lambda new: [embedder.embed_query(t) for t in new], dim=embedder.dim
         )
-        found.update(rows)
-    missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+    finally:
+        db.close()
     if missing:
-        started = time.perf_counter()
-        new = {k: np.asarray(embedder.embed_query(t), dtype=np.float32).tobytes() for k, t in missing.items()}
-        with db:
-            db.executemany(
-                "INSERT OR REPLACE INTO v VALUES (?, ?, ?)", [(model, k, v) for k, v in new.items()]
-            )
-        found.update(new)
         print(
-            f"  embedded {len(missing)} pseudo-queries in {time.perf_counter() - started:.0f} s",
+            f"  embedded {missing} pseudo-queries in {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
         )
-    db.close()
-    return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
+    return vectors
 
 
 def train_query_adapter(
@@ -640,6 +629,48 @@ def bench_cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "lexrag") / "bench"
 
 
+def open_vector_cache(path: Path) -> sqlite3.Connection:
+    """The benchmarks' vector cache: one SQLite table of float32 vectors by (model, SHA-1 of
+    the text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("CREATE TABLE IF NOT EXISTS v (model TEXT, sha TEXT, vec BLOB, PRIMARY KEY (model, sha))")
+    return db
+
+
+def cached_vectors(
+    db: sqlite3.Connection,
+    model: str,
+    texts: Sequence[str],
+    compute: Callable[[list[str]], Sequence[np.ndarray] | np.ndarray],
+    *,
+    dim: int,
+) -> tuple[np.ndarray, int]:
+    """The vectors of ``texts`` under ``model`` in the cache ``db``; those missing are computed
+    by ``compute`` (in one call, texts in key order) and stored. Returns them and how many were
+    computed."""
+    keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+    found: dict[str, bytes] = {}
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        rows = db.execute(
+            f"SELECT sha, vec FROM v WHERE model = ? AND sha IN ({','.join('?' * len(part))})", [model, *part]
+        )
+        found.update(rows)
+    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in found}.items())
+    if missing:
+        new = [
+            (k, np.asarray(v, dtype=np.float32).tobytes())
+            for (k, _), v in zip(missing, compute([t for _, t in missing]), strict=True)
+        ]
+        with db:
+            db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?, ?)", [(model, k, v) for k, v in new])
+        found.update(new)
+    if not keys:
+        return np.zeros((0, dim), np.float32), 0
+    return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys]), len(missing)
+
+
 class CachingEmbedder(Embedder):
     """An embedder whose passage vectors are kept in SQLite by (model id, text): building an
     index of the same texts again (another chunk size, another BM25) costs no embedding."""
@@ -647,11 +678,7 @@ class CachingEmbedder(Embedder):
     def __init__(self, inner: Embedder, path: Path) -> None:
         super().__init__(inner.name, inner.settings)
         self.inner = inner
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS v (model TEXT, sha TEXT, vec BLOB, PRIMARY KEY (model, sha))"
-        )
+        self._db = open_vector_cache(path)
         self.embedded = 0
         self.seconds = 0.0
 
@@ -663,38 +690,16 @@ class CachingEmbedder(Embedder):
     def dim(self) -> int:
         return self.inner.dim
 
+    def _timed_embed(self, texts: list[str]) -> FloatArray:
+        started = time.perf_counter()
+        vectors = self.inner.embed(texts)
+        self.seconds += time.perf_counter() - started
+        return vectors
+
     def embed(self, texts: Sequence[str]) -> FloatArray:
-        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-        found: dict[str, bytes] = {}
-        for start in range(0, len(keys), 500):
-            part = keys[start : start + 500]
-            rows = self._db.execute(
-                f"SELECT sha, vec FROM v WHERE model = ? AND sha IN ({','.join('?' * len(part))})",
-                [self.model_id, *part],
-            )
-            found.update(rows)
-        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in found}.items())
-        if missing:
-            started = time.perf_counter()
-            vectors = self.inner.embed([t for _, t in missing])
-            self.seconds += time.perf_counter() - started
-            self.embedded += len(missing)
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO v VALUES (?, ?, ?)",
-                    [
-                        (self.model_id, k, v.astype(np.float32).tobytes())
-                        for (k, _), v in zip(missing, vectors, strict=True)
-                    ],
-                )
-            found.update(
-                (k, v.astype(np.float32).tobytes()) for (k, _), v in zip(missing, vectors, strict=True)
-            )
-        return (
-            np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
-            if keys
-            else np.zeros((0, self.dim), np.float32)
-        )
+        vectors, embedded = cached_vectors(self._db, self.model_id, texts, self._timed_embed, dim=self.dim)
+        self.embedded += embedded
+        return vectors
 
     def embed_query(self, text: str) -> FloatArray:
         return self.inner.embed_query(text)
@@ -757,6 +762,7 @@ __all__ = [
     "article_ranking",
     "bench_cache_dir",
     "cached_index",
+    "cached_vectors",
     "choose_by_cv",
     "code_prior",
     "comb_mnz",
@@ -766,6 +772,7 @@ __all__ = [
     "fuse_articles",
     "fused_scores",
     "gold_rank",
+    "open_vector_cache",
     "pseudo_queries",
     "query_adapter",
     "rank_measures",
