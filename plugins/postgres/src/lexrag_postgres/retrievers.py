@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cachetools import LRUCache
 from pydantic import BaseModel, ConfigDict, Field
 
 from lexrag import (
@@ -93,7 +93,7 @@ class PgRetriever(Retriever):
         super().__init__(name, settings, context)
         self._store: PostgresStore | None = None
         self._lock = threading.Lock()
-        self._chunks: OrderedDict[int, Chunk] = OrderedDict()
+        self._chunks: LRUCache[int, Chunk] = LRUCache(maxsize=CHUNKS_HELD)
         self._chunks_lock = threading.Lock()
 
     @property
@@ -146,18 +146,14 @@ class PgRetriever(Retriever):
 
     def fetch(self, rowids: list[int]) -> dict[int, Chunk]:
         """The chunks of these ids (those still in the index, or kept: :data:`CHUNKS_HELD`)."""
-        with self._chunks_lock:
+        with self._chunks_lock:  # a lookup marks the chunk recently used
             found = {r: self._chunks[r] for r in rowids if r in self._chunks}
-            for rowid in found:
-                self._chunks.move_to_end(rowid)
         missing = [r for r in rowids if r not in found]
         if missing:
             read = dict(self.store.chunks(missing))
             found.update(read)
             with self._chunks_lock:
                 self._chunks.update(read)
-                while len(self._chunks) > CHUNKS_HELD:
-                    self._chunks.popitem(last=False)
         return found
 
     def search(self, query: str, k: int) -> list[Hit]:
