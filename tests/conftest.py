@@ -16,6 +16,7 @@ from typing import Any
 
 import pluggy
 import pytest
+from hypothesis import settings
 
 from lexrag.config import ENV_OVERRIDES
 from lexrag.plugins import make_plugin_manager
@@ -27,6 +28,13 @@ CORPUS = SHARED / "data" / "vn-legal" / "docs"
 DEV_QUESTIONS = SHARED / "data" / "vn-legal" / "dev.jsonl"
 
 _ENV_VARS = [*ENV_OVERRIDES, "LEXRAG_CONFIG"]
+
+# Property tests and schemathesis draw the same examples on every run ("repeatable"), so a
+# CI result can be reproduced; HYPOTHESIS_PROFILE=explore draws fresh ones to look for new
+# failures (run it before a release and turn what it finds into a named test).
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 # Each area keeps its fixtures in its own module, so parallel work does not collide here.
 pytest_plugins = [

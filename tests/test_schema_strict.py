@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -15,6 +16,8 @@ import schemathesis.specs.openapi.checks  # registers the OpenAPI checks
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS
+
+from lexrag.types import TEXT_CHAR
 
 from .conftest import run_cli
 from .fakes import FakeUpstream, Reply
@@ -232,11 +235,41 @@ def test_a_request_without_a_question_is_a_400_whatever_the_rag_setting(server, 
     assert upstream_posts(fake_upstream) == 0
 
 
+#: ECMAScript's ``\\s`` (WhiteSpace and LineTerminator, ECMA-262 §12.2-12.3): what a JSON
+#: Schema ``pattern`` of ``\\S`` treats as white space.
+ECMA_SPACE = set("\t\n\v\f\r \xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
+
+
+def test_a_text_character_is_one_neither_python_nor_json_schema_counts_as_white_space():
+    for code in range(0x10000):
+        char = chr(code)
+        space = char.isspace() or char in ECMA_SPACE
+        assert (re.fullmatch(TEXT_CHAR, char) is None) == space, hex(code)
+
+
+@pytest.mark.parametrize("space", ["\x85", "\x1c", "\ufeff", "\u3000", "\xa0", "\u2028"])
+def test_schema_and_server_agree_on_white_space_either_side_counts(server, fake_upstream, space):
+    """Found by schemathesis: "\\x85\\x85" matched the schema's ``\\S`` (not white space to
+    ECMAScript) and was refused by the server (white space to Python's ``str.strip``)."""
+    for content in (space * 2, [{"type": "text", "text": space}]):
+        assert_400(
+            post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]}),
+            "messages",
+        )
+    assert upstream_posts(fake_upstream) == 0
+    asked = post(
+        server, "/v1/chat/completions", {"messages": [{"role": "user", "content": space + "x" + space}]}
+    )
+    assert asked.status_code == 200, asked.text
+
+
 def test_the_schema_says_a_question_is_needed_and_n_is_one(server):
     request = schemas(server)["ChatCompletionRequest"]["properties"]
     contains = request["messages"]["contains"]
     assert contains["properties"]["role"] == {"const": "user"}
-    assert {"type": "string", "pattern": "\\S"} in contains["properties"]["content"]["anyOf"]
+    assert {"type": "string", "pattern": TEXT_CHAR} in contains["properties"]["content"]["anyOf"]
     assert request["n"]["maximum"] == 1
     for stop in request["stop"]["anyOf"]:
         if stop.get("type") == "array":

@@ -160,8 +160,18 @@ class ChatMessage(BaseModel):
 
     @property
     def has_text(self) -> bool:
-        """Whether the content holds more than white space."""
-        return bool(self.content and self.content.strip())
+        """Whether the content holds more than white space (:data:`TEXT_CHAR`)."""
+        return bool(self.content and _TEXT_CHAR.search(self.content))
+
+
+#: A character that is white space neither to Python (``str.isspace``: also U+001C-U+001F and
+#: U+0085) nor to the ECMAScript regexes of JSON Schema (``\s``: also U+FEFF), written so that
+#: both read it alike: the served schema's ``pattern`` and the server's check agree on every
+#: string ("\x85\x85" is no question to either).
+TEXT_CHAR = (
+    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+_TEXT_CHAR = re.compile(TEXT_CHAR)
 
 
 #: A user message with more than white space: the question (schema of ``messages``' ``contains``).
@@ -172,13 +182,13 @@ USER_TEXT_SCHEMA: dict[str, Any] = {
         "role": {"const": "user"},
         "content": {
             "anyOf": [
-                {"type": "string", "pattern": "\\S"},
+                {"type": "string", "pattern": TEXT_CHAR},
                 {
                     "type": "array",
                     "contains": {
                         "type": "object",
                         "required": ["text"],
-                        "properties": {"text": {"type": "string", "pattern": "\\S"}},
+                        "properties": {"text": {"type": "string", "pattern": TEXT_CHAR}},
                     },
                 },
             ]
