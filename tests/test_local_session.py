@@ -17,19 +17,23 @@ from lexrag.registry import build_provider, check_config
 
 pytest.importorskip("onnxruntime")
 
-from lexrag_local.session import SPINNING
+from lexrag_local.session import DYNAMIC_BLOCK_BASE, SPINNING
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _spinning(registry, config_file, table: str) -> str:
+    """The CPU session's spinning entry; every CPU session also gets the dynamic block base."""
     config_file.write_text(f'[llm]\nprovider = "local"\n[providers.local]\n{table}')
     provider = build_provider(check_config(load_config(config_file, env={}), registry), registry)
 
     async def load() -> str:
         try:
             worker = await provider.backend.worker()
-            entry: str = worker.engine.session.get_session_options().get_session_config_entry(SPINNING)
+            options = worker.engine.session.get_session_options()
+            key, value = DYNAMIC_BLOCK_BASE
+            assert options.get_session_config_entry(key) == value
+            entry: str = options.get_session_config_entry(SPINNING)
             return entry
         finally:
             await provider.aclose()
