@@ -13,8 +13,9 @@ to a baseline measured in the same run:
   measured just before it; medians of the rounds' ratios;
 - aggregate tokens/s at 8 vs onnxruntime-genai's own batched generation (batch 8) of the
   same int8 weights (goal ≥ 1.0×; its graph keeps the logits of every position, which
-  the genai runtime needs), for the two defaults (lexrag without intra-op spinning, genai
-  with onnxruntime's spinning) and at equal settings (both off, both on; ``--genai-spin``),
+  the genai runtime needs), lexrag's default (no intra-op spinning) against genai with
+  onnxruntime's spinning on as many threads, and against genai out of the box (its own
+  thread count: one on 2 cores), and at equal settings (both off, both on; ``--genai-spin``),
   every side once per round in rotating order: the median of the rounds' ratios;
 - ``--quantize int8-block`` (batch-invariant) vs dynamic int8: decode at 1 and 8 streams,
   prefill of the long prompt;
@@ -201,9 +202,10 @@ def widened(model_dir: Path, out: Path, vocab: int) -> Path:
     return out
 
 
-def genai_dir(model_dir: Path, out: Path, threads: int, *, spin: bool = True) -> Path:
-    """The genai runtime's view of the int8 weights: ``int8-full.onnx`` and every core
-    (unset, genai takes half of ``hardware_concurrency``: one thread on 2 cores). ``spin``
+def genai_dir(model_dir: Path, out: Path, threads: int | None, *, spin: bool = True) -> Path:
+    """The genai runtime's view of the int8 weights: ``int8-full.onnx`` and ``threads``
+    intra-op threads (None: genai's own count, half of ``hardware_concurrency``: one thread
+    on 2 cores). ``spin``
     False turns its intra-op spinning off; True leaves genai's default, which is
     onnxruntime's (spinning: genai 0.12.2 sets no ``allow_spinning`` entry on CPU)."""
     from lexrag_local.session import SPINNING
@@ -215,7 +217,9 @@ def genai_dir(model_dir: Path, out: Path, threads: int, *, spin: bool = True) ->
     config = json.loads((model_dir / "genai_config.json").read_text())
     config["model"]["decoder"]["filename"] = "int8-full.onnx"
     options = config["model"]["decoder"]["session_options"]
-    options["intra_op_num_threads"] = threads
+    options.pop("intra_op_num_threads", None)
+    if threads is not None:
+        options["intra_op_num_threads"] = threads
     if not spin:
         # genai hands every session_options key it does not know to AddConfigEntry.
         options[SPINNING] = "0"
@@ -363,30 +367,37 @@ class GenaiBatch(bench_local.GenaiWorker):
         return self.ask({"ids": prompts, "new": new})
 
 
-#: ``--genai-spin``: onnxruntime-genai's intra-op spinning in the batch-8 comparison.
-GENAI_SPIN = {"on": (True,), "off": (False,), "both": (True, False)}
+#: ``--genai-spin``: onnxruntime-genai's sides in the batch-8 comparison: "on" (onnxruntime's
+#: spinning, genai's default) and "off", both with one intra-op thread per core as lexrag has;
+#: "own": genai out of the box (spinning, and its own thread count: one on 2 cores).
+GENAI_SPIN = {"on": ("on",), "off": ("off",), "both": ("on", "off", "own")}
 
 
-def genai_comparisons(genai_spin: str, lexrag_spin: bool) -> list[tuple[bool, bool]]:
-    """The (lexrag spin, genai spin) pairs compared at batch 8: lexrag's engine as set
-    (``--spin``) against genai as ``--genai-spin`` says; with "both", each side's default
-    (lexrag's spin off, genai's on), then both off and both on (equal settings)."""
+def genai_comparisons(genai_spin: str, lexrag_spin: bool) -> list[tuple[bool, str]]:
+    """The (lexrag spin, genai side) pairs compared at batch 8: lexrag's engine as set
+    (``--spin``) against genai as ``--genai-spin`` says; with "both", lexrag's default (spin
+    off) against genai spinning on as many threads and against genai out of the box, then
+    both off and both on (equal settings)."""
     if genai_spin == "both":
-        return [(False, True), (False, False), (True, True)]
-    return [(lexrag_spin, spin) for spin in GENAI_SPIN[genai_spin]]
+        return [(False, "on"), (False, "own"), (False, "off"), (True, "on")]
+    return [(lexrag_spin, side) for side in GENAI_SPIN[genai_spin]]
 
 
-def side_name(engine: str, spin: bool) -> str:
-    return f"{engine} spin {'on' if spin else 'off'}"
+def side_name(engine: str, spin: bool | str) -> str:
+    if spin == "own":
+        return f"{engine} out of the box"
+    return f"{engine} spin {'on' if spin in (True, 'on') else 'off'}"
 
 
-def comparison_name(lexrag_spin: bool, genai_spin: bool) -> str:
-    if lexrag_spin == genai_spin:
-        return f"equal settings: both with spinning {'on' if genai_spin else 'off'}"
-    defaults = " (the defaults)" if (lexrag_spin, genai_spin) == (False, True) else ""
-    return (
-        f"lexrag spinning {'on' if lexrag_spin else 'off'} vs genai {'on' if genai_spin else 'off'}{defaults}"
+def comparison_name(lexrag_spin: bool, genai: str) -> str:
+    if genai == "own":
+        return "lexrag's default vs genai out of the box (spinning, its own thread count)"
+    if lexrag_spin == (genai == "on"):
+        return f"equal settings: both with spinning {genai}"
+    defaults = (
+        " (each side's spinning default, same threads)" if (lexrag_spin, genai) == (False, "on") else ""
     )
+    return f"lexrag spinning {'on' if lexrag_spin else 'off'} vs genai {genai}{defaults}"
 
 
 # ---- the server -----------------------------------------------------------------------------
@@ -546,8 +557,10 @@ def main() -> None:
         "--genai-spin",
         choices=tuple(GENAI_SPIN),
         default="both",
-        help="onnxruntime-genai's intra-op spinning: on (its default), off, or both: then lexrag runs "
-        "with spin off and on too, and batch 8 vs genai prints for the two defaults and at equal settings",
+        help="onnxruntime-genai's intra-op spinning, one thread per core: on (its default), off, or both: "
+        "then genai also runs out of the box (its own thread count), lexrag with spin off and on, and "
+        "batch 8 vs genai prints lexrag's default against genai spinning and out of the box, and at "
+        "equal settings",
     )
     parser.add_argument(
         "--figures",
@@ -585,8 +598,13 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     comparisons = genai_comparisons(args.genai_spin, args.spin)
     genai_models = {
-        spin: genai_dir(model, work / f"genai-int8-runtime{'' if spin else '-nospin'}", cores, spin=spin)
-        for spin in {g for _, g in comparisons}
+        side: genai_dir(
+            model,
+            work / f"genai-int8-runtime{ {'on': '', 'off': '-nospin', 'own': '-own-threads'}[side] }",
+            None if side == "own" else cores,
+            spin=side != "off",
+        )
+        for side in {g for _, g in comparisons}
     }
 
     from lexrag_local.engine import Engine
