@@ -265,6 +265,18 @@ def test_schema_and_server_agree_on_white_space_either_side_counts(server, fake_
     assert asked.status_code == 200, asked.text
 
 
+def test_one_filter_value_for_a_list_is_allowed_by_schema_and_server(server):
+    """Found by schemathesis: the server took ``"kind": "Luật"`` as a list of one, the
+    schema allowed only a list (or null)."""
+    filters = schemas(server)["RetrievalFilters"]["properties"]
+    for name in ("kind", "doc", "status"):
+        assert "string" in [branch.get("type") for branch in filters[name]["anyOf"]], name
+    one = {"kind": "Bộ luật", "doc": "bo-luat-lao-dong-2019", "status": "con-hieu-luc"}
+    body = {"messages": [{"role": "user", "content": QUESTION}], "filters": one}
+    assert post(server, "/v1/chat/completions", body).status_code == 200
+    assert_400(post(server, "/v1/chat/completions", {**body, "filters": {"kind": 3}}), "filters.kind")
+
+
 def test_the_schema_says_a_question_is_needed_and_n_is_one(server):
     request = schemas(server)["ChatCompletionRequest"]["properties"]
     contains = request["messages"]["contains"]

@@ -514,7 +514,13 @@ class RetrievalFilters(BaseModel):
     doc: list[str] | None = None
     """Document ids or số hiệu."""
 
-    _lists = field_validator("status", "kind", "doc", mode="before")(_list_of)
+    # One value stands for a list of one (the served schema says so too).
+    _statuses = field_validator("status", mode="before", json_schema_input_type=Status | list[Status] | None)(
+        _list_of
+    )
+    _lists = field_validator("kind", "doc", mode="before", json_schema_input_type=str | list[str] | None)(
+        _list_of
+    )
 
     def merged(self, over: RetrievalFilters | None) -> RetrievalFilters:
         """These filters with the fields ``over`` sets replacing them."""
