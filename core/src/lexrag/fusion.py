@@ -123,9 +123,11 @@ class FusedRetriever(Retriever):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def store_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate] | None:
-        """The part's ranking by chunk ids, when it can give one without reading text; None:
-        rank its hits."""
+    def store_ranking(
+        self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None
+    ) -> list[Candidate] | None:
+        """The part's ranking by chunk ids (of the chunks of ``docs`` only, when given), when
+        it can give one without reading text; None: rank its hits."""
         return None
 
     def fetch(self, wanted: dict[int, list[int]]) -> dict[tuple[int, int], Chunk]:
@@ -133,42 +135,62 @@ class FusedRetriever(Retriever):
         index to the chunk ids its :meth:`store_ranking` gave."""
         return {}
 
-    def _ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
-        ranked = self.store_ranking(part, query, n)
+    def _ranking(
+        self, part: Retriever, query: str, n: int, docs: frozenset[str] | None
+    ) -> list[Candidate] | None:
+        """The part's ranking (within ``docs`` when given); None: the part cannot restrict."""
+        ranked = self.store_ranking(part, query, n, docs)
         if ranked is not None:
             return ranked
+        hits = part.search(query, n) if docs is None else part.search_within(query, n, docs)
+        if hits is None:
+            return None
         out: list[Candidate] = []
-        for hit in part.search(query, n):
+        for hit in hits:
             c = hit.chunk.citation
             key = article_key(c, hit.chunk.id) if self.options.collapse_articles else (c.doc, hit.chunk.id)
             out.append((key, hit, hit.score))
         return out
 
-    def _traced_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate]:
+    def _traced_ranking(
+        self, part: Retriever, query: str, n: int, docs: frozenset[str] | None
+    ) -> list[Candidate] | None:
         with trace_span("lexrag.retrieve.part", {"lexrag.retriever": part.name}):
-            return self._ranking(part, query, n)
+            return self._ranking(part, query, n, docs)
 
-    def _rankings(self, query: str, n: int) -> list[list[Candidate]]:
+    def _rankings(self, query: str, n: int, docs: frozenset[str] | None) -> list[list[Candidate] | None]:
         """Each part's ranking for ``query``, the parts searching concurrently."""
         if len(self.parts) < 2:
-            return [self._traced_ranking(part, query, n) for part, _ in self.parts]
+            return [self._traced_ranking(part, query, n, docs) for part, _ in self.parts]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix=self.thread_prefix)
             pool = self._pool
         # Each part runs in the caller's context, so its trace span is a child of the request's.
         futures = [
-            pool.submit(contextvars.copy_context().run, self._traced_ranking, part, query, n)
+            pool.submit(contextvars.copy_context().run, self._traced_ranking, part, query, n, docs)
             for part, _ in self.parts
         ]
         return [future.result() for future in futures]
 
     def search(self, query: str, k: int) -> list[Hit]:
+        hits = self._fused(query, k, None)
+        assert hits is not None  # every part ranks without restriction
+        return hits
+
+    def search_within(self, query: str, k: int, docs: frozenset[str]) -> list[Hit] | None:
+        """Each part's ranking within ``docs``, fused as :meth:`search` fuses; None when a part
+        cannot restrict its search. The scores are scaled within these rankings, so the order
+        may differ from the allowed hits of an unrestricted fusion."""
+        return self._fused(query, k, docs)
+
+    def _fused(self, query: str, k: int, docs: frozenset[str] | None) -> list[Hit] | None:
         n = max(k, self.options.candidates)
-        rankings = [
-            (weight, ranking)
-            for (_, weight), ranking in zip(self.parts, self._rankings(query, n), strict=True)
-        ]
+        rankings = []
+        for (_, weight), ranking in zip(self.parts, self._rankings(query, n, docs), strict=True):
+            if ranking is None:
+                return None
+            rankings.append((weight, ranking))
         order = fuse(rankings, fusion=self.options.fusion, rrf_k=self.options.rrf_k)[:k]
         # Read the chunks of the fused top only.
         wanted: dict[int, list[int]] = {}

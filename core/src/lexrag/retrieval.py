@@ -150,6 +150,14 @@ class Retriever(ABC):
     def search(self, query: str, k: int) -> list[Hit]:
         """The ``k`` best passages for ``query``, best first."""
 
+    def search_within(self, query: str, k: int, docs: frozenset[str]) -> list[Hit] | None:
+        """The ``k`` best passages for ``query`` whose ``chunk.citation.doc`` is in ``docs``,
+        best first: what :meth:`search` ranks, as if the other documents were not indexed.
+        None when this retriever cannot restrict its search (this default): the caller then
+        asks :meth:`search` for more passages and drops the others
+        (:meth:`lexrag.filtering.Catalog.search`)."""
+        return None
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}
 
@@ -199,7 +207,14 @@ class RerankedRetriever(Retriever):
         self.base, self.reranker, self.candidates = base, reranker, candidates
 
     def search(self, query: str, k: int) -> list[Hit]:
-        hits = self.base.search(query, max(k, self.candidates))
+        return self._rerank(query, self.base.search(query, max(k, self.candidates)), k)
+
+    def search_within(self, query: str, k: int, docs: frozenset[str]) -> list[Hit] | None:
+        """The base's best ``candidates`` within ``docs``, reranked."""
+        hits = self.base.search_within(query, max(k, self.candidates), docs)
+        return None if hits is None else self._rerank(query, hits, k)
+
+    def _rerank(self, query: str, hits: list[Hit], k: int) -> list[Hit]:
         if len(hits) < 2:
             return hits[:k]
         scores = np.asarray(self.reranker.score(query, [h.chunk.text for h in hits]), dtype=np.float64)

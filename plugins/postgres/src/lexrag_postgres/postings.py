@@ -175,10 +175,13 @@ class PostingsCache:
             self.generation = -1
 
 
-def rank(scored: list[_Scored], weights: list[float], title_field: float, n: int) -> list[tuple[int, float]]:
+def rank(
+    scored: list[_Scored], weights: list[float], title_field: float, n: int, within: np.ndarray | None = None
+) -> list[tuple[int, float]]:
     """(chunk id, score) of the ``n`` best chunks with a positive score, best first (ties: the
-    lower id first). The heading field's sum is scaled so its best equals the chunk field's
-    best, times ``title_field``."""
+    lower id first); of the chunk ids ``within`` (ascending) only, when given, scored alike.
+    The heading field's sum is scaled so its best equals the chunk field's best, times
+    ``title_field``."""
     parts = [(w, s) for w, s in zip(weights, scored, strict=True) if len(s.chunks)]
     if not parts:
         return []
@@ -201,7 +204,13 @@ def rank(scored: list[_Scored], weights: list[float], title_field: float, n: int
         if top > 0 and top_head > 0:
             score = body + title_field * top / top_head * head
     # Positions are in id order, so equal scores come lower id first.
-    return [(int(chunks[i]), float(score[i])) for i in bm25_topk.top_positions(score, n)]
+    if within is None:
+        top = bm25_topk.top_positions(score, n)
+    else:
+        at = np.minimum(np.searchsorted(chunks, within), len(chunks) - 1)
+        at = at[chunks[at] == within]
+        top = at[bm25_topk.top_positions(score[at], n)]
+    return [(int(chunks[i]), float(score[i])) for i in top]
 
 
 __all__ = ["CACHE_BYTES", "BM25Params", "PostingsCache", "rank"]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from cachetools import LRUCache
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,13 +112,21 @@ class PgRetriever(Retriever):
                 self._store = store
             return self._store
 
-    def statement(self, query: str, n: int) -> Statement | None:
-        """What ranks up to ``n`` chunks for ``query`` (None: nothing to rank)."""
+    def statement(self, query: str, n: int, docs: frozenset[str] | None = None) -> Statement | None:
+        """What ranks up to ``n`` chunks for ``query`` (of the documents ``docs`` only, when
+        given; None: nothing to rank)."""
         raise NotImplementedError
 
-    def ranked(self, query: str, n: int) -> list[tuple[int, float, ArticleKey]]:
-        """(chunk id, score, article key) of up to ``n`` chunks, best first, before collapsing."""
-        st = self.statement(query, n)
+    def restricts(self, docs: frozenset[str]) -> bool:
+        """Whether :meth:`statement` can rank within ``docs``."""
+        return True
+
+    def ranked(
+        self, query: str, n: int, docs: frozenset[str] | None = None
+    ) -> list[tuple[int, float, ArticleKey]]:
+        """(chunk id, score, article key) of up to ``n`` chunks (of ``docs`` only, when given),
+        best first, before collapsing."""
+        st = self.statement(query, n, docs)
         if st is None:
             return []
         with self.store.db.connection() as conn:
@@ -140,9 +149,12 @@ class PgRetriever(Retriever):
             return [((key[0], rowid), rowid, score) for rowid, score, key in ranked[:k]]
         return first_per_key(ranked, k)
 
-    def candidates(self, query: str, k: int) -> list[Candidate]:
-        """:meth:`pick` of :meth:`ranked`: no chunk text is read."""
-        return self.pick(self.ranked(query, self.depth(k)), k)
+    def candidates(self, query: str, k: int, docs: frozenset[str] | None = None) -> list[Candidate] | None:
+        """:meth:`pick` of :meth:`ranked` (within ``docs`` when given; None: this retriever
+        cannot restrict its ranking to them): no chunk text is read."""
+        if docs is not None and not self.restricts(docs):
+            return None
+        return self.pick(self.ranked(query, self.depth(k), docs), k)
 
     def fetch(self, rowids: list[int]) -> dict[int, Chunk]:
         """The chunks of these ids (those still in the index, or kept: :data:`CHUNKS_HELD`)."""
@@ -158,6 +170,14 @@ class PgRetriever(Retriever):
 
     def search(self, query: str, k: int) -> list[Hit]:
         found = self.candidates(query, k)
+        assert found is not None  # an unrestricted ranking always comes
+        return self._hits(found)
+
+    def search_within(self, query: str, k: int, docs: frozenset[str]) -> list[Hit] | None:
+        found = self.candidates(query, k, docs)
+        return None if found is None else self._hits(found)
+
+    def _hits(self, found: list[Candidate]) -> list[Hit]:
         chunks = self.fetch([rowid for _, rowid, _ in found])
         return [Hit(chunks[rowid], score) for _, rowid, score in found if rowid in chunks]
 
@@ -203,6 +223,22 @@ DENSE_SQL = (
 )
 
 
+# Within some documents: every one of their chunks' distance (the rows found by the index on
+# ``doc``), then the n nearest. MATERIALIZED keeps the planner from the HNSW index, which filters
+# after its graph search and may return fewer than n.
+DENSE_WITHIN_SQL = (
+    "WITH allowed AS MATERIALIZED (SELECT id, embedding <=> %(q)s::vector AS d, doc, article, chunk_id "
+    "FROM lexrag_chunks WHERE doc = ANY(%(docs)s)) "
+    "SELECT id, 1 - d, doc, article, chunk_id FROM allowed ORDER BY d, id LIMIT %(n)s"
+)
+
+#: Most chunks pg-dense ranks exactly within some documents; more: it cannot restrict (the
+#: catalog asks for more and filters, see :meth:`lexrag.Retriever.search_within`).
+EXACT_WITHIN = 20_000
+#: Sets of documents whose chunk count (or chunk ids) one retriever keeps.
+WITHIN_HELD = 64
+
+
 def _dense_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, float, ArticleKey]]:
     return [
         (int(r[0]), float(r[1]), (r[2], r[3] if r[3] is not None else r[4])) for r in rows if r[1] is not None
@@ -219,6 +255,8 @@ class PgDenseRetriever(PgRetriever):
         self._embedder: Embedder | None = None
         self._checked = False
         self._restorer: tuple[int, AccentRestorer] | None = None
+        self._sizes: LRUCache[frozenset[str], int] = LRUCache(maxsize=WITHIN_HELD)
+        self._last_vector: tuple[str, Any] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -226,7 +264,21 @@ class PgDenseRetriever(PgRetriever):
             self._embedder = self.context.build_embedder()
         return self._embedder
 
-    def statement(self, query: str, n: int) -> Statement | None:
+    def restricts(self, docs: frozenset[str]) -> bool:
+        """Whether the documents ``docs`` hold at most :data:`EXACT_WITHIN` chunks (the count
+        is kept: it only chooses how to search, a stale one never changes an answer)."""
+        size = self._sizes.get(docs)
+        if size is None:
+            with self.store.db.connection() as conn:
+                row = conn.execute(
+                    "SELECT coalesce(sum(n_chunks), 0) FROM lexrag_documents WHERE id = ANY(%s)",
+                    (list(docs),),
+                ).fetchone()
+            size = int(row[0]) if row else 0
+            self._sizes[docs] = size
+        return size <= EXACT_WITHIN
+
+    def statement(self, query: str, n: int, docs: frozenset[str] | None = None) -> Statement | None:
         if not query.strip():
             return None
         embedder = self.embedder
@@ -236,8 +288,21 @@ class PgDenseRetriever(PgRetriever):
                 return None
             store.check_embedder(embedder.model_id, embedder.dim)
             self._checked = True
-        vector = vector_text(embedder.embed_query(self.query_text(query)))
+        vector = vector_text(self._query_vector(query))
+        if docs is not None:
+            return Statement(DENSE_WITHIN_SQL, {"q": vector, "n": n, "docs": list(docs)}, _dense_rows)
         return Statement(DENSE_SQL, {"q": vector, "n": n}, _dense_rows, max(self.options.ef_search, n))
+
+    def _query_vector(self, query: str) -> Any:
+        """The embedder's vector of :meth:`query_text`, kept for the last query: a filtered
+        search embeds the same query twice (the unfiltered top for the notice, then within the
+        allowed documents)."""
+        last = self._last_vector
+        if last is not None and last[0] == query:
+            return last[1]
+        vector = self.embedder.embed_query(self.query_text(query))
+        self._last_vector = (query, vector)
+        return vector
 
     def restorer(self) -> AccentRestorer:
         """The accent model of the indexed text, rebuilt when the index changed."""
@@ -301,9 +366,11 @@ class PgBM25Retriever(PgRetriever):
         self._keys: dict[int, ArticleKey] = {}
         self._keys_lock = threading.Lock()
         self._preloaded = False
+        self._within: LRUCache[tuple[int, frozenset[str]], np.ndarray] = LRUCache(maxsize=WITHIN_HELD)
 
-    def statement(self, query: str, n: int) -> Statement | None:
-        """Chunks with a positive score, best first (ties: the older chunk first)."""
+    def statement(self, query: str, n: int, docs: frozenset[str] | None = None) -> Statement | None:
+        """Chunks with a positive score, best first (ties: the older chunk first); within
+        ``docs``, scored alike and picked among their chunks."""
         o = self.options
         weights = query_weights(query, lay_terms=o.lay_terms, lay_weight=o.lay_weight, extra=o.extra_terms)
         if not weights:
@@ -315,11 +382,25 @@ class PgBM25Retriever(PgRetriever):
             found = self.postings.absorb(rows, terms, params)
             if found is None:  # the cache moved on meanwhile: read this search's terms again
                 found = self.postings.lookup(self.store.db, terms)
-            top = rank(found[1], list(weights.values()), o.title_field, n)
+            within = None if docs is None else self.chunk_ids_within(found[0], docs)
+            top = rank(found[1], list(weights.values()), o.title_field, n, within)
             keys = self.article_keys([rowid for rowid, _ in top])
             return [(rowid, score, keys[rowid]) for rowid, score in top if rowid in keys]
 
         return Statement(sql, params, finish)
+
+    def chunk_ids_within(self, generation: int, docs: frozenset[str]) -> np.ndarray:
+        """The ids of the chunks of ``docs`` (ascending), kept for the index ``generation``."""
+        key = (generation, docs)
+        found = self._within.get(key)
+        if found is None:
+            with self.store.db.connection() as conn:
+                rows = conn.execute(
+                    "SELECT id FROM lexrag_chunks WHERE doc = ANY(%s) ORDER BY id", (list(docs),)
+                ).fetchall()
+            found = np.asarray([r[0] for r in rows], dtype=np.int64)
+            self._within[key] = found
+        return found
 
     def article_keys(self, rowids: list[int]) -> dict[int, ArticleKey]:
         """Chunk id → (document, article or chunk id). A chunk id is never reused (a changed
@@ -396,11 +477,12 @@ class PgHybridRetriever(FusedRetriever):
     thread_prefix = "pg-hybrid"
 
     def store_ranking(
-        self, part: Retriever, query: str, n: int
+        self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None
     ) -> list[tuple[ArticleKey, int | Hit, float]] | None:
         """A PostgreSQL part ranks chunk ids and reads no text."""
         if isinstance(part, PgRetriever) and part.collapses() == self.options.collapse_articles:
-            return list(part.candidates(query, n))
+            found = part.candidates(query, n, docs)
+            return None if found is None else list(found)
         return None
 
     def fetch(self, wanted: dict[int, list[int]]) -> dict[tuple[int, int], Chunk]:

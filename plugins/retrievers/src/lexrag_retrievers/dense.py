@@ -14,11 +14,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import AccentRestorer, Embedder, Hit, RetrievalContext, typed_without_accents
+from lexrag import AccentRestorer, Embedder, RetrievalContext, bm25_topk, typed_without_accents
 
-from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
+from .derived import StoreRetriever, publish, read_pointer
 
 NAME = "dense"
+#: Most chunks a search within some documents scores exactly (one product with their vectors);
+#: more are searched in the graph with a filter.
+EXACT_WITHIN = 20_000
+#: Bytes of such chunks' vectors one retriever keeps (the oldest set goes first).
+VECTORS_HELD = 64 * 2**20
 
 
 class DenseSettings(BaseModel):
@@ -50,6 +55,8 @@ class DenseRetriever(StoreRetriever):
         self._index: Any = None
         self._live: set[int] = set()
         self._restorer: tuple[int, AccentRestorer] | None = None
+        self._last_vector: tuple[tuple[int, str], np.ndarray] | None = None
+        self._within_vectors: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -77,6 +84,7 @@ class DenseRetriever(StoreRetriever):
     def _refresh(self, generation: int) -> None:
         import hnswlib
 
+        self._within_vectors = {}
         store = self.store
         recorded = store.embedder()
         if recorded is None:  # an index of zero documents
@@ -155,27 +163,67 @@ class DenseRetriever(StoreRetriever):
             return self.restorer().restore(query)
         return query
 
-    def scored(self, query: str, n: int) -> list[tuple[int, float]]:
-        """(rowid, cosine similarity) of the ``n`` chunks nearest to ``query``, best first."""
+    def scored(self, query: str, n: int, docs: frozenset[str] | None = None) -> list[tuple[int, float]]:
+        """(rowid, cosine similarity) of the ``n`` chunks nearest to ``query`` (of the chunks of
+        ``docs`` only, when given), best first."""
         self.sync()
         if not query.strip():
             return []
+        vector = self._query_vector_of(query)
+        with self._lock:
+            if docs is None:
+                return self.vector_search(vector, n)
+            return self.vector_search_within(vector, n, self.rowids_within(docs))
+
+    def _query_vector_of(self, query: str) -> np.ndarray:
+        """:meth:`query_vector`, kept for the last query: a filtered search embeds the same
+        query twice (the unfiltered top for the notice, then within the allowed documents)."""
+        key = (self._generation, query)
+        last = self._last_vector
+        if last is not None and last[0] == key:
+            return last[1]
         vector = self.query_vector(query)
-        with self._lock:
-            return self.vector_search(vector, n)
+        self._last_vector = (key, vector)
+        return vector
 
-    def ranked(self, query: str, n: int) -> list[Hit]:
-        """Up to ``n`` chunk hits, best first, before collapsing."""
-        found = self.scored(query, n)
-        with self._lock:
-            chunks = dict(self.store.chunks([rowid for rowid, _ in found]))
-        return [Hit(chunks[rowid], score) for rowid, score in found if rowid in chunks]
+    def vector_search_within(self, vector: np.ndarray, n: int, rowids: np.ndarray) -> list[tuple[int, float]]:
+        """(rowid, cosine similarity) of the ``n`` nearest of the chunks ``rowids`` (ascending):
+        up to :data:`EXACT_WITHIN` of them scored exactly (:meth:`_vectors_of`; equal
+        similarities by rowid), more by the graph searched with a filter."""
+        if self._index is None or not self._live or n <= 0 or not len(rowids):
+            return []
+        query = np.asarray(vector, dtype=np.float32)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        if len(rowids) > EXACT_WITHIN:
+            allowed = set(rowids.tolist()) & self._live
+            found, distances = self._index.knn_query(
+                query[None, :], k=min(n, len(allowed)), filter=lambda label: label in allowed
+            )
+            return [(int(label), 1.0 - float(d)) for label, d in zip(found[0], distances[0], strict=True)]
+        rowids, vectors = self._vectors_of(rowids)
+        similarity = vectors @ query
+        # Shifted positive (exactly, in float64) for the kernel's tie rule: by position, i.e. rowid.
+        top = bm25_topk.top_positions(similarity.astype(np.float64) + 2.0, n)
+        return [(int(rowids[i]), float(similarity[i])) for i in top]
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        if not self.options.collapse_articles:
-            return self.ranked(query, max(k, self.options.candidates))[:k]
-        # Articles come in several chunks: rank enough chunks to fill k distinct articles.
-        return self.collapsed(self.scored(query, max(CHUNKS_PER_ARTICLE * k, self.options.candidates)), k)
+    def _vectors_of(self, rowids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rowids the graph holds of ``rowids`` and their vectors as the graph normalised
+        them, kept per graph (up to :data:`VECTORS_HELD` bytes): hnswlib's ``get_items`` takes
+        about 20 µs a vector."""
+        key = rowids.tobytes()
+        found = self._within_vectors.get(key)
+        if found is None:
+            try:
+                vectors = self._index.get_items(rowids)
+            except RuntimeError:  # a chunk the graph does not hold (the store moved on meanwhile)
+                rowids = np.asarray([r for r in rowids.tolist() if r in self._live], dtype=np.int64)
+                vectors = self._index.get_items(rowids) if len(rowids) else np.zeros((0, self._index.dim))
+            found = (rowids, np.ascontiguousarray(vectors, dtype=np.float32))
+            held = sum(v.nbytes for _, v in self._within_vectors.values())
+            while self._within_vectors and held + found[1].nbytes > VECTORS_HELD:
+                held -= self._within_vectors.pop(next(iter(self._within_vectors)))[1].nbytes
+            self._within_vectors[key] = found
+        return found
 
     def health(self) -> dict[str, Any]:
         out = super().health()

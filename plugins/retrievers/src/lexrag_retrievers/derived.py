@@ -17,7 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lexrag import CHUNKS_PER_ARTICLE, ArticleKey, Chunk, Hit, Retriever, Store, collapse_articles
+
+#: Sets of documents whose chunk rowids one retriever keeps (:meth:`StoreRetriever.rowids_within`).
+WITHIN_HELD = 64
 
 
 def read_pointer(index_dir: Path, name: str) -> tuple[Path, dict[str, Any]] | None:
@@ -58,6 +63,7 @@ class StoreRetriever(Retriever):
     _store: Store | None = None
     _generation: int = -1
     _keys: tuple[int, dict[int, ArticleKey]] | None = None
+    _within: tuple[int, dict[str, np.ndarray], dict[frozenset[str], np.ndarray]] | None = None
 
     def _setup(self) -> None:
         self._lock = threading.RLock()
@@ -77,6 +83,28 @@ class StoreRetriever(Retriever):
             assert self._keys is not None
             return self._keys[1]
 
+    def rowids_within(self, docs: frozenset[str]) -> np.ndarray:
+        """The rowids of the chunks of ``docs``, ascending; kept per store generation and set of
+        documents (a filter asks for the same few sets again and again)."""
+        with self._lock:
+            keys = self.article_keys()
+            generation = self.store.generation
+            if self._within is None or self._within[0] != generation:
+                by_doc: dict[str, list[int]] = {}
+                for rowid, (doc, _) in keys.items():
+                    by_doc.setdefault(doc, []).append(rowid)
+                arrays = {doc: np.asarray(rowids, dtype=np.int64) for doc, rowids in by_doc.items()}
+                self._within = (generation, arrays, {})
+            _, arrays, sets = self._within
+            found = sets.get(docs)
+            if found is None:
+                if len(sets) >= WITHIN_HELD:
+                    sets.clear()
+                parts = [arrays[doc] for doc in docs if doc in arrays]
+                found = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+                sets[docs] = found
+            return found
+
     def remember_keys(self, generation: int, rows: list[tuple[int, Chunk]]) -> None:
         """Keep the article keys of ``rows`` (all the store's chunks at ``generation``)."""
         keys: dict[int, ArticleKey] = {}
@@ -85,22 +113,47 @@ class StoreRetriever(Retriever):
             keys[rowid] = (c.doc, c.article if c.article is not None else chunk.id)
         self._keys = (generation, keys)
 
-    def scored(self, query: str, n: int) -> list[tuple[int, float]]:
-        """(rowid, score) of the ``n`` best chunks for ``query``, best first."""
+    def scored(self, query: str, n: int, docs: frozenset[str] | None = None) -> list[tuple[int, float]]:
+        """(rowid, score) of the ``n`` best chunks for ``query``, best first; with ``docs``, of
+        the chunks of those documents only (their order and scores as in the full ranking)."""
         raise NotImplementedError
+
+    def ranked(self, query: str, n: int, docs: frozenset[str] | None = None) -> list[Hit]:
+        """Up to ``n`` chunk hits (of ``docs`` only, when given), best first, before collapsing."""
+        found = self.scored(query, n, docs)
+        with self._lock:
+            chunks = dict(self.store.chunks([rowid for rowid, _ in found]))
+        return [Hit(chunks[rowid], score) for rowid, score in found if rowid in chunks]
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return self._search(query, k, None)
+
+    def search_within(self, query: str, k: int, docs: frozenset[str]) -> list[Hit]:
+        """:meth:`search` over the chunks of ``docs`` alone: the allowed chunks of the same
+        ranking, in the same order with the same scores."""
+        return self._search(query, k, docs)
+
+    def _search(self, query: str, k: int, docs: frozenset[str] | None) -> list[Hit]:
+        candidates = int(getattr(self.settings, "candidates", k))
+        if not getattr(self.settings, "collapse_articles", False):
+            return self.ranked(query, max(k, candidates), docs)[:k]
+        # Articles come in several chunks: rank enough chunks to fill k distinct articles.
+        return self.collapsed(self.scored(query, max(CHUNKS_PER_ARTICLE * k, candidates), docs), k)
 
     def collapses(self) -> bool:
         """Whether ``search`` returns the best chunk of each article in ``scored`` order, so a
         hybrid may rank articles with :meth:`article_candidates` instead."""
         return bool(getattr(self.settings, "collapse_articles", False))
 
-    def article_candidates(self, query: str, k: int, depth: int) -> list[tuple[ArticleKey, int, float]]:
+    def article_candidates(
+        self, query: str, k: int, depth: int, docs: frozenset[str] | None = None
+    ) -> list[tuple[ArticleKey, int, float]]:
         """(article key, rowid of its best chunk, score) of the ``k`` best articles among the
-        ``depth`` best chunks, best first; no chunk text is read."""
+        ``depth`` best chunks (of ``docs`` only, when given), best first; no chunk text is read."""
         keys = self.article_keys()
         seen: set[ArticleKey] = set()
         out: list[tuple[ArticleKey, int, float]] = []
-        for rowid, score in self.scored(query, depth):
+        for rowid, score in self.scored(query, depth, docs):
             key = keys.get(rowid)
             if key is None or key in seen:
                 continue
@@ -162,6 +215,7 @@ class StoreRetriever(Retriever):
                 self._store = None
             self._generation = -1
             self._keys = None
+            self._within = None
 
 
 __all__ = [

@@ -57,12 +57,16 @@ class HybridSettings(FusionSettings):
 class HybridRetriever(FusedRetriever):
     Settings = HybridSettings
 
-    def store_ranking(self, part: Retriever, query: str, n: int) -> list[Candidate] | None:
+    def store_ranking(
+        self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None
+    ) -> list[Candidate] | None:
         """A part over the store ranks articles without reading a chunk's text; only the fused
         top is read (:meth:`fetch`)."""
         if isinstance(part, StoreRetriever) and self.options.collapse_articles and part.collapses():
             depth = max(CHUNKS_PER_ARTICLE * n, getattr(part.settings, "candidates", n))
-            return [(key, rowid, score) for key, rowid, score in part.article_candidates(query, n, depth)]
+            return [
+                (key, rowid, score) for key, rowid, score in part.article_candidates(query, n, depth, docs)
+            ]
         return None
 
     def fetch(self, wanted: dict[int, list[int]]) -> dict[tuple[int, int], Chunk]:

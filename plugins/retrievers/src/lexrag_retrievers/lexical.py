@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import LAY_TO_LEGAL, Chunk, Hit, RetrievalContext, bm25_topk, fold_text
+from lexrag import LAY_TO_LEGAL, Chunk, RetrievalContext, bm25_topk, fold_text
 
-from .derived import CHUNKS_PER_ARTICLE, StoreRetriever, publish, read_pointer
+from .derived import WITHIN_HELD, StoreRetriever, publish, read_pointer
 from .segment import JOIN, Segmenter, compounds, dictionary_compounds
 from .vntext import tokens
 
@@ -82,6 +82,8 @@ class BM25Retriever(StoreRetriever):
         self._rowids: np.ndarray = np.zeros(0, dtype=np.int64)
         self._compounds: frozenset[str] = frozenset()
         self._last_query: tuple[str, list[str], list[str]] | None = None
+        self._last_scores: tuple[tuple[int, str], np.ndarray] | None = None
+        self._within_positions: dict[frozenset[str], np.ndarray] = {}
 
     # --- terms ------------------------------------------------------------------------
 
@@ -152,6 +154,8 @@ class BM25Retriever(StoreRetriever):
         import bm25s
 
         self._last_query = None  # its compound words may differ in the new build
+        self._last_scores = None
+        self._within_positions = {}
         index_dir = Path(self.context.index_dir)
         key = json.dumps(self.terms_key())
         params = {"k1": self.options.k1, "b": self.options.b}
@@ -252,26 +256,44 @@ class BM25Retriever(StoreRetriever):
                 scores = scores + (self.options.title_field * top / top_titles) * titles
         return scores
 
-    def scored(self, query: str, n: int) -> list[tuple[int, float]]:
-        """(rowid, score) of up to ``n`` chunks with a positive score, best first."""
+    def scored(self, query: str, n: int, docs: frozenset[str] | None = None) -> list[tuple[int, float]]:
+        """(rowid, score) of up to ``n`` chunks with a positive score, best first; with ``docs``,
+        of the chunks of those documents only (scored as always, then picked among them)."""
         self.sync()
         with self._lock:
-            scores = self.scores(query)
-            top = bm25_topk.top_positions(scores, n)
+            scores = self._scores_of(query)
+            if docs is None:
+                top = bm25_topk.top_positions(scores, n)
+            else:
+                allowed = self._positions_within(docs)
+                top = allowed[bm25_topk.top_positions(scores[allowed], n)]
             return list(zip(self._rowids[top].tolist(), scores[top].astype(float).tolist(), strict=True))
 
-    def ranked(self, query: str, n: int) -> list[Hit]:
-        """Up to ``n`` chunk hits with a positive score, best first, before collapsing."""
-        found = self.scored(query, n)
-        with self._lock:
-            chunks = dict(self.store.chunks([rowid for rowid, _ in found]))
-        return [Hit(chunks[rowid], score) for rowid, score in found if rowid in chunks]
+    def _scores_of(self, query: str) -> np.ndarray:
+        """:meth:`scores`, kept for the last query: a filtered search ranks the same query twice
+        (the unfiltered top for the notice, then within the allowed documents)."""
+        last = self._last_scores
+        if last is not None and last[0] == (self._generation, query):
+            return last[1]
+        scores = self.scores(query)
+        self._last_scores = ((self._generation, query), scores)
+        return scores
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        if not self.options.collapse_articles:
-            return self.ranked(query, max(k, self.options.candidates))[:k]
-        # Articles come in several chunks: rank enough chunks to fill k distinct articles.
-        return self.collapsed(self.scored(query, max(CHUNKS_PER_ARTICLE * k, self.options.candidates)), k)
+    def _positions_within(self, docs: frozenset[str]) -> np.ndarray:
+        """Positions in ``self._rowids`` (ascending, as the rowids are: equal scores keep their
+        order) of the chunks of ``docs``, kept per build and set of documents."""
+        found = self._within_positions.get(docs)
+        if found is None:
+            rowids = self.rowids_within(docs)
+            if len(self._rowids) == 0:
+                found = np.zeros(0, dtype=np.intp)
+            else:
+                at = np.minimum(np.searchsorted(self._rowids, rowids), len(self._rowids) - 1)
+                found = at[self._rowids[at] == rowids]
+            if len(self._within_positions) >= WITHIN_HELD:
+                self._within_positions.clear()
+            self._within_positions[docs] = found
+        return found
 
 
 __all__ = ["BM25Retriever", "BM25Settings"]
