@@ -1,0 +1,321 @@
+"""Retrieval restricted to some documents (``Retriever.search_within``, issue 19): each
+retriever's restricted ranking is the allowed part of its unrestricted one (same chunks, order
+and scores), a hybrid fuses its parts' restricted rankings, and the catalog's filtered search
+answers as the over-fetching fallback does, without asking for more than ``k``.
+
+Real indexes of the sample corpus (the embedded store and a real PostgreSQL), vectors from the
+hash embedder of :mod:`tests.fixtures_postgres` (cheap, deterministic)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lexrag_postgres.retrievers as pg_retrievers
+from lexrag import Chunk, Hit, Retriever, article_key, fuse
+from lexrag.config import Config
+from lexrag.filtering import Catalog
+from lexrag.ingest import ingest
+from lexrag.plugins import make_plugin_manager
+from lexrag.registry import Registry, build_retriever, open_index
+from lexrag.store import Store
+from lexrag.types import RetrievalFilters
+
+from .fixtures_postgres import _CORPUS, HashEmbedder, HashPlugin, PgServer
+from .fixtures_retrieval import index_config
+from .metadata_docs import write_versions
+
+QUERIES = [
+    "thời giờ làm việc bình thường",
+    "tuổi kết hôn của nam và nữ",
+    "quyền sở hữu tài sản",
+    "vượt đèn đỏ bị phạt",
+    "thành lập doanh nghiệp",
+    "nghỉ hằng năm",
+]
+K = 3
+#: Passages asked for as "every one" (pg-dense ranks up to 4 × 250 chunks, pgvector's most).
+ALL = 250
+
+
+@pytest.fixture(scope="module")
+def hash_registry() -> Registry:
+    pm = make_plugin_manager()
+    pm.register(HashPlugin(), name="test-hash")
+    return Registry(pm)
+
+
+@pytest.fixture(scope="module")
+def hash_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample corpus with hash-embedder vectors (embedded store)."""
+    index = tmp_path_factory.mktemp("within") / "index"
+    store = Store.open(index, create=True)
+    try:
+        assert not ingest(store, HashEmbedder("hash", None), [_CORPUS]).failed  # type: ignore[arg-type]
+    finally:
+        store.close()
+    return index
+
+
+@pytest.fixture(scope="module")
+def pg_hash_url(pg_server: PgServer) -> str:
+    """The sample corpus with hash-embedder vectors (PostgreSQL)."""
+    from lexrag_postgres.store import PostgresStore
+
+    url = pg_server.create_database("within")
+    store = PostgresStore.open(url, create=True)
+    try:
+        assert not ingest(store, HashEmbedder("hash", None), [_CORPUS]).failed  # type: ignore[arg-type]
+        store.optimize()
+    finally:
+        store.close()
+    return url
+
+
+def _embedded_config(index: Path, registry: Registry) -> Config:
+    return index_config(index, registry, {"retrieval.embedder": "hash"})
+
+
+def _pg_config(url: str, registry: Registry, tmp_path: Path) -> Config:
+    return index_config(
+        tmp_path / "unused",
+        registry,
+        {"retrieval.embedder": "hash", "index.backend": "postgres", "index.database_url": url},
+    )
+
+
+@pytest.fixture
+def make_retriever(
+    hash_registry: Registry, hash_index: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], Retriever]]:
+    """``make(name)``: the retriever ``name`` over the embedded index, or over PostgreSQL for a
+    ``pg-`` one."""
+    made: list[Retriever] = []
+
+    def make(name: str) -> Retriever:
+        if name.startswith("pg-"):
+            config = _pg_config(request.getfixturevalue("pg_hash_url"), hash_registry, tmp_path)
+        else:
+            config = _embedded_config(hash_index, hash_registry)
+        retriever = build_retriever(config, hash_registry, name)
+        made.append(retriever)
+        return retriever
+
+    yield make
+    for retriever in made:
+        retriever.close()
+
+
+def _docs(retriever: Retriever, query: str) -> list[str]:
+    """The documents of the unrestricted top, first the best one's."""
+    out: list[str] = []
+    for hit in retriever.search(query, 50):
+        if hit.chunk.citation.doc not in out:
+            out.append(hit.chunk.citation.doc)
+    return out
+
+
+def _key(hits: list[Hit]) -> list[tuple[str, str]]:
+    return [(h.chunk.citation.doc, h.chunk.id) for h in hits]
+
+
+def _same_ranking(got: list[tuple[Any, float]], expected: list[tuple[Any, float]], exact: bool) -> bool:
+    """(id, score) lists equal: exactly for BM25 (same sums, same tie rule); for a dense
+    retriever scores within float32 rounding, and equal similarities in any order (hnswlib
+    keeps no tie rule; the hash embedder's orthogonal vectors tie at 0)."""
+    if exact:
+        return got == expected
+    if len(got) != len(expected) or [s for _, s in got] != pytest.approx([s for _, s in expected], abs=1e-6):
+        return False
+    scores = dict(expected)
+    if {key for key, _ in got} != set(scores) or len(scores) != len(expected):
+        return False
+    # Ordered by the expected scores, but for equal ones.
+    return all(scores[a] >= scores[b] - 1e-6 for (a, _), (b, _) in itertools.pairwise(got))
+
+
+def _allowed_part(retriever: Retriever, query: str, k: int, docs: frozenset[str]) -> list[Hit]:
+    everything = retriever.search(query, ALL)
+    return [h for h in everything if h.chunk.citation.doc in docs][:k]
+
+
+@pytest.mark.parametrize("name", ["bm25", "dense", "pg-bm25", "pg-dense"])
+def test_a_restricted_search_is_the_allowed_part_of_the_full_ranking(
+    name: str, make_retriever: Callable[[str], Retriever]
+) -> None:
+    retriever = make_retriever(name)
+    checked = 0
+    for query in QUERIES:
+        ranked = _docs(retriever, query)
+        # The best document's rival alone, the best one's rivals, one and two documents away.
+        for docs in (frozenset(ranked[1:2]), frozenset(ranked[1:]), frozenset(ranked[-1:]), frozenset()):
+            for k in (1, K, 10):
+                within = retriever.search_within(query, k, docs)
+                assert within is not None, name
+                expected = _allowed_part(retriever, query, k, docs)
+                assert _same_ranking(
+                    [(h.chunk.id, h.score) for h in within],
+                    [(h.chunk.id, h.score) for h in expected],
+                    exact="bm25" in name,
+                ), (name, query, sorted(docs), k)
+                checked += len(within)
+    assert checked > 50
+
+
+@pytest.mark.parametrize("name", ["bm25", "dense"])
+def test_the_chunk_ranking_within_keeps_order_scores_and_ties(
+    name: str, make_retriever: Callable[[str], Retriever]
+) -> None:
+    """Below collapsing to articles: every allowed chunk, in the full ranking's order."""
+    retriever: Any = make_retriever(name)
+    keys = retriever.article_keys()
+    for query in QUERIES:
+        full = retriever.scored(query, len(keys))
+        docs = frozenset(_docs(retriever, query)[1:3])
+        allowed = [(rowid, score) for rowid, score in full if keys[rowid][0] in docs]
+        within = retriever.scored(query, len(keys), docs)
+        assert len(within) == len(allowed) > 5
+        assert _same_ranking(within, allowed, exact=name == "bm25"), (name, query)
+
+
+def _fused_expectation(hybrid: Any, query: str, k: int, docs: frozenset[str]) -> list[tuple[str, str]]:
+    """What "restrict both parts, fuse as usual" gives, from each part's unrestricted ranking."""
+    options = hybrid.options
+    rankings: list[tuple[float, list[tuple[Any, Chunk, float]]]] = []
+    for part, weight in hybrid.parts:
+        hits = [h for h in part.search(query, ALL) if h.chunk.citation.doc in docs][: options.candidates]
+        rankings.append(
+            (weight, [(article_key(h.chunk.citation, h.chunk.id), h.chunk, h.score) for h in hits])
+        )
+    fused = fuse(rankings, fusion=options.fusion, rrf_k=options.rrf_k)[:k]
+    return [(chunk.citation.doc, chunk.id) for _, _, _, chunk in fused]
+
+
+@pytest.mark.parametrize("name", ["hybrid", "pg-hybrid"])
+def test_a_hybrid_fuses_its_parts_restricted_rankings(
+    name: str, make_retriever: Callable[[str], Retriever]
+) -> None:
+    hybrid = make_retriever(name)
+    for query in QUERIES:
+        docs = frozenset(_docs(hybrid, query)[1:3])
+        within = hybrid.search_within(query, K, docs)
+        assert within is not None and within, (name, query)
+        assert {h.chunk.citation.doc for h in within} <= docs
+        assert _key(within) == _fused_expectation(hybrid, query, K, docs), (name, query)
+
+
+class Unrestricted(Retriever):
+    """Another's search, without ``search_within`` (a third-party retriever's case): records
+    every ``k`` asked."""
+
+    backends = None
+
+    def __init__(self, base: Retriever) -> None:
+        super().__init__(base.name, base.settings, base.context)
+        self.base = base
+        self.asked: list[int] = []
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        self.asked.append(k)
+        return self.base.search(query, k)
+
+
+class Counted(Unrestricted):
+    """Another's search and ``search_within``, recording what each is asked."""
+
+    def __init__(self, base: Retriever) -> None:
+        super().__init__(base)
+        self.within: list[int] = []
+
+    def search_within(self, query: str, k: int, docs: frozenset[str]) -> list[Hit] | None:
+        self.within.append(k)
+        return self.base.search_within(query, k, docs)
+
+
+@pytest.mark.parametrize("name", ["bm25", "dense", "hybrid", "pg-bm25"])
+def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
+    name: str,
+    make_retriever: Callable[[str], Retriever],
+    hash_registry: Registry,
+    hash_index: Path,
+    tmp_path: Path,
+) -> None:
+    retriever = make_retriever(name)
+    if name.startswith("pg-"):
+        open_store = retriever.context.open_store  # the index the retriever reads
+        assert open_store is not None
+        catalog = Catalog(open_store)
+    else:
+        config = _embedded_config(hash_index, hash_registry)
+        catalog = Catalog(lambda: open_index(config, hash_registry))
+    try:
+        used = 0
+        for query in QUERIES:
+            for doc in _docs(retriever, query)[1:3]:
+                filters = RetrievalFilters(doc=[doc])
+                counted, fallback = Counted(retriever), Unrestricted(retriever)
+                fast = catalog.search(counted, query, K, filters)
+                slow = catalog.search(fallback, query, K, filters)
+                if name == "hybrid":  # fusion scales scores within the allowed part (see above)
+                    restricted = retriever.search_within(query, K, frozenset([doc]))
+                    assert restricted is not None and _key(fast.hits) == _key(restricted)
+                else:
+                    assert _key(fast.hits) == _key(slow.hits), (name, query, doc)
+                    assert [h.score for h in fast.hits] == pytest.approx([h.score for h in slow.hits])
+                assert fast.notice == slow.notice
+                assert fast.hits and {h.chunk.citation.doc for h in fast.hits} == {doc}
+                assert max(counted.asked) == K, counted.asked  # no over-fetch
+                used += len(counted.within)
+                assert max(fallback.asked) > K  # the fallback had to ask for more
+        assert used
+    finally:
+        catalog.close()
+
+
+def test_the_notice_is_the_same_on_both_paths(tmp_path: Path, registry: Registry) -> None:
+    """Only the expired code matches; filtered to the in-force one's documents the restricted
+    search answers from them and the notice names the expired code, as the fallback did."""
+    folder = write_versions(tmp_path / "docs", amending=True)
+    store = Store.open(tmp_path / "index", create=True)
+    try:
+        ingest(store, None, [folder])
+    finally:
+        store.close()
+    config = index_config(tmp_path / "index", registry, {"retrieval.retriever": "bm25"})
+    retriever = build_retriever(config, registry)
+    catalog = Catalog(lambda: open_index(config, registry))
+    try:
+        query = "nam đủ 60 tuổi, nữ đủ 55 tuổi hưởng lương hưu"
+        notices = 0
+        for filters in (
+            RetrievalFilters(),
+            RetrievalFilters(doc=["10/2012/QH13"]),
+            RetrievalFilters(doc=["45/2019/QH14"]),
+            RetrievalFilters(as_of="2019-01-01"),
+        ):
+            counted, fallback = Counted(retriever), Unrestricted(retriever)
+            fast = catalog.search(counted, query, 2, filters)
+            slow = catalog.search(fallback, query, 2, filters)
+            assert _key(fast.hits) == _key(slow.hits), filters
+            assert fast.notice == slow.notice, filters
+            notices += fast.notice is not None
+        assert notices
+    finally:
+        catalog.close()
+        retriever.close()
+
+
+def test_pg_dense_over_many_chunks_leaves_restriction_to_the_catalog(
+    make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``EXACT_WITHIN`` allowed chunks pg-dense cannot restrict (pgvector's graph filters
+    after its search): None, and so does a hybrid over it."""
+    monkeypatch.setattr(pg_retrievers, "EXACT_WITHIN", 0)
+    dense, hybrid = make_retriever("pg-dense"), make_retriever("pg-hybrid")
+    docs = frozenset(_docs(dense, QUERIES[0])[:1])
+    assert dense.search_within(QUERIES[0], K, docs) is None
+    assert hybrid.search_within(QUERIES[0], K, docs) is None
