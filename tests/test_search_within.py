@@ -25,9 +25,9 @@ from lexrag.registry import Registry, build_retriever, open_index
 from lexrag.store import Store
 from lexrag.types import RetrievalFilters
 
+from . import test_filters
 from .fixtures_postgres import _CORPUS, HashEmbedder, HashPlugin, PgServer
 from .fixtures_retrieval import index_config
-from .metadata_docs import write_versions
 
 QUERIES = [
     "thời giờ làm việc bình thường",
@@ -38,6 +38,7 @@ QUERIES = [
     "nghỉ hằng năm",
 ]
 K = 3
+versions_index = test_filters.versions_index  # the two Labour Codes and the amending law
 #: Passages asked for as "every one" (pg-dense ranks up to 4 × 250 chunks, pgvector's most).
 ALL = 250
 
@@ -276,16 +277,11 @@ def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
         catalog.close()
 
 
-def test_the_notice_is_the_same_on_both_paths(tmp_path: Path, registry: Registry) -> None:
-    """Only the expired code matches; filtered to the in-force one's documents the restricted
-    search answers from them and the notice names the expired code, as the fallback did."""
-    folder = write_versions(tmp_path / "docs", amending=True)
-    store = Store.open(tmp_path / "index", create=True)
-    try:
-        ingest(store, None, [folder])
-    finally:
-        store.close()
-    config = index_config(tmp_path / "index", registry, {"retrieval.retriever": "bm25"})
+def test_the_notice_is_the_same_on_both_paths(versions_index: Path, registry: Registry) -> None:
+    """The two versions of the Labour Code (tests/test_filters.py): whichever the filters leave
+    out, the restricted search answers as the fallback did and gives the same notice (the
+    expired code's, when only it matches)."""
+    config = index_config(versions_index, registry, {"retrieval.retriever": "bm25"})
     retriever = build_retriever(config, registry)
     catalog = Catalog(lambda: open_index(config, registry))
     try:
