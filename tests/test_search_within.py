@@ -9,19 +9,21 @@ hash embedder of :mod:`tests.fixtures_postgres` (cheap, deterministic)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import lexrag_postgres.retrievers as pg_retrievers
-from lexrag import Chunk, Hit, Retriever, article_key, fuse
+from lexrag import Chunk, FloatArray, Hit, NoSettings, Reranker, Retriever, article_key, fuse
 from lexrag.config import Config
 from lexrag.filtering import Catalog
 from lexrag.ingest import ingest
 from lexrag.plugins import make_plugin_manager
 from lexrag.registry import Registry, build_retriever, open_index
+from lexrag.retrieval import RerankedRetriever
 from lexrag.store import Store
 from lexrag.types import RetrievalFilters
 
@@ -315,3 +317,32 @@ def test_pg_dense_over_many_chunks_leaves_restriction_to_the_catalog(
     docs = frozenset(_docs(dense, QUERIES[0])[:1])
     assert dense.search_within(QUERIES[0], K, docs) is None
     assert hybrid.search_within(QUERIES[0], K, docs) is None
+
+
+class ShortFirst(Reranker):
+    """Scores a passage by its shortness (a reranker that needs no model)."""
+
+    @property
+    def model_id(self) -> str:
+        return "short-first"
+
+    def score(self, query: str, passages: Sequence[str]) -> FloatArray:
+        return np.asarray([-len(p) for p in passages], dtype=np.float32)
+
+
+def test_a_reranker_reranks_the_restricted_candidates(make_retriever: Callable[[str], Retriever]) -> None:
+    base = make_retriever("bm25")
+    reranked = RerankedRetriever(base, ShortFirst("short-first", NoSettings()), candidates=8)
+    for query in QUERIES:
+        docs = frozenset(_docs(base, query)[1:3])
+        candidates = base.search_within(query, 8, docs)
+        assert candidates is not None
+        hits = reranked.search_within(query, K, docs)
+        assert hits is not None
+        assert _key(hits) == _key(sorted(candidates, key=lambda h: len(h.chunk.text))[:K]), query
+    assert (
+        RerankedRetriever(Unrestricted(base), ShortFirst("s", NoSettings()), 8).search_within(
+            QUERIES[0], K, frozenset(["bo-luat-dan-su"])
+        )
+        is None
+    )

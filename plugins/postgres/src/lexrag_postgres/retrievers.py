@@ -96,6 +96,7 @@ class PgRetriever(Retriever):
         self._lock = threading.Lock()
         self._chunks: LRUCache[int, Chunk] = LRUCache(maxsize=CHUNKS_HELD)
         self._chunks_lock = threading.Lock()
+        self._within_lock = threading.Lock()  # what a search within some documents keeps
 
     @property
     def store(self) -> PostgresStore:
@@ -267,7 +268,8 @@ class PgDenseRetriever(PgRetriever):
     def restricts(self, docs: frozenset[str]) -> bool:
         """Whether the documents ``docs`` hold at most :data:`EXACT_WITHIN` chunks (the count
         is kept: it only chooses how to search, a stale one never changes an answer)."""
-        size = self._sizes.get(docs)
+        with self._within_lock:
+            size = self._sizes.get(docs)
         if size is None:
             with self.store.db.connection() as conn:
                 row = conn.execute(
@@ -275,7 +277,8 @@ class PgDenseRetriever(PgRetriever):
                     (list(docs),),
                 ).fetchone()
             size = int(row[0]) if row else 0
-            self._sizes[docs] = size
+            with self._within_lock:
+                self._sizes[docs] = size
         return size <= EXACT_WITHIN
 
     def statement(self, query: str, n: int, docs: frozenset[str] | None = None) -> Statement | None:
@@ -392,14 +395,16 @@ class PgBM25Retriever(PgRetriever):
     def chunk_ids_within(self, generation: int, docs: frozenset[str]) -> np.ndarray:
         """The ids of the chunks of ``docs`` (ascending), kept for the index ``generation``."""
         key = (generation, docs)
-        found = self._within.get(key)
+        with self._within_lock:
+            found = self._within.get(key)
         if found is None:
             with self.store.db.connection() as conn:
                 rows = conn.execute(
                     "SELECT id FROM lexrag_chunks WHERE doc = ANY(%s) ORDER BY id", (list(docs),)
                 ).fetchall()
             found = np.asarray([r[0] for r in rows], dtype=np.int64)
-            self._within[key] = found
+            with self._within_lock:
+                self._within[key] = found
         return found
 
     def article_keys(self, rowids: list[int]) -> dict[int, ArticleKey]:
