@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import lexrag_postgres.retrievers as pg_retrievers
+import lexrag_retrievers.dense as dense_module
 from lexrag import Chunk, FloatArray, Hit, NoSettings, Reranker, Retriever, article_key, fuse
 from lexrag.config import Config
 from lexrag.filtering import Catalog
@@ -346,3 +347,19 @@ def test_a_reranker_reranks_the_restricted_candidates(make_retriever: Callable[[
         )
         is None
     )
+
+
+def test_dense_over_many_chunks_searches_the_graph_with_a_filter(
+    make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``EXACT_WITHIN`` allowed chunks the embedded dense retriever asks hnswlib for the
+    nearest allowed ones (a filter on the graph search): on a small graph, all of them."""
+    monkeypatch.setattr(dense_module, "EXACT_WITHIN", 0)
+    retriever = make_retriever("dense")
+    for query in QUERIES:
+        docs = frozenset(_docs(retriever, query)[1:3])
+        within = retriever.search_within(query, K, docs)
+        assert within is not None
+        expected = _allowed_part(retriever, query, K, docs)
+        got = [(h.chunk.id, h.score) for h in within]
+        assert _same_ranking(got, [(h.chunk.id, h.score) for h in expected], exact=False), query
