@@ -363,3 +363,13 @@ def test_dense_over_many_chunks_searches_the_graph_with_a_filter(
         expected = _allowed_part(retriever, query, K, docs)
         got = [(h.chunk.id, h.score) for h in within]
         assert _same_ranking(got, [(h.chunk.id, h.score) for h in expected], exact=False), query
+
+
+def test_pg_dense_asked_for_more_than_pgvector_searches_gives_what_it_has(
+    make_retriever: Callable[[str], Retriever],
+) -> None:
+    """The catalog's over-fetching asks for thousands of passages on a large index: pg-dense
+    caps ``hnsw.ef_search`` at pgvector's 1000 instead of failing."""
+    dense = make_retriever("pg-dense")
+    hits = dense.search(QUERIES[0], 2000)
+    assert hits and len(hits) == len({h.chunk.id for h in hits})

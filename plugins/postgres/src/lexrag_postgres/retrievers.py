@@ -233,6 +233,9 @@ DENSE_WITHIN_SQL = (
     "SELECT id, 1 - d, doc, article, chunk_id FROM allowed ORDER BY d, id LIMIT %(n)s"
 )
 
+#: pgvector's largest ``hnsw.ef_search``: a graph search gives at most this many chunks (the
+#: catalog's over-fetching asks for more on a large index).
+EF_SEARCH_MAX = 1000
 #: Most chunks pg-dense ranks exactly within some documents; more: it cannot restrict (the
 #: catalog asks for more and filters, see :meth:`lexrag.Retriever.search_within`).
 EXACT_WITHIN = 20_000
@@ -294,7 +297,8 @@ class PgDenseRetriever(PgRetriever):
         vector = vector_text(self._query_vector(query))
         if docs is not None:
             return Statement(DENSE_WITHIN_SQL, {"q": vector, "n": n, "docs": list(docs)}, _dense_rows)
-        return Statement(DENSE_SQL, {"q": vector, "n": n}, _dense_rows, max(self.options.ef_search, n))
+        ef_search = min(max(self.options.ef_search, n), EF_SEARCH_MAX)
+        return Statement(DENSE_SQL, {"q": vector, "n": n}, _dense_rows, ef_search)
 
     def _query_vector(self, query: str) -> Any:
         """The embedder's vector of :meth:`query_text`, kept for the last query: a filtered
