@@ -149,8 +149,9 @@ def _allowed_part(retriever: Retriever, query: str, k: int, docs: frozenset[str]
 
 @pytest.mark.parametrize("name", ["bm25", "dense", "pg-bm25", "pg-dense"])
 def test_a_restricted_search_is_the_allowed_part_of_the_full_ranking(
-    name: str, make_retriever: Callable[[str], Retriever]
+    name: str, make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(pg_retrievers, "EXACT_SHARE", 1.0)  # pg-dense: exact for every set here
     retriever = make_retriever(name)
     checked = 0
     for query in QUERIES:
@@ -201,8 +202,9 @@ def _fused_expectation(hybrid: Any, query: str, k: int, docs: frozenset[str]) ->
 
 @pytest.mark.parametrize("name", ["hybrid", "pg-hybrid"])
 def test_a_hybrid_fuses_its_parts_restricted_rankings(
-    name: str, make_retriever: Callable[[str], Retriever]
+    name: str, make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(pg_retrievers, "EXACT_SHARE", 1.0)  # pg-dense restricts two of five documents
     hybrid = make_retriever(name)
     for query in QUERIES:
         docs = frozenset(_docs(hybrid, query)[1:3])
@@ -311,13 +313,17 @@ def test_the_notice_is_the_same_on_both_paths(versions_index: Path, registry: Re
 def test_pg_dense_over_many_chunks_leaves_restriction_to_the_catalog(
     make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Above ``EXACT_WITHIN`` allowed chunks pg-dense cannot restrict (pgvector's graph filters
-    after its search): None, and so does a hybrid over it."""
-    monkeypatch.setattr(pg_retrievers, "EXACT_WITHIN", 0)
+    """Above ``EXACT_WITHIN`` allowed chunks, or ``EXACT_SHARE`` of the index, pg-dense cannot
+    restrict (pgvector's graph filters after its search): None, and so does a hybrid over it."""
     dense, hybrid = make_retriever("pg-dense"), make_retriever("pg-hybrid")
-    docs = frozenset(_docs(dense, QUERIES[0])[:1])
-    assert dense.search_within(QUERIES[0], K, docs) is None
-    assert hybrid.search_within(QUERIES[0], K, docs) is None
+    ranked = _docs(dense, QUERIES[0])
+    few, most = frozenset(ranked[-1:]), frozenset(ranked[1:])
+    assert dense.search_within(QUERIES[0], K, few) is not None
+    assert dense.search_within(QUERIES[0], K, most) is None  # 4 of the 5 sample documents
+    assert hybrid.search_within(QUERIES[0], K, most) is None
+    monkeypatch.setattr(pg_retrievers, "EXACT_WITHIN", 0)
+    assert dense.search_within(QUERIES[0], K, few) is None
+    assert hybrid.search_within(QUERIES[0], K, few) is None
 
 
 class ShortFirst(Reranker):

@@ -140,15 +140,12 @@ class Catalog:
         def ok(hit: Hit) -> bool:
             return hit.chunk.citation.doc in allowed or hit.chunk.citation.doc not in snap.records
 
-        # The unfiltered k best: the notice looks at them, and when every one is allowed they
-        # are the answer (the retriever's own k best).
-        top = retriever.search(query, k)
-        if len(top) >= k and all(ok(h) for h in top):
-            return FilteredHits(top[:k], day)
-        notice = self._notice(snap, top[:k], ok, filters, today)
         hits = retriever.search_within(query, k, allowed)
         if hits is None:
-            hits = self._over_fetch(snap, retriever, query, k, allowed, ok)
+            return self._over_fetch(snap, retriever, query, k, allowed, ok, filters, today)
+        # The notice looks at the unfiltered k best (a retriever keeps what the two searches of
+        # one query share: BM25's scores, the query vector).
+        notice = self._notice(snap, retriever.search(query, k), ok, filters, today)
         return FilteredHits(hits, day, notice)
 
     def _over_fetch(
@@ -159,16 +156,20 @@ class Catalog:
         k: int,
         allowed: frozenset[str],
         ok: Callable[[Hit], bool],
-    ) -> list[Hit]:
+        filters: RetrievalFilters,
+        today: dt.date,
+    ) -> FilteredHits:
         """The first ``k`` allowed passages of ever longer rankings, for a retriever that
-        cannot restrict its search: first as many more as the allowed share of the chunks
-        suggests, then four times more each round, until the retriever has no more to give (a
-        retriever may return fewer than asked and still have more: one that keeps one passage
-        per article)."""
+        cannot restrict its search."""
+        # First ask for as many more as the allowed share of the chunks suggests (the k best
+        # of that search are the unfiltered top k the notice looks at), then four times more
+        # each round, until the retriever has no more to give (a retriever may return fewer
+        # than asked and still have more: one that keeps one passage per article).
         allowed_chunks = sum(snap.records[d].n_chunks for d in allowed)
         share = allowed_chunks / snap.n_chunks if snap.n_chunks else 1.0
         asked = min(max(k, math.ceil(k / share) + k if share else k), max(snap.n_chunks, k))
         hits = retriever.search(query, asked)
+        notice = self._notice(snap, hits[:k], ok, filters, today)
         kept = [h for h in hits if ok(h)]
         given = -1
         while len(kept) < k and allowed and asked < snap.n_chunks and len(hits) > given:
@@ -176,7 +177,7 @@ class Catalog:
             asked = min(asked * 4, snap.n_chunks)
             hits = retriever.search(query, asked)
             kept = [h for h in hits if ok(h)]
-        return kept[:k]
+        return FilteredHits(kept[:k], filters.as_of or today, notice)
 
     def _notice(
         self,
