@@ -248,8 +248,9 @@ def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
     make_retriever: Callable[[str], Retriever],
     hash_registry: Registry,
     hash_index: Path,
-    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(pg_retrievers, "EXACT_SHARE", 1.0)  # one of five documents: over a quarter
     retriever = make_retriever(name)
     if name.startswith("pg-"):
         open_store = retriever.context.open_store  # the index the retriever reads
@@ -310,17 +311,19 @@ def test_the_notice_is_the_same_on_both_paths(versions_index: Path, registry: Re
         retriever.close()
 
 
-def test_pg_dense_over_many_chunks_leaves_restriction_to_the_catalog(
+def test_pg_over_many_chunks_leaves_restriction_to_the_catalog(
     make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Above ``EXACT_WITHIN`` allowed chunks, or ``EXACT_SHARE`` of the index, pg-dense cannot
-    restrict (pgvector's graph filters after its search): None, and so does a hybrid over it."""
-    dense, hybrid = make_retriever("pg-dense"), make_retriever("pg-hybrid")
+    """Above ``EXACT_SHARE`` of the index the PostgreSQL retrievers leave restriction to the
+    catalog (asking for a few more is cheaper than a second statement), and above
+    ``EXACT_WITHIN`` allowed chunks pg-dense does (pgvector's graph filters after its search):
+    None, and so does a hybrid over it."""
+    dense, bm25, hybrid = make_retriever("pg-dense"), make_retriever("pg-bm25"), make_retriever("pg-hybrid")
     ranked = _docs(dense, QUERIES[0])
     few, most = frozenset(ranked[-1:]), frozenset(ranked[1:])
     assert dense.search_within(QUERIES[0], K, few) is not None
-    assert dense.search_within(QUERIES[0], K, most) is None  # 4 of the 5 sample documents
-    assert hybrid.search_within(QUERIES[0], K, most) is None
+    for retriever in (dense, bm25, hybrid):  # 4 of the 5 sample documents: over EXACT_SHARE
+        assert retriever.search_within(QUERIES[0], K, most) is None, retriever.name
     monkeypatch.setattr(pg_retrievers, "EXACT_WITHIN", 0)
     assert dense.search_within(QUERIES[0], K, few) is None
     assert hybrid.search_within(QUERIES[0], K, few) is None

@@ -85,6 +85,26 @@ class Statement:
             _EF_SEARCH[conn] = self.ef_search
 
 
+#: pgvector's largest ``hnsw.ef_search``: a graph search gives at most this many chunks (the
+#: catalog's over-fetching asks for more on a large index).
+EF_SEARCH_MAX = 1000
+#: A PostgreSQL retriever restricts its search to some documents (:meth:`PgRetriever.restricts`)
+#: when they hold at most this share of the index's chunks; above it, it leaves that to the
+#: catalog (:meth:`lexrag.Retriever.search_within` returns None), which asks for a few more
+#: passages and drops the others: cheap when most chunks are allowed, while a restricted search
+#: costs a second statement (the catalog still needs the unfiltered top for its notice).
+EXACT_SHARE = 0.25
+#: pg-dense ranks the chunks of some documents exactly (each one's distance, in SQL: about
+#: 1.5 µs a chunk): at most this many.
+#: Measured with the six codes and two expired copies (4,186 chunks, 384-d hash vectors), each
+#: against the bare search: one code (~700 chunks) restricted 1.8-2.0x (pg-bm25 2.2x), asking
+#: for more 12x (pg-bm25 6x); six of the eight codes asking for more 1.0-1.3x, restricted
+#: 1.2-2.3x (pg-dense exactly over 3,100 chunks 4.7x).
+EXACT_WITHIN = 2_000
+#: Sets of documents whose chunk count (or chunk ids) one retriever keeps.
+WITHIN_HELD = 64
+
+
 class PgRetriever(Retriever):
     """A retriever over the configured PostgreSQL index (opened on first use)."""
 
@@ -97,6 +117,7 @@ class PgRetriever(Retriever):
         self._chunks: LRUCache[int, Chunk] = LRUCache(maxsize=CHUNKS_HELD)
         self._chunks_lock = threading.Lock()
         self._within_lock = threading.Lock()  # what a search within some documents keeps
+        self._sizes: LRUCache[frozenset[str], tuple[int, int]] = LRUCache(maxsize=WITHIN_HELD)
 
     @property
     def store(self) -> PostgresStore:
@@ -119,8 +140,27 @@ class PgRetriever(Retriever):
         raise NotImplementedError
 
     def restricts(self, docs: frozenset[str]) -> bool:
-        """Whether :meth:`statement` can rank within ``docs``."""
-        return True
+        """Whether :meth:`statement` ranks within ``docs``: when they hold at most
+        :data:`EXACT_SHARE` of the chunks."""
+        allowed, total = self.sizes(docs)
+        return allowed <= EXACT_SHARE * total
+
+    def sizes(self, docs: frozenset[str]) -> tuple[int, int]:
+        """(chunks of ``docs``, chunks of the index), kept: they only choose how to search, and
+        a stale count never changes an answer."""
+        with self._within_lock:
+            sizes = self._sizes.get(docs)
+        if sizes is None:
+            with self.store.db.connection() as conn:
+                row = conn.execute(
+                    "SELECT coalesce(sum(n_chunks), 0), (SELECT n_chunks FROM lexrag_stats) "
+                    "FROM lexrag_documents WHERE id = ANY(%s)",
+                    (list(docs),),
+                ).fetchone()
+            sizes = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+            with self._within_lock:
+                self._sizes[docs] = sizes
+        return sizes
 
     def ranked(
         self, query: str, n: int, docs: frozenset[str] | None = None
@@ -233,21 +273,6 @@ DENSE_WITHIN_SQL = (
     "SELECT id, 1 - d, doc, article, chunk_id FROM allowed ORDER BY d, id LIMIT %(n)s"
 )
 
-#: pgvector's largest ``hnsw.ef_search``: a graph search gives at most this many chunks (the
-#: catalog's over-fetching asks for more on a large index).
-EF_SEARCH_MAX = 1000
-#: pg-dense ranks the chunks of some documents exactly (each one's distance, in SQL: about
-#: 1.5 µs a chunk) when they are at most this many and at most :data:`EXACT_SHARE` of the index;
-#: otherwise it cannot restrict (:meth:`lexrag.Retriever.search_within` returns None) and the
-#: catalog asks the graph for more and filters, which costs little when most chunks are allowed.
-#: Measured with the six codes and two expired copies (4,186 chunks, 384-d vectors): one code
-#: (~700 chunks) exactly 1.8x the bare search against 12x asking for more; six of the eight
-#: codes left to asking for more 1.1x, exactly 4.7x.
-EXACT_WITHIN = 2_000
-EXACT_SHARE = 0.25
-#: Sets of documents whose chunk count (or chunk ids) one retriever keeps.
-WITHIN_HELD = 64
-
 
 def _dense_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, float, ArticleKey]]:
     return [
@@ -265,7 +290,6 @@ class PgDenseRetriever(PgRetriever):
         self._embedder: Embedder | None = None
         self._checked = False
         self._restorer: tuple[int, AccentRestorer] | None = None
-        self._sizes: LRUCache[frozenset[str], tuple[int, int]] = LRUCache(maxsize=WITHIN_HELD)
         self._last_vector: tuple[str, Any] | None = None
 
     @property
@@ -275,23 +299,8 @@ class PgDenseRetriever(PgRetriever):
         return self._embedder
 
     def restricts(self, docs: frozenset[str]) -> bool:
-        """Whether the documents ``docs`` hold few enough chunks to rank exactly
-        (:data:`EXACT_WITHIN`, :data:`EXACT_SHARE`). The counts are kept: they only choose how
-        to search, and a stale one never changes an answer."""
-        with self._within_lock:
-            sizes = self._sizes.get(docs)
-        if sizes is None:
-            with self.store.db.connection() as conn:
-                row = conn.execute(
-                    "SELECT coalesce(sum(n_chunks), 0), (SELECT n_chunks FROM lexrag_stats) "
-                    "FROM lexrag_documents WHERE id = ANY(%s)",
-                    (list(docs),),
-                ).fetchone()
-            sizes = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
-            with self._within_lock:
-                self._sizes[docs] = sizes
-        allowed, total = sizes
-        return allowed <= EXACT_WITHIN and allowed <= EXACT_SHARE * total
+        """At most :data:`EXACT_WITHIN` chunks, ranked exactly, and :data:`EXACT_SHARE`."""
+        return super().restricts(docs) and self.sizes(docs)[0] <= EXACT_WITHIN
 
     def statement(self, query: str, n: int, docs: frozenset[str] | None = None) -> Statement | None:
         if not query.strip():
