@@ -20,7 +20,7 @@ import lexrag_postgres.retrievers as pg_retrievers
 import lexrag_retrievers.dense as dense_module
 from lexrag import Chunk, FloatArray, Hit, NoSettings, Reranker, Retriever, article_key, fuse
 from lexrag.config import Config
-from lexrag.filtering import Catalog
+from lexrag.filtering import RESTRICT_BELOW, Catalog
 from lexrag.ingest import ingest
 from lexrag.plugins import make_plugin_manager
 from lexrag.registry import Registry, build_retriever, open_index
@@ -279,6 +279,29 @@ def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
                 used += len(counted.within)
                 assert max(fallback.asked) > K  # the fallback had to ask for more
         assert used
+    finally:
+        catalog.close()
+
+
+def test_with_most_documents_allowed_the_catalog_asks_a_little_more_instead(
+    make_retriever: Callable[[str], Retriever], hash_registry: Registry, hash_index: Path
+) -> None:
+    """At or over RESTRICT_BELOW of the chunks allowed (the default filters' case), one longer
+    search beats a restricted one plus the unfiltered one for the notice."""
+    retriever = make_retriever("bm25")
+    catalog = Catalog(lambda: open_index(_embedded_config(hash_index, hash_registry), hash_registry))
+    try:
+        snap = catalog.snapshot()
+        by_size = sorted(snap.records, key=lambda d: snap.records[d].n_chunks)
+        most = by_size[1:]  # all but the smallest document
+        assert sum(snap.records[d].n_chunks for d in most) >= RESTRICT_BELOW * snap.n_chunks
+        counted = Counted(retriever)
+        found = catalog.search(counted, QUERIES[0], K, RetrievalFilters(doc=most))
+        assert counted.within == [] and len(counted.asked) == 1 and counted.asked[0] > K
+        assert found.hits and {h.chunk.citation.doc for h in found.hits} <= set(most)
+        few = RetrievalFilters(doc=by_size[:1])
+        catalog.search(counted, QUERIES[0], K, few)
+        assert counted.within == [K]
     finally:
         catalog.close()
 
