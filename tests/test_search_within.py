@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import lexrag_postgres.retrievers as pg_retrievers
-import lexrag_retrievers.dense as dense_module
 from lexrag import Chunk, FloatArray, Hit, NoSettings, Reranker, Retriever, article_key, fuse
 from lexrag.config import Config
 from lexrag.filtering import RESTRICT_BELOW, Catalog
@@ -80,15 +78,25 @@ def pg_hash_url(pg_server: PgServer) -> str:
     return url
 
 
-def _embedded_config(index: Path, registry: Registry) -> Config:
-    return index_config(index, registry, {"retrieval.embedder": "hash"})
+#: The PostgreSQL retrievers restricting whatever share of the index a filter allows (the
+#: sample corpus has five documents: one is already over the default quarter).
+PG_ALWAYS = {"retrievers.pg-dense.restrict_share": 1.0, "retrievers.pg-bm25.restrict_share": 1.0}
 
 
-def _pg_config(url: str, registry: Registry, tmp_path: Path) -> Config:
+def _embedded_config(index: Path, registry: Registry, extra: dict[str, Any] | None = None) -> Config:
+    return index_config(index, registry, {"retrieval.embedder": "hash", **(extra or {})})
+
+
+def _pg_config(url: str, registry: Registry, tmp_path: Path, extra: dict[str, Any] | None = None) -> Config:
     return index_config(
         tmp_path / "unused",
         registry,
-        {"retrieval.embedder": "hash", "index.backend": "postgres", "index.database_url": url},
+        {
+            "retrieval.embedder": "hash",
+            "index.backend": "postgres",
+            "index.database_url": url,
+            **(extra or {}),
+        },
     )
 
 
@@ -96,15 +104,15 @@ def _pg_config(url: str, registry: Registry, tmp_path: Path) -> Config:
 def make_retriever(
     hash_registry: Registry, hash_index: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[[str], Retriever]]:
-    """``make(name)``: the retriever ``name`` over the embedded index, or over PostgreSQL for a
-    ``pg-`` one."""
+    """``make(name, extra)``: the retriever ``name`` over the embedded index, or over PostgreSQL
+    for a ``pg-`` one, with the config overrides ``extra``."""
     made: list[Retriever] = []
 
-    def make(name: str) -> Retriever:
+    def make(name: str, extra: dict[str, Any] | None = None) -> Retriever:
         if name.startswith("pg-"):
-            config = _pg_config(request.getfixturevalue("pg_hash_url"), hash_registry, tmp_path)
+            config = _pg_config(request.getfixturevalue("pg_hash_url"), hash_registry, tmp_path, extra)
         else:
-            config = _embedded_config(hash_index, hash_registry)
+            config = _embedded_config(hash_index, hash_registry, extra)
         retriever = build_retriever(config, hash_registry, name)
         made.append(retriever)
         return retriever
@@ -149,10 +157,9 @@ def _allowed_part(retriever: Retriever, query: str, k: int, docs: frozenset[str]
 
 @pytest.mark.parametrize("name", ["bm25", "dense", "pg-bm25", "pg-dense"])
 def test_a_restricted_search_is_the_allowed_part_of_the_full_ranking(
-    name: str, make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
+    name: str, make_retriever: Callable[..., Retriever]
 ) -> None:
-    monkeypatch.setattr(pg_retrievers, "EXACT_SHARE", 1.0)  # pg-dense: exact for every set here
-    retriever = make_retriever(name)
+    retriever = make_retriever(name, PG_ALWAYS if name.startswith("pg-") else None)
     checked = 0
     for query in QUERIES:
         ranked = _docs(retriever, query)
@@ -173,7 +180,7 @@ def test_a_restricted_search_is_the_allowed_part_of_the_full_ranking(
 
 @pytest.mark.parametrize("name", ["bm25", "dense"])
 def test_the_chunk_ranking_within_keeps_order_scores_and_ties(
-    name: str, make_retriever: Callable[[str], Retriever]
+    name: str, make_retriever: Callable[..., Retriever]
 ) -> None:
     """Below collapsing to articles: every allowed chunk, in the full ranking's order."""
     retriever: Any = make_retriever(name)
@@ -202,10 +209,9 @@ def _fused_expectation(hybrid: Any, query: str, k: int, docs: frozenset[str]) ->
 
 @pytest.mark.parametrize("name", ["hybrid", "pg-hybrid"])
 def test_a_hybrid_fuses_its_parts_restricted_rankings(
-    name: str, make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
+    name: str, make_retriever: Callable[..., Retriever]
 ) -> None:
-    monkeypatch.setattr(pg_retrievers, "EXACT_SHARE", 1.0)  # pg-dense restricts two of five documents
-    hybrid = make_retriever(name)
+    hybrid = make_retriever(name, PG_ALWAYS if name.startswith("pg-") else None)
     for query in QUERIES:
         docs = frozenset(_docs(hybrid, query)[1:3])
         within = hybrid.search_within(query, K, docs)
@@ -245,13 +251,11 @@ class Counted(Unrestricted):
 @pytest.mark.parametrize("name", ["bm25", "dense", "hybrid", "pg-bm25"])
 def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
     name: str,
-    make_retriever: Callable[[str], Retriever],
+    make_retriever: Callable[..., Retriever],
     hash_registry: Registry,
     hash_index: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pg_retrievers, "EXACT_SHARE", 1.0)  # one of five documents: over a quarter
-    retriever = make_retriever(name)
+    retriever = make_retriever(name, PG_ALWAYS if name.startswith("pg-") else None)
     if name.startswith("pg-"):
         open_store = retriever.context.open_store  # the index the retriever reads
         assert open_store is not None
@@ -284,7 +288,7 @@ def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
 
 
 def test_with_most_documents_allowed_the_catalog_asks_a_little_more_instead(
-    make_retriever: Callable[[str], Retriever], hash_registry: Registry, hash_index: Path
+    make_retriever: Callable[..., Retriever], hash_registry: Registry, hash_index: Path
 ) -> None:
     """At or over RESTRICT_BELOW of the chunks allowed (the default filters' case), one longer
     search beats a restricted one plus the unfiltered one for the notice."""
@@ -335,21 +339,21 @@ def test_the_notice_is_the_same_on_both_paths(versions_index: Path, registry: Re
 
 
 def test_pg_over_many_chunks_leaves_restriction_to_the_catalog(
-    make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
+    make_retriever: Callable[..., Retriever],
 ) -> None:
-    """Above ``EXACT_SHARE`` of the index the PostgreSQL retrievers leave restriction to the
+    """Above ``restrict_share`` of the index the PostgreSQL retrievers leave restriction to the
     catalog (asking for a few more is cheaper than a second statement), and above
-    ``EXACT_WITHIN`` allowed chunks pg-dense does (pgvector's graph filters after its search):
+    ``exact_within`` allowed chunks pg-dense does (pgvector's graph filters after its search):
     None, and so does a hybrid over it."""
     dense, bm25, hybrid = make_retriever("pg-dense"), make_retriever("pg-bm25"), make_retriever("pg-hybrid")
     ranked = _docs(dense, QUERIES[0])
     few, most = frozenset(ranked[-1:]), frozenset(ranked[1:])
     assert dense.search_within(QUERIES[0], K, few) is not None
-    for retriever in (dense, bm25, hybrid):  # 4 of the 5 sample documents: over EXACT_SHARE
+    for retriever in (dense, bm25, hybrid):  # 4 of the 5 sample documents: over the quarter
         assert retriever.search_within(QUERIES[0], K, most) is None, retriever.name
-    monkeypatch.setattr(pg_retrievers, "EXACT_WITHIN", 0)
-    assert dense.search_within(QUERIES[0], K, few) is None
-    assert hybrid.search_within(QUERIES[0], K, few) is None
+    none_exactly = {"retrievers.pg-dense.exact_within": 0}
+    assert make_retriever("pg-dense", none_exactly).search_within(QUERIES[0], K, few) is None
+    assert make_retriever("pg-hybrid", none_exactly).search_within(QUERIES[0], K, few) is None
 
 
 class ShortFirst(Reranker):
@@ -363,7 +367,7 @@ class ShortFirst(Reranker):
         return np.asarray([-len(p) for p in passages], dtype=np.float32)
 
 
-def test_a_reranker_reranks_the_restricted_candidates(make_retriever: Callable[[str], Retriever]) -> None:
+def test_a_reranker_reranks_the_restricted_candidates(make_retriever: Callable[..., Retriever]) -> None:
     base = make_retriever("bm25")
     reranked = RerankedRetriever(base, ShortFirst("short-first", NoSettings()), candidates=8)
     for query in QUERIES:
@@ -382,12 +386,11 @@ def test_a_reranker_reranks_the_restricted_candidates(make_retriever: Callable[[
 
 
 def test_dense_over_many_chunks_searches_the_graph_with_a_filter(
-    make_retriever: Callable[[str], Retriever], monkeypatch: pytest.MonkeyPatch
+    make_retriever: Callable[..., Retriever],
 ) -> None:
-    """Above ``EXACT_WITHIN`` allowed chunks the embedded dense retriever asks hnswlib for the
+    """Above ``exact_within`` allowed chunks the embedded dense retriever asks hnswlib for the
     nearest allowed ones (a filter on the graph search): on a small graph, all of them."""
-    monkeypatch.setattr(dense_module, "EXACT_WITHIN", 0)
-    retriever = make_retriever("dense")
+    retriever = make_retriever("dense", {"retrievers.dense.exact_within": 0})
     for query in QUERIES:
         docs = frozenset(_docs(retriever, query)[1:3])
         within = retriever.search_within(query, K, docs)
@@ -398,7 +401,7 @@ def test_dense_over_many_chunks_searches_the_graph_with_a_filter(
 
 
 def test_pg_dense_asked_for_more_than_pgvector_searches_gives_what_it_has(
-    make_retriever: Callable[[str], Retriever],
+    make_retriever: Callable[..., Retriever],
 ) -> None:
     """The catalog's over-fetching asks for thousands of passages on a large index: pg-dense
     caps ``hnsw.ef_search`` at pgvector's 1000 instead of failing."""

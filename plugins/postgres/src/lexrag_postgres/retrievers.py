@@ -88,19 +88,6 @@ class Statement:
 #: pgvector's largest ``hnsw.ef_search``: a graph search gives at most this many chunks (the
 #: catalog's over-fetching asks for more on a large index).
 EF_SEARCH_MAX = 1000
-#: A PostgreSQL retriever restricts its search to some documents (:meth:`PgRetriever.restricts`)
-#: when they hold at most this share of the index's chunks; above it, it leaves that to the
-#: catalog (:meth:`lexrag.Retriever.search_within` returns None), which asks for a few more
-#: passages and drops the others: cheap when most chunks are allowed, while a restricted search
-#: costs a second statement (the catalog still needs the unfiltered top for its notice).
-EXACT_SHARE = 0.25
-#: pg-dense ranks the chunks of some documents exactly (each one's distance, in SQL: about
-#: 1.5 µs a chunk): at most this many.
-#: Measured with the six codes and two expired copies (4,186 chunks, 384-d hash vectors), each
-#: against the bare search: one code (~700 chunks) restricted 1.8-2.0x (pg-bm25 2.2x), asking
-#: for more 12x (pg-bm25 6x); six of the eight codes asking for more 1.0-1.3x, restricted
-#: 1.2-2.3x (pg-dense exactly over 3,100 chunks 4.7x).
-EXACT_WITHIN = 2_000
 #: Sets of documents whose chunk count (or chunk ids) one retriever keeps.
 WITHIN_HELD = 64
 
@@ -141,9 +128,11 @@ class PgRetriever(Retriever):
 
     def restricts(self, docs: frozenset[str]) -> bool:
         """Whether :meth:`statement` ranks within ``docs``: when they hold at most
-        :data:`EXACT_SHARE` of the chunks."""
+        ``restrict_share`` of the chunks."""
         allowed, total = self.sizes(docs)
-        return allowed <= EXACT_SHARE * total
+        settings = self.settings
+        share = settings.restrict_share if isinstance(settings, PgRestrictSettings) else 0.0
+        return allowed <= share * total
 
     def sizes(self, docs: frozenset[str]) -> tuple[int, int]:
         """(chunks of ``docs``, chunks of the index), kept: they only choose how to search, and
@@ -241,9 +230,22 @@ class PgRetriever(Retriever):
             self._chunks.clear()
 
 
-class PgDenseSettings(BaseModel):
+class PgRestrictSettings(BaseModel):
+    """When a PostgreSQL retriever restricts its search to the documents a filter allows."""
+
     model_config = ConfigDict(extra="forbid")
 
+    restrict_share: float = Field(default=0.25, ge=0, le=1)
+    """Restrict the search when the allowed documents hold at most this share of the index's
+    chunks; above it the catalog asks for a few more passages and drops the others: cheap when
+    most chunks are allowed, while a restricted search costs a second statement (the catalog
+    still needs the unfiltered top for its notice). Measured with the six codes and two expired
+    copies (4,186 chunks, 384-d hash vectors), against the bare search: one code (~700 chunks)
+    restricted 1.8-2.0x (pg-bm25 2.2x), asking for more 12x (pg-bm25 6x); six of the eight codes
+    asking for more 1.0-1.3x, restricted 1.2-2.3x."""
+
+
+class PgDenseSettings(PgRestrictSettings):
     ef_search: int = Field(default=128, ge=10, le=1000)
     """pgvector ``hnsw.ef_search``: breadth of the graph search (at least ``candidates`` is used)."""
     candidates: int = Field(default=50, ge=1)
@@ -253,6 +255,10 @@ class PgDenseSettings(BaseModel):
     restore_accents: bool = True
     """Put the accents back on a query typed without any (a syllable bigram model of the indexed
     text, built on the first such query and again after the index changed) before embedding it."""
+    exact_within: int = Field(default=2_000, ge=0)
+    """Most allowed chunks ranked exactly (each one's distance, in SQL: about 1.5 µs a chunk;
+    pgvector's graph filters after its search, so it is no way to restrict); pg-dense exactly
+    over 3,100 chunks ran 4.7x the bare search."""
 
 
 # The distance is computed once a row, in the subquery, and its order kept (no sort on top, so
@@ -299,8 +305,8 @@ class PgDenseRetriever(PgRetriever):
         return self._embedder
 
     def restricts(self, docs: frozenset[str]) -> bool:
-        """At most :data:`EXACT_WITHIN` chunks, ranked exactly, and :data:`EXACT_SHARE`."""
-        return super().restricts(docs) and self.sizes(docs)[0] <= EXACT_WITHIN
+        """At most ``exact_within`` chunks, ranked exactly, and ``restrict_share``."""
+        return super().restricts(docs) and self.sizes(docs)[0] <= self.options.exact_within
 
     def statement(self, query: str, n: int, docs: frozenset[str] | None = None) -> Statement | None:
         if not query.strip():
@@ -351,9 +357,7 @@ class PgDenseRetriever(PgRetriever):
         return out
 
 
-class PgBM25Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PgBM25Settings(PgRestrictSettings):
     k1: float = Field(default=1.2, gt=0)
     b: float = Field(default=0.75, ge=0, le=1)
     title_weight: int = Field(default=3, ge=0, le=10)

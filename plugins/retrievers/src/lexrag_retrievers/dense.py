@@ -19,9 +19,6 @@ from lexrag import AccentRestorer, Embedder, RetrievalContext, bm25_topk, typed_
 from .derived import StoreRetriever, publish, read_pointer
 
 NAME = "dense"
-#: Most chunks a search within some documents scores exactly (one product with their vectors);
-#: more are searched in the graph with a filter.
-EXACT_WITHIN = 20_000
 #: Bytes of such chunks' vectors one retriever keeps (the oldest set goes first).
 VECTORS_HELD = 64 * 2**20
 
@@ -41,6 +38,9 @@ class DenseSettings(BaseModel):
     """Put the accents back on a query typed without any (a syllable bigram model of the indexed
     text, built on the first such query) before embedding it: multilingual embedders read
     unaccented Vietnamese as noise."""
+    exact_within: int = Field(default=20_000, ge=0)
+    """Most chunks a search within some documents (a filter) scores exactly, one product with
+    their vectors; more are searched in the graph with a filter."""
 
 
 class DenseRetriever(StoreRetriever):
@@ -188,13 +188,13 @@ class DenseRetriever(StoreRetriever):
 
     def vector_search_within(self, vector: np.ndarray, n: int, rowids: np.ndarray) -> list[tuple[int, float]]:
         """(rowid, cosine similarity) of the ``n`` nearest of the chunks ``rowids`` (ascending):
-        up to :data:`EXACT_WITHIN` of them scored exactly (:meth:`_vectors_of`; equal
+        up to ``exact_within`` of them scored exactly (:meth:`_vectors_of`; equal
         similarities by rowid), more by the graph searched with a filter."""
         if self._index is None or not self._live or n <= 0 or not len(rowids):
             return []
         query = np.asarray(vector, dtype=np.float32)
         query = query / max(float(np.linalg.norm(query)), 1e-12)
-        if len(rowids) > EXACT_WITHIN:
+        if len(rowids) > self.options.exact_within:
             allowed = set(rowids.tolist()) & self._live
             found, distances = self._index.knn_query(
                 query[None, :], k=min(n, len(allowed)), filter=lambda label: label in allowed
