@@ -137,3 +137,11 @@ def test_rankings_on_a_scaled_corpus_equal_scoring_every_chunk(scaled_bm25: Any)
         best = reference_top(scores, COPIES)
         tied += len(best) == COPIES and len(set(scores[best].tolist())) < COPIES
     assert tied > len(asked) // 2
+
+
+def test_positions_of_finds_the_wanted_ids_it_holds_in_order():
+    ids = np.array([2, 5, 9, 14, 20])
+    assert bm25_topk.positions_of(ids, np.array([1, 5, 14, 15, 21])).tolist() == [1, 3]
+    assert bm25_topk.positions_of(ids, np.array([2, 20])).tolist() == [0, 4]
+    assert bm25_topk.positions_of(ids, np.array([], dtype=np.int64)).tolist() == []
+    assert bm25_topk.positions_of(np.array([], dtype=np.int64), np.array([3])).tolist() == []

@@ -70,4 +70,15 @@ def top_positions(scores: npt.NDArray[np.floating], k: int) -> npt.NDArray[np.in
     return positive[order[:k]]
 
 
-__all__ = ["Postings", "sum_postings", "top_positions"]
+def positions_of(ids: npt.NDArray[np.integer], wanted: npt.NDArray[np.integer]) -> npt.NDArray[np.intp]:
+    """Positions in the ascending ``ids`` of the ascending ``wanted`` ones it holds, ascending
+    (the others left out): ``top_positions(scores[p], k)`` of them, mapped back through ``p``,
+    ranks the wanted chunks alone with the same tie rule."""
+    if not len(ids):
+        return np.zeros(0, dtype=np.intp)
+    at = np.minimum(np.searchsorted(ids, wanted), len(ids) - 1)
+    found: npt.NDArray[np.intp] = at[ids[at] == wanted]
+    return found
+
+
+__all__ = ["Postings", "positions_of", "sum_postings", "top_positions"]

@@ -207,8 +207,7 @@ def rank(
     if within is None:
         top = bm25_topk.top_positions(score, n)
     else:
-        at = np.minimum(np.searchsorted(chunks, within), len(chunks) - 1)
-        at = at[chunks[at] == within]
+        at = bm25_topk.positions_of(chunks, within)
         top = at[bm25_topk.top_positions(score[at], n)]
     return [(int(chunks[i]), float(score[i])) for i in top]
 

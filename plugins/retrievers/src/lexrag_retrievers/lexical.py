@@ -284,12 +284,7 @@ class BM25Retriever(StoreRetriever):
         order) of the chunks of ``docs``, kept per build and set of documents."""
         found = self._within_positions.get(docs)
         if found is None:
-            rowids = self.rowids_within(docs)
-            if len(self._rowids) == 0:
-                found = np.zeros(0, dtype=np.intp)
-            else:
-                at = np.minimum(np.searchsorted(self._rowids, rowids), len(self._rowids) - 1)
-                found = at[self._rowids[at] == rowids]
+            found = bm25_topk.positions_of(self._rowids, self.rowids_within(docs))
             if len(self._within_positions) >= WITHIN_HELD:
                 self._within_positions.clear()
             self._within_positions[docs] = found
