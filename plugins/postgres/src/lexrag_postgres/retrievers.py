@@ -325,14 +325,16 @@ class PgDenseRetriever(PgRetriever):
         return Statement(DENSE_SQL, {"q": vector, "n": n}, _dense_rows, ef_search)
 
     def _query_vector(self, query: str) -> Any:
-        """The embedder's vector of :meth:`query_text`, kept for the last query: a filtered
-        search embeds the same query twice (the unfiltered top for the notice, then within the
-        allowed documents)."""
+        """The embedder's vector of :meth:`query_text`, kept for the last text embedded: a
+        filtered search embeds the same query twice (the unfiltered top for the notice, then
+        within the allowed documents). Keyed by the text itself, since the accents put back on
+        a query may change with the index."""
+        text = self.query_text(query)
         last = self._last_vector
-        if last is not None and last[0] == query:
+        if last is not None and last[0] == text:
             return last[1]
-        vector = self.embedder.embed_query(self.query_text(query))
-        self._last_vector = (query, vector)
+        vector = self.embedder.embed_query(text)
+        self._last_vector = (text, vector)
         return vector
 
     def restorer(self) -> AccentRestorer:
