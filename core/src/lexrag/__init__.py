@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .lay_terms import LAY_TO_LEGAL
     from .limitstore import Increment, LimitStore
     from .loaders import Loader
-    from .onnxrt import cuda_usable, execution_providers
+    from .onnxrt import cpu_threads, cuda_usable, execution_providers
     from .prompt import estimate_tokens, estimate_usage
     from .providers import GenerationParams, Provider, ProviderRequest
     from .retrieval import (
@@ -112,6 +112,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Increment": ("limitstore", "Increment"),
     "LimitStore": ("limitstore", "LimitStore"),
     "Loader": ("loaders", "Loader"),
+    "cpu_threads": ("onnxrt", "cpu_threads"),
     "cuda_usable": ("onnxrt", "cuda_usable"),
     "execution_providers": ("onnxrt", "execution_providers"),
     "estimate_tokens": ("prompt", "estimate_tokens"),
@@ -243,6 +244,7 @@ __all__ = [
     "bm25_topk",
     "check_recorded_embedder",
     "collapse_articles",
+    "cpu_threads",
     "cuda_usable",
     "estimate_tokens",
     "estimate_usage",

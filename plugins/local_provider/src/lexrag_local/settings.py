@@ -27,7 +27,8 @@ class LocalSettings(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     """``cuda`` uses CUDAExecutionProvider when ONNX Runtime can run it, CPU otherwise."""
     threads: int = Field(default=0, ge=0)
-    """ONNX Runtime intra-op threads; 0 lets it choose (one per core)."""
+    """ONNX Runtime intra-op threads; 0: one per physical core this process may use (its
+    affinity mask), passed as a count so that onnxruntime pins no thread."""
     spin: bool = False
     """CPU: idle ONNX Runtime intra-op threads spin instead of sleeping. Only where the cores
     are the server's own: on a quiet 2-core machine decode gained up to 1.1x; beside one

