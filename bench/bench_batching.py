@@ -16,7 +16,10 @@ to a baseline measured in the same run:
   the genai runtime needs), lexrag's default (no intra-op spinning) against genai with
   onnxruntime's spinning on as many threads, and against genai out of the box (its own
   thread count: one on 2 cores), and at equal settings (both off, both on; ``--genai-spin``),
-  every side once per round in rotating order: the median of the rounds' ratios;
+  every side once per round in rotating order: the median of the rounds' ratios; and the
+  same pairs with lexrag's engine run in the genai interpreter, on the onnxruntime build genai
+  runs on (its CPU wheel, while lexrag's interpreter has the pinned onnxruntime-gpu), so that
+  engine meets engine on one runtime;
 - ``--quantize int8-block`` (batch-invariant) vs dynamic int8: decode at 1 and 8 streams,
   prefill of the long prompt;
 - through ``lexrag serve``: 8 and 16 concurrent streamed chats, total tokens/s, time to first
@@ -367,6 +370,47 @@ class GenaiBatch(bench_local.GenaiWorker):
         return self.ask({"ids": prompts, "new": new})
 
 
+class LexragBatch(GenaiBatch):
+    """lexrag's scheduler at batch 8 in the genai interpreter (``--batch-worker``): the same
+    engine on the onnxruntime build genai runs on (its CPU wheel; lexrag's own interpreter
+    has the pinned onnxruntime-gpu), so the comparison is engine against engine."""
+
+    def __init__(self, python: str, model_dir: Path, *, spin: bool, context: int) -> None:
+        paths = [str(ROOT / "core" / "src"), str(ROOT / "plugins" / "local_provider" / "src")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
+        command = [python, __file__, "--batch-worker", str(model_dir), "--context", str(context)]
+        self.proc = subprocess.Popen(
+            [*command, *(["--spin"] if spin else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.onnxruntime = json.loads(self.proc.stdout.readline())["onnxruntime"]
+
+
+def batch_worker(model_dir: Path, *, spin: bool, context: int) -> None:
+    """``--batch-worker``: lexrag's scheduler on ``model_dir``'s int8 graph in this
+    interpreter; one JSON request per line in (``{"ids": prompts, "new": n}``), the
+    aggregate decode tokens/s of those prompts run together out (``{"tok_s": x}``)."""
+    import onnxruntime
+
+    from lexrag_local.engine import Engine
+    from lexrag_local.model_files import load_tokenizer
+    from lexrag_local.scheduler import Scheduler
+    from lexrag_local.tokens import fast_backend
+
+    engine = Engine(model_dir, model_file="int8.onnx", max_batch=8, max_context=context, spin=spin)
+    scheduler = Scheduler(engine, fast_backend(load_tokenizer(model_dir)), queue_size=64)
+    print(json.dumps({"onnxruntime": onnxruntime.__version__}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        streams = [Stream(ids, request["new"]).start(scheduler) for ids in request["ids"]]
+        print(json.dumps({"tok_s": aggregate([s.wait() for s in streams])}), flush=True)
+    scheduler.close()
+
+
 #: ``--genai-spin``: onnxruntime-genai's sides in the batch-8 comparison: "on" (onnxruntime's
 #: spinning, genai's default) and "off", both with one intra-op thread per core as lexrag has;
 #: "own": genai out of the box (spinning, and its own thread count: one on 2 cores).
@@ -383,21 +427,27 @@ def genai_comparisons(genai_spin: str, lexrag_spin: bool) -> list[tuple[bool, st
     return [(lexrag_spin, side) for side in GENAI_SPIN[genai_spin]]
 
 
+#: lexrag's sides run in the genai interpreter (on genai's onnxruntime build): the same pairs
+#: as :func:`genai_comparisons` but the one against genai out of the box.
+SAME_BUILD = "lexrag on genai's onnxruntime"
+
+
 def side_name(engine: str, spin: bool | str) -> str:
     if spin == "own":
         return f"{engine} out of the box"
     return f"{engine} spin {'on' if spin in (True, 'on') else 'off'}"
 
 
-def comparison_name(lexrag_spin: bool, genai: str) -> str:
+def comparison_name(lexrag_spin: bool, genai: str, *, same_build: bool = False) -> str:
+    build = ", one onnxruntime build (genai's)" if same_build else ""
     if genai == "own":
         return "lexrag's default vs genai out of the box (spinning, its own thread count)"
     if lexrag_spin == (genai == "on"):
-        return f"equal settings: both with spinning {genai}"
+        return f"equal settings: both with spinning {genai}{build}"
     defaults = (
         " (each side's spinning default, same threads)" if (lexrag_spin, genai) == (False, "on") else ""
     )
-    return f"lexrag spinning {'on' if lexrag_spin else 'off'} vs genai {genai}{defaults}"
+    return f"lexrag spinning {'on' if lexrag_spin else 'off'} vs genai {genai}{defaults}{build}"
 
 
 # ---- the server -----------------------------------------------------------------------------
@@ -571,7 +621,12 @@ def main() -> None:
     parser.add_argument(
         "--make-3b", type=Path, metavar="DIR", help="write a random Llama-3.2-3B-shaped checkpoint"
     )
+    parser.add_argument("--batch-worker", type=Path, metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--context", type=int, default=FULL.context, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch_worker:
+        batch_worker(args.batch_worker, spin=args.spin, context=args.context)
+        return
     if args.make_3b:
         bench_local.build_model(SHAPE_3B, args.make_3b)
         return
@@ -704,9 +759,20 @@ def main() -> None:
                 queue_size=64,
             )
         genai_sides = {spin: GenaiBatch(args.genai_python, path) for spin, path in genai_models.items()}
+        # lexrag again, in the genai interpreter: both engines on one onnxruntime build.
+        same_build = {
+            spin: LexragBatch(args.genai_python, wide, spin=spin, context=plan.context)
+            for spin in sorted({s for s, g in comparisons if g != "own"})
+        }
+        for worker in same_build.values():
+            print(f"  {SAME_BUILD}: onnxruntime {worker.onnxruntime}", flush=True)
         sides: dict[str, Callable[[], float]] = {}
         for spin, sched in sorted(lexrag_sides.items()):
             sides[side_name("lexrag", spin)] = lambda on=sched: batch_rate(8, on)
+        for spin, worker in sorted(same_build.items()):
+            sides[side_name(SAME_BUILD, spin)] = lambda w=worker: w(
+                [ids(plan.prompt) for _ in range(8)], plan.new
+            )["tok_s"]
         for spin, genai in sorted(genai_sides.items()):
             sides[side_name("genai", spin)] = lambda g=genai: g(
                 [ids(plan.prompt) for _ in range(8)], plan.new
@@ -728,8 +794,8 @@ def main() -> None:
         for sched in lexrag_sides.values():
             if sched is not scheduler:
                 sched.close()
-        for genai in genai_sides.values():
-            genai.close()
+        for worker in [*genai_sides.values(), *same_build.values()]:
+            worker.close()
         lexrag_sides.clear()
         gc.collect()
 
@@ -833,15 +899,16 @@ def main() -> None:
                 f"| TTFT of that {plan.long_prompt}-token prompt, {name} | {med_of(runs, 'long_ttft'):.2f} s vs "
                 f"{med_of(runs, 'idle_long'):.2f} s idle | {med_of(runs, 'long_ratio'):.2f}× | |"
             )
-    for lexrag_spin, genai_spin in comparisons if genai_runs else []:
+    rows = [(s, g, False) for s, g in comparisons] + [(s, g, True) for s, g in comparisons if g != "own"]
+    for lexrag_spin, genai_spin, same in rows if genai_runs else []:
         ours, theirs = (
-            genai_runs[side_name("lexrag", lexrag_spin)],
+            genai_runs[side_name(SAME_BUILD if same else "lexrag", lexrag_spin)],
             genai_runs[side_name("genai", genai_spin)],
         )
         ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
         print(
             f"| aggregate at 8 vs onnxruntime-genai 0.12.2 batch 8 (same int8 weights), "
-            f"{comparison_name(lexrag_spin, genai_spin)}, median of {plan.genai_pairs} rounds | "
+            f"{comparison_name(lexrag_spin, genai_spin, same_build=same)}, median of {plan.genai_pairs} rounds | "
             f"{statistics.median(ours):.1f} vs {statistics.median(theirs):.1f} tok/s | "
             f"{statistics.median(ratios):.2f}× ({', '.join(f'{r:.2f}' for r in ratios)}) | ≥ 1.0× |"
         )
