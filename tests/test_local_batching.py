@@ -348,7 +348,7 @@ def _rows_alone_and_batched(model_dir: Path) -> tuple[list[np.ndarray], list[np.
         seat = solo_engine.open()
         first = int(np.argmax(solo_engine.prefill(seat, text)))
         solo_engine.join(seat)
-        alone.append(solo_engine.step([first])[0])
+        alone.append(solo_engine.step([first])[0].copy())  # the engine's next run reuses its buffer
         solo_engine.release(seat)
     firsts = []
     for text in texts:

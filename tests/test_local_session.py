@@ -19,14 +19,13 @@ from lexrag.registry import build_provider, check_config
 
 pytest.importorskip("onnxruntime")
 
-from lexrag_local.session import DYNAMIC_BLOCK_BASE, SPINNING
+from lexrag_local.session import SPINNING
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _session_options(registry, config_file, table: str) -> tuple[str, int]:
-    """The CPU session's spinning entry and intra-op thread count; every CPU session also
-    gets the dynamic block base."""
+    """The CPU session's spinning entry and intra-op thread count."""
     config_file.write_text(f'[llm]\nprovider = "local"\n[providers.local]\n{table}')
     provider = build_provider(check_config(load_config(config_file, env={}), registry), registry)
 
@@ -34,8 +33,6 @@ def _session_options(registry, config_file, table: str) -> tuple[str, int]:
         try:
             worker = await provider.backend.worker()
             options = worker.engine.session.get_session_options()
-            key, value = DYNAMIC_BLOCK_BASE
-            assert options.get_session_config_entry(key) == value
             return options.get_session_config_entry(SPINNING), options.intra_op_num_threads
         finally:
             await provider.aclose()

@@ -90,6 +90,14 @@ class Engine:
         self._run_options = _run_options()
         self._binding: Any = None
         self._bound: tuple[Any, ...] | None = None
+        #: On CPU, a decode step's logits land in this buffer (rows × 1 × vocabulary), bound
+        #: as the output instead of a new 4 MB array allocated, filled and copied each step.
+        logits_type = {o.name: o.type for o in self.session.get_outputs()}["logits"]
+        self._logits: np.ndarray | None = (
+            np.empty((self.plan.slots, 1, self.shape.vocab_size), dtype=_ORT_TYPES[logits_type])
+            if self.device == "cpu"
+            else None
+        )
 
     # --- the batch -------------------------------------------------------------------------
 
@@ -105,7 +113,7 @@ class Engine:
 
     def prefill(self, seat: Seat, ids: Sequence[int]) -> np.ndarray:
         """Run ``ids``, the next part of ``seat``'s prompt (all of it, or a chunk), and return
-        the logits after its last token."""
+        the logits after its last token (valid until the engine's next run, as :meth:`step`'s)."""
         if seat.length + len(ids) > self.cache.capacity:
             raise ValueError(
                 f"{seat.length + len(ids)} tokens do not fit the context window ({self.cache.capacity})"
@@ -126,7 +134,9 @@ class Engine:
 
     def step(self, tokens: Sequence[int]) -> list[np.ndarray | Exception]:
         """One decode step of the running batch: ``tokens[i]`` is row ``i``'s last token.
-        Returns each row's next-token logits, or the error of a row whose run failed.
+        Returns each row's next-token logits, or the error of a row whose run failed. On CPU
+        the rows are views of the engine's logits buffer, valid until its next run: copy a
+        row to keep it.
 
         When the batched run fails, each row runs alone (writing where the batch would
         have), so an error fails only the sequences it concerns."""
@@ -146,7 +156,8 @@ class Engine:
             errors: list[Exception] = []
             for i in range(len(rows)):
                 try:
-                    results.append(self._run(self.cache.bind_row(i), ids[i : i + 1])[0])
+                    # A copy: the next row's run writes the same logits buffer.
+                    results.append(self._run(self.cache.bind_row(i), ids[i : i + 1])[0].copy())
                 except Exception as exc:  # this row's own failure
                     results.append(exc)
                     errors.append(exc)
@@ -220,16 +231,28 @@ class Engine:
                 binding.bind_output(self._present_names[name], self.device, 0, self.dtype, shape, ptr)
             self._binding, self._bound = binding, None
         binding = self._binding
-        binding.bind_output("logits", "cpu")  # rebound (same index): a new host array each run
+        rows, new = ids.shape
+        buffer = self._logits[:rows] if self._logits is not None and new == 1 else None
+        if buffer is not None:  # rebound (same index): the logits buffer's first rows
+            binding.bind_ortvalue_output("logits", _ortvalue(buffer))
+        else:  # a new host array of the run's shape (a prompt's logits, on the GPU)
+            binding.bind_output("logits", "cpu")
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", bind.attention_mask)
         if self._has_positions:
             binding.bind_cpu_input("position_ids", bind.position_ids)
         self.session.run_with_iobinding(binding, self._run_options)
         self._bound = key
-        logits: np.ndarray = binding.get_outputs()[0].numpy()
+        logits: np.ndarray = buffer if buffer is not None else binding.get_outputs()[0].numpy()
         # An export without the last-position rewrite has logits for every position.
         return logits[:, -1]
+
+
+def _ortvalue(array: np.ndarray) -> Any:
+    """An OrtValue over ``array``'s memory (no copy): onnxruntime writes into the array."""
+    import onnxruntime as ort
+
+    return ort.OrtValue.ortvalue_from_numpy(array)
 
 
 def _run_options() -> Any:

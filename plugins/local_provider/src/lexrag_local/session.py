@@ -15,11 +15,6 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: The session option that lets idle intra-op threads spin.
 SPINNING = "session.intra_op.allow_spinning"
-#: onnxruntime's dynamic block sizing for parallel loops ("session.dynamic_block_base"): work
-#: is handed out in shrinking blocks, so the threads finish an op together. 2 cores, 1B shape,
-#: int8, paired in one process: 4 gained 1.7 % (batch 8) and 2.0 % (one stream) without
-#: spinning, 2.1 % (batch 8) with it; 2 and 8 did no better (tests/test_local_session.py).
-DYNAMIC_BLOCK_BASE = ("session.dynamic_block_base", "4")
 
 
 def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = False) -> Any:
@@ -42,7 +37,8 @@ def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = Fals
         # beside one other busy process it lost 1.55x / 1.77x (bench/bench_batching.py, the
         # local README): off unless the cores are the server's own.
         options.add_session_config_entry(SPINNING, "1" if spin else "0")
-        options.add_session_config_entry(*DYNAMIC_BLOCK_BASE)
+        # Not "session.dynamic_block_base": 4 gained 2 % while onnxruntime pinned its threads,
+        # and lost 5 % (batch 8) and 4 % (one stream) with the explicit count, a process a side.
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad or odd files
@@ -54,4 +50,4 @@ def open_session(path: Path, *, device: str, threads: int = 0, spin: bool = Fals
     return session
 
 
-__all__ = ["CPU", "CUDA", "DYNAMIC_BLOCK_BASE", "SPINNING", "open_session"]
+__all__ = ["CPU", "CUDA", "SPINNING", "open_session"]
