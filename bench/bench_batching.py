@@ -16,7 +16,8 @@ to a baseline measured in the same run:
   the genai runtime needs), lexrag's default (no intra-op spinning) against genai with
   onnxruntime's spinning on as many threads, and against genai out of the box (its own
   thread count: one on 2 cores), and at equal settings (both off, both on; ``--genai-spin``),
-  every side once per round in rotating order: the median of the rounds' ratios; and the
+  every side in a process of its own, once per round in rotating order: the median of the
+  rounds' ratios; and the
   same pairs with lexrag's engine run in the genai interpreter, on the onnxruntime build genai
   runs on (its CPU wheel, while lexrag's interpreter has the pinned onnxruntime-gpu), so that
   engine meets engine on one runtime;
@@ -371,9 +372,10 @@ class GenaiBatch(bench_local.GenaiWorker):
 
 
 class LexragBatch(GenaiBatch):
-    """lexrag's scheduler at batch 8 in the genai interpreter (``--batch-worker``): the same
-    engine on the onnxruntime build genai runs on (its CPU wheel; lexrag's own interpreter
-    has the pinned onnxruntime-gpu), so the comparison is engine against engine."""
+    """lexrag's scheduler at batch 8 in a process of its own (``--batch-worker``) run by
+    ``python``: lexrag's interpreter, or the genai interpreter, where the same engine runs on
+    the onnxruntime build genai runs on (its CPU wheel; lexrag's own interpreter has the
+    pinned onnxruntime-gpu), so that the comparison is engine against engine."""
 
     def __init__(self, python: str, model_dir: Path, *, spin: bool, context: int) -> None:
         paths = [str(ROOT / "core" / "src"), str(ROOT / "plugins" / "local_provider" / "src")]
@@ -751,13 +753,15 @@ def main() -> None:
     # the figure.
     genai_runs: dict[str, list[float]] = {}
     if "genai" in figures:
-        lexrag_sides = {args.spin: scheduler}
-        for spin in sorted({s for s, _ in comparisons} - {args.spin}):
-            lexrag_sides[spin] = Scheduler(
-                Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context, spin=spin),
-                backend,
-                queue_size=64,
-            )
+        # Every side in a process of its own, as genai's runtime is: two sessions in one
+        # process ran the one loaded first 4-9 % slower, whichever it was.
+        scheduler.close()
+        del scheduler, engine
+        gc.collect()
+        lexrag_sides = {
+            spin: LexragBatch(sys.executable, wide, spin=spin, context=plan.context)
+            for spin in sorted({s for s, _ in comparisons})
+        }
         genai_sides = {spin: GenaiBatch(args.genai_python, path) for spin, path in genai_models.items()}
         # lexrag again, in the genai interpreter: both engines on one onnxruntime build.
         same_build = {
@@ -767,12 +771,11 @@ def main() -> None:
         for worker in same_build.values():
             print(f"  {SAME_BUILD}: onnxruntime {worker.onnxruntime}", flush=True)
         sides: dict[str, Callable[[], float]] = {}
-        for spin, sched in sorted(lexrag_sides.items()):
-            sides[side_name("lexrag", spin)] = lambda on=sched: batch_rate(8, on)
-        for spin, worker in sorted(same_build.items()):
-            sides[side_name(SAME_BUILD, spin)] = lambda w=worker: w(
-                [ids(plan.prompt) for _ in range(8)], plan.new
-            )["tok_s"]
+        for label, workers in (("lexrag", lexrag_sides), (SAME_BUILD, same_build)):
+            for spin, worker in sorted(workers.items()):
+                sides[side_name(label, spin)] = lambda w=worker: w(
+                    [ids(plan.prompt) for _ in range(8)], plan.new
+                )["tok_s"]
         for spin, genai in sorted(genai_sides.items()):
             sides[side_name("genai", spin)] = lambda g=genai: g(
                 [ids(plan.prompt) for _ in range(8)], plan.new
@@ -791,13 +794,11 @@ def main() -> None:
                 + " tok/s",
                 flush=True,
             )
-        for sched in lexrag_sides.values():
-            if sched is not scheduler:
-                sched.close()
-        for worker in [*genai_sides.values(), *same_build.values()]:
+        for worker in [*lexrag_sides.values(), *genai_sides.values(), *same_build.values()]:
             worker.close()
-        lexrag_sides.clear()
-        gc.collect()
+        engine = Engine(wide, model_file="int8.onnx", max_batch=8, max_context=plan.context, spin=args.spin)
+        scheduler = Scheduler(engine, backend, queue_size=64)
+        engine_times(engine)  # warm-up
 
     # Admission policies, in rounds (every policy once per round): time to first token of
     # a request arriving while 7 decode, and the 7's inter-token latency while a long
