@@ -152,10 +152,11 @@ class Catalog:
         # against 1.15x; bench/bench_filters.py).
         hits = retriever.search_within(query, k, allowed) if share < RESTRICT_BELOW else None
         if hits is None:
-            return self._over_fetch(snap, retriever, query, k, share, ok, filters, today)
-        # The notice looks at the unfiltered k best (a retriever keeps what the two searches of
-        # one query share: BM25's scores, the query vector).
-        notice = self._notice(snap, retriever.search(query, k), ok, filters, today)
+            hits, notice = self._over_fetch(snap, retriever, query, k, share, ok, filters, today)
+        else:
+            # The notice looks at the unfiltered k best (a retriever keeps what the two searches
+            # of one query share: BM25's scores, the query vector).
+            notice = self._notice(snap, retriever.search(query, k), ok, filters, today)
         return FilteredHits(hits, day, notice)
 
     def _over_fetch(
@@ -168,9 +169,9 @@ class Catalog:
         ok: Callable[[Hit], bool],
         filters: RetrievalFilters,
         today: dt.date,
-    ) -> FilteredHits:
+    ) -> tuple[list[Hit], str | None]:
         """The first ``k`` allowed passages of ever longer rankings, for a retriever that
-        cannot restrict its search."""
+        cannot restrict its search, and the notice of the first ranking's ``k`` best."""
         # First ask for as many more as the allowed share of the chunks suggests (the k best
         # of that search are the unfiltered top k the notice looks at), then four times more
         # each round, until the retriever has no more to give (a retriever may return fewer
@@ -185,7 +186,7 @@ class Catalog:
             asked = min(asked * 4, snap.n_chunks)
             hits = retriever.search(query, asked)
             kept = [h for h in hits if ok(h)]
-        return FilteredHits(kept[:k], filters.as_of or today, notice)
+        return kept[:k], notice
 
     def _notice(
         self,
