@@ -380,16 +380,9 @@ class LexragBatch(GenaiBatch):
     def __init__(self, python: str, model_dir: Path, *, spin: bool, context: int) -> None:
         paths = [str(ROOT / "core" / "src"), str(ROOT / "plugins" / "local_provider" / "src")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
-        command = [python, __file__, "--batch-worker", str(model_dir), "--context", str(context)]
-        self.proc = subprocess.Popen(
-            [*command, *(["--spin"] if spin else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        self.onnxruntime = json.loads(self.proc.stdout.readline())["onnxruntime"]
+        argv = [__file__, "--batch-worker", str(model_dir), "--context", str(context)]
+        super().__init__(python, model_dir, argv=argv + (["--spin"] if spin else []), env=env)
+        self.onnxruntime = self.ready["onnxruntime"]
 
 
 def batch_worker(model_dir: Path, *, spin: bool, context: int) -> None:

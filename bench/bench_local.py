@@ -272,18 +272,27 @@ for line in sys.stdin:
 
 
 class GenaiWorker:
-    """onnxruntime-genai's interpreter running ``_GENAI_WORKER`` on ``model_dir``: one JSON
-    request per line in, one JSON answer per line out (after its ``{"ready": true}``)."""
+    """onnxruntime-genai's interpreter running ``_GENAI_WORKER`` on ``model_dir`` (or
+    ``python`` running ``argv``, in ``env``): one JSON request per line in, one JSON answer per
+    line out, after its first line (``ready``, e.g. ``{"ready": true}``)."""
 
-    def __init__(self, python: str, model_dir: Path) -> None:
+    def __init__(
+        self,
+        python: str,
+        model_dir: Path,
+        *,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.proc = subprocess.Popen(
-            [python, "-c", _GENAI_WORKER, str(model_dir)],
+            [python, *(argv or ["-c", _GENAI_WORKER, str(model_dir)])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
-        json.loads(self.proc.stdout.readline())
+        self.ready: dict[str, Any] = json.loads(self.proc.stdout.readline())
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
