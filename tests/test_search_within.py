@@ -287,6 +287,36 @@ def test_the_catalog_answers_a_one_document_filter_as_the_fallback_does(
         catalog.close()
 
 
+@pytest.mark.parametrize(
+    ("name", "memo"), [("bm25", "_scores_at"), ("dense", "_query_vector_at"), ("pg-dense", "_embed_query")]
+)
+def test_a_filtered_search_embeds_or_scores_its_query_once(
+    name: str, memo: str, make_retriever: Callable[..., Retriever], hash_registry: Registry, hash_index: Path
+) -> None:
+    """A one-document filter asks the retriever twice for one query (the unfiltered top for the
+    notice, then the allowed document's): the query is embedded (dense) or scored (BM25) once,
+    and the next query is not served from the memo."""
+    retriever = make_retriever(name, PG_ALWAYS if name.startswith("pg-") else None)
+    if name.startswith("pg-"):
+        open_store = retriever.context.open_store
+        assert open_store is not None
+        catalog = Catalog(open_store)
+    else:
+        catalog = Catalog(lambda: open_index(_embedded_config(hash_index, hash_registry), hash_registry))
+    try:
+        kept = getattr(retriever, memo)
+        docs = {query: _docs(retriever, query)[1] for query in QUERIES[:2]}  # the memo: QUERIES[1]
+        for query, doc in docs.items():
+            before = kept.cache_info()
+            counted = Counted(retriever)
+            assert catalog.search(counted, query, K, RetrievalFilters(doc=[doc])).hits
+            after = kept.cache_info()
+            assert counted.within == [K]
+            assert (after.misses - before.misses, after.hits - before.hits) == (1, 1), (query, after)
+    finally:
+        catalog.close()
+
+
 def test_with_most_documents_allowed_the_catalog_asks_a_little_more_instead(
     make_retriever: Callable[..., Retriever], hash_registry: Registry, hash_index: Path
 ) -> None:

@@ -11,6 +11,7 @@ lexrag-retrievers' ``dense``, ``bm25`` and ``hybrid``, so both backends rank ali
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -296,7 +297,10 @@ class PgDenseRetriever(PgRetriever):
         self._embedder: Embedder | None = None
         self._checked = False
         self._restorer: tuple[int, AccentRestorer] | None = None
-        self._last_vector: tuple[str, Any] | None = None
+        # A filtered search embeds the same query twice (the unfiltered top for the notice, then
+        # within the allowed documents): the last text's vector is kept. Keyed by the text
+        # itself, since the accents put back on a query may change with the index.
+        self._embed_query = functools.lru_cache(maxsize=1)(lambda text: self.embedder.embed_query(text))
 
     @property
     def embedder(self) -> Embedder:
@@ -318,24 +322,11 @@ class PgDenseRetriever(PgRetriever):
                 return None
             store.check_embedder(embedder.model_id, embedder.dim)
             self._checked = True
-        vector = vector_text(self._query_vector(query))
+        vector = vector_text(self._embed_query(self.query_text(query)))
         if docs is not None:
             return Statement(DENSE_WITHIN_SQL, {"q": vector, "n": n, "docs": list(docs)}, _dense_rows)
         ef_search = min(max(self.options.ef_search, n), EF_SEARCH_MAX)
         return Statement(DENSE_SQL, {"q": vector, "n": n}, _dense_rows, ef_search)
-
-    def _query_vector(self, query: str) -> Any:
-        """The embedder's vector of :meth:`query_text`, kept for the last text embedded: a
-        filtered search embeds the same query twice (the unfiltered top for the notice, then
-        within the allowed documents). Keyed by the text itself, since the accents put back on
-        a query may change with the index."""
-        text = self.query_text(query)
-        last = self._last_vector
-        if last is not None and last[0] == text:
-            return last[1]
-        vector = self.embedder.embed_query(text)
-        self._last_vector = (text, vector)
-        return vector
 
     def restorer(self) -> AccentRestorer:
         """The accent model of the indexed text, rebuilt when the index changed."""

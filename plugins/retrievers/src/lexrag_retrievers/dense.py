@@ -8,6 +8,7 @@ deleted chunks marked deleted (their slots reused), and the result published ato
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ class DenseRetriever(StoreRetriever):
         self._index: Any = None
         self._live: set[int] = set()
         self._restorer: tuple[int, AccentRestorer] | None = None
-        self._last_vector: tuple[tuple[int, str], np.ndarray] | None = None
+        # A filtered search embeds the same query twice (the unfiltered top for the notice, then
+        # within the allowed documents): the last (generation, query)'s vector is kept.
+        self._query_vector_at = functools.lru_cache(maxsize=1)(self._vector_at)
         self._within_vectors: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
@@ -169,22 +172,16 @@ class DenseRetriever(StoreRetriever):
         self.sync()
         if not query.strip():
             return []
-        vector = self._query_vector_of(query)
+        vector = self._query_vector_at(self._generation, query)
         with self._lock:
             if docs is None:
                 return self.vector_search(vector, n)
             return self.vector_search_within(vector, n, self.rowids_within(docs))
 
-    def _query_vector_of(self, query: str) -> np.ndarray:
-        """:meth:`query_vector`, kept for the last query: a filtered search embeds the same
-        query twice (the unfiltered top for the notice, then within the allowed documents)."""
-        key = (self._generation, query)
-        last = self._last_vector
-        if last is not None and last[0] == key:
-            return last[1]
-        vector = self.query_vector(query)
-        self._last_vector = (key, vector)
-        return vector
+    def _vector_at(self, generation: int, query: str) -> np.ndarray:
+        """:meth:`query_vector` (``generation`` is the memo's key: the accents put back on a
+        query may change with the index)."""
+        return self.query_vector(query)
 
     def vector_search_within(self, vector: np.ndarray, n: int, rowids: np.ndarray) -> list[tuple[int, float]]:
         """(rowid, cosine similarity) of the ``n`` nearest of the chunks ``rowids`` (ascending):

@@ -18,6 +18,7 @@ prints their effect.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from functools import cached_property
@@ -81,8 +82,11 @@ class BM25Retriever(StoreRetriever):
         self._titles: Any = None
         self._rowids: np.ndarray = np.zeros(0, dtype=np.int64)
         self._compounds: frozenset[str] = frozenset()
-        self._last_query: tuple[str, list[str], list[str]] | None = None
-        self._last_scores: tuple[tuple[int, str], np.ndarray] | None = None
+        # The last query's terms (the chunk index and the heading field both ask) and scores (a
+        # filtered search ranks the same query twice: the unfiltered top for the notice, then
+        # within the allowed documents) are kept.
+        self._query_side = functools.lru_cache(maxsize=1)(self._query_side_of)
+        self._scores_at = functools.lru_cache(maxsize=1)(self._scores_at_generation)
         self._within_positions: dict[frozenset[str], np.ndarray] = {}
 
     # --- terms ------------------------------------------------------------------------
@@ -153,8 +157,7 @@ class BM25Retriever(StoreRetriever):
     def _refresh(self, generation: int) -> None:
         import bm25s
 
-        self._last_query = None  # its compound words may differ in the new build
-        self._last_scores = None
+        self._query_side.cache_clear()  # its compound words may differ in the new build
         self._within_positions = {}
         index_dir = Path(self.context.index_dir)
         key = json.dumps(self.terms_key())
@@ -216,17 +219,12 @@ class BM25Retriever(StoreRetriever):
         )
         return bm25_topk.sum_postings(len(self._rowids), postings).astype(np.float32)
 
-    def _query_side(self, query: str) -> tuple[list[str], list[str]]:
-        """The terms of ``query`` and of its lay-term expansions; the last query's are kept, as
-        the chunk index and the heading field both ask."""
-        last = self._last_query
-        if last is not None and last[0] == query:
-            return last[1], last[2]
+    def _query_side_of(self, query: str) -> tuple[list[str], list[str]]:
+        """The terms of ``query`` and of its lay-term expansions."""
         own = self.query_terms(query)
         extra: list[str] = []
         if self.options.lay_weight > 0:
             extra = [t for phrase in self.expansions(query) for t in self._query_side_terms(phrase)]
-        self._last_query = (query, own, extra)
         return own, extra
 
     def _query_weights(self, index: Any, query: str) -> dict[int, float]:
@@ -261,7 +259,7 @@ class BM25Retriever(StoreRetriever):
         of the chunks of those documents only (scored as always, then picked among them)."""
         self.sync()
         with self._lock:
-            scores = self._scores_of(query)
+            scores = self._scores_at(self._generation, query)
             if docs is None:
                 top = bm25_topk.top_positions(scores, n)
             else:
@@ -269,15 +267,9 @@ class BM25Retriever(StoreRetriever):
                 top = allowed[bm25_topk.top_positions(scores[allowed], n)]
             return list(zip(self._rowids[top].tolist(), scores[top].astype(float).tolist(), strict=True))
 
-    def _scores_of(self, query: str) -> np.ndarray:
-        """:meth:`scores`, kept for the last query: a filtered search ranks the same query twice
-        (the unfiltered top for the notice, then within the allowed documents)."""
-        last = self._last_scores
-        if last is not None and last[0] == (self._generation, query):
-            return last[1]
-        scores = self.scores(query)
-        self._last_scores = ((self._generation, query), scores)
-        return scores
+    def _scores_at_generation(self, generation: int, query: str) -> np.ndarray:
+        """:meth:`scores` (``generation`` is the memo's key)."""
+        return self.scores(query)
 
     def _positions_within(self, docs: frozenset[str]) -> np.ndarray:
         """Positions in ``self._rowids`` (ascending, as the rowids are: equal scores keep their
