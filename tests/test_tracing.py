@@ -201,7 +201,7 @@ def _part_spans(retriever: Any, exporter: InMemorySpanExporter) -> list[str]:
 
 def test_each_part_of_the_hybrid_retriever_has_a_span(sample_index: Path, session_registry: Registry, spans):
     retriever = build_retriever(index_config(sample_index, session_registry), session_registry, "hybrid")
-    assert _part_spans(retriever, spans) == ["bm25", "dense"]
+    assert _part_spans(retriever, spans) == ["bm25", "dense", "phrasings"]
 
 
 def test_each_part_of_the_postgres_hybrid_retriever_has_a_span(

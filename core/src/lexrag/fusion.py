@@ -100,8 +100,9 @@ class FusionSettings(BaseModel):
 
 
 class FusedRetriever(Retriever):
-    """A dense and a lexical retriever searching at once (each in a thread of its own, in the
-    caller's trace context), their rankings collapsed to articles and fused by :func:`fuse`.
+    """A dense and a lexical retriever (and any more parts of :meth:`part_weights`) searching at
+    once (each in a thread of its own, in the caller's trace context), their rankings collapsed
+    to articles and fused by :func:`fuse`.
 
     A backend's hybrid subclasses it and may override :meth:`store_ranking` (a part of its own
     ranks chunk ids without reading text) and :meth:`fetch` (read the fused top's chunks)."""
@@ -114,14 +115,19 @@ class FusedRetriever(Retriever):
         assert isinstance(settings, FusionSettings)
         self.options = settings
         self.parts: list[tuple[Retriever, float]] = []
-        for part, weight in (
-            (settings.dense, settings.dense_weight),
-            (settings.lexical, settings.lexical_weight),
-        ):
+        for part, weight in self.part_weights():
             if weight > 0:
                 self.parts.append((context.build_retriever(part), weight))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def part_weights(self) -> list[tuple[str, float]]:
+        """(retriever name, weight) of each part: the dense and the lexical one; a backend's
+        hybrid may add more."""
+        return [
+            (self.options.dense, self.options.dense_weight),
+            (self.options.lexical, self.options.lexical_weight),
+        ]
 
     def store_ranking(
         self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None

@@ -17,6 +17,7 @@ from .e5_embedder import E5Embedder
 from .hybrid import HybridRetriever
 from .lexical import BM25Retriever
 from .onnx_embedder import OnnxEmbedder
+from .phrasings import PhrasingsRetriever
 
 
 @hookimpl
@@ -30,6 +31,7 @@ def register_retrievers(register: Callable[[str, type[Any]], None]) -> None:
     register("dense", DenseRetriever)
     register("bm25", BM25Retriever)
     register("hybrid", HybridRetriever)
+    register("phrasings", PhrasingsRetriever)
 
 
 @hookimpl
