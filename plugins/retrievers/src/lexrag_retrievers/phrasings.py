@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lexrag import AccentRestorer, ArticleKey, Embedder, RetrievalContext, fuse, typed_without_accents
+from lexrag import (
+    AccentRestorer,
+    ArticleKey,
+    Embedder,
+    RetrievalContext,
+    RetrievalError,
+    fuse,
+    typed_without_accents,
+)
 
 from .derived import StoreRetriever, publish, read_pointer
 from .vntext import tokens
@@ -139,7 +147,11 @@ class PhrasingsRetriever(StoreRetriever):
         if self._entries is None:
             merged: dict[tuple[str, int], list[str]] = {}
             for path in self.options.paths():
-                for key, phrases in read_phrasings(path).items():
+                try:
+                    found = read_phrasings(path)
+                except ValueError as exc:
+                    raise RetrievalError(f"[retrievers.{self.name}] files: {exc}") from None
+                for key, phrases in found.items():
                     merged.setdefault(key, []).extend(phrases)
             self._entries = merged
         return self._entries
