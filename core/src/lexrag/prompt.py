@@ -255,6 +255,29 @@ def rewrite_messages(history: Sequence[ChatMessage], question: str) -> list[Chat
     ]
 
 
+#: What ``lexrag phrasings write`` asks a model for each article: ``{n}`` short questions or
+#: phrases in a layperson's words (4–14 words, specific to that article), one per line; the
+#: document's title and the article (its heading and the start of its text) follow.
+PHRASINGS_INSTRUCTION = (
+    "Dưới đây là một điều luật. Hãy viết {n} câu hỏi hoặc cụm từ ngắn mà một người dân bình "
+    "thường sẽ gõ khi cần tìm đúng điều luật này: mỗi câu từ 4 đến 14 từ, dùng từ ngữ đời thường "
+    "của người không học luật thay cho thuật ngữ pháp lý, và nói về nội dung riêng của điều này "
+    "chứ không chung chung. Viết mỗi câu trên một dòng, không đánh số, không giải thích gì thêm."
+    "\n\nVăn bản: {title}\n{article}"
+)
+
+
+def phrasings_messages(title: str, article: str, n: int) -> list[ChatMessage]:
+    """The prompt that asks a model for ``n`` everyday phrasings of one article (doc2query,
+    for the ``phrasings`` retriever): :data:`FROG_SYSTEM_PROMPT`, then
+    :data:`PHRASINGS_INSTRUCTION` with the document's ``title`` and the ``article`` text."""
+    instruction = PHRASINGS_INSTRUCTION.format(n=n, title=title.strip(), article=article.strip())
+    return [
+        ChatMessage(role="system", content=FROG_SYSTEM_PROMPT),
+        ChatMessage(role="user", content=instruction),
+    ]
+
+
 __all__ = [
     "BUILTIN_TEMPLATES",
     "DEFAULT_CONTEXT_HEADER",
@@ -266,6 +289,7 @@ __all__ = [
     "FROG_REWRITE_INSTRUCTION",
     "FROG_SYSTEM_PROMPT",
     "MESSAGE_OVERHEAD_TOKENS",
+    "PHRASINGS_INSTRUCTION",
     "PromptSettings",
     "PromptTemplate",
     "TemplateOverride",
@@ -274,6 +298,7 @@ __all__ = [
     "estimate_tokens",
     "estimate_usage",
     "fit_passages",
+    "phrasings_messages",
     "render_passage",
     "rewrite_messages",
     "system_message",

@@ -69,9 +69,9 @@ def _quiet_logs(verbose: int) -> None:
 
 
 def _add_builtin_commands() -> None:
-    from . import chat_cmds, config_cmds, index_cmds, plugin_cmds, serve_cmds
+    from . import chat_cmds, config_cmds, index_cmds, phrasings_cmds, plugin_cmds, serve_cmds
 
-    for module in (config_cmds, plugin_cmds, index_cmds, serve_cmds, chat_cmds):
+    for module in (config_cmds, plugin_cmds, index_cmds, phrasings_cmds, serve_cmds, chat_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 
