@@ -9,6 +9,8 @@ and checks each registered class against its contract. The functions below bind 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -22,7 +24,15 @@ from .errors import ConfigError, PluginError
 from .loaders import BUILTIN_LOADERS, Loader
 from .providers import Provider
 from .redact import mask_url
-from .retrieval import Embedder, IndexStore, RerankedRetriever, Reranker, RetrievalContext, Retriever
+from .retrieval import (
+    Embedder,
+    IndexStore,
+    RerankedRetriever,
+    Reranker,
+    RetrievalContext,
+    Retriever,
+    SharedEmbedder,
+)
 from .store import Store
 from .types import RetrievalFilters
 
@@ -346,12 +356,32 @@ def build_reranker(config: Config, registry: Registry, name: str | None = None) 
     return reranker
 
 
+def _shared_embedder(config: Config, registry: Registry) -> Callable[[], Embedder]:
+    """Builds the configured embedder on first call, once, as a :class:`SharedEmbedder`."""
+    built: list[Embedder] = []
+    lock = threading.Lock()
+
+    def get() -> Embedder:
+        with lock:
+            if not built:
+                built.append(SharedEmbedder(build_embedder(config, registry)))
+            return built[0]
+
+    return get
+
+
 def build_retriever(
-    config: Config, registry: Registry, name: str | None = None, *, rerank: bool = True
+    config: Config,
+    registry: Registry,
+    name: str | None = None,
+    *,
+    rerank: bool = True,
+    embedder: Callable[[], Embedder] | None = None,
 ) -> Retriever:
     """The retriever ``name`` (default: ``[retrieval] retriever``) over ``[index] dir``; with
     ``[retrieval] reranker`` set (and ``rerank``), its best hits reordered by that reranker.
-    A retriever building its parts (a hybrid) gets them without reranking."""
+    A retriever building its parts (a hybrid) gets them without reranking, and they share one
+    embedder (``embedder``: how the parts get the builder's; one query is embedded once)."""
     name, cls, settings = _resolve(config, registry, "retrievers", name)
     index_backend = config.settings.index.backend
     if cls.backends is not None and index_backend not in cls.backends:
@@ -366,10 +396,13 @@ def build_retriever(
             f"the retriever {name!r} reads the {'/'.join(sorted(cls.backends))} index, not this one; "
             f"choose one of {', '.join(fits) or 'none installed'} ([retrieval] retriever, --retriever)",
         )
+    if embedder is None:
+        embedder = _shared_embedder(config, registry)
+    shared = embedder
     context = RetrievalContext(
         index_dir=config.settings.index.dir,
-        build_embedder=lambda: build_embedder(config, registry),
-        build_retriever=lambda other: build_retriever(config, registry, other, rerank=False),
+        build_embedder=shared,
+        build_retriever=lambda other: build_retriever(config, registry, other, rerank=False, embedder=shared),
         open_store=lambda: open_index(config, registry),
         backend=index_backend,
     )

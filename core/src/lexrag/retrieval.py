@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -110,6 +111,48 @@ class Embedder(ABC):
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the texts take (for usage); an estimate where no tokenizer is at hand."""
         return sum(len(t.split()) for t in texts)
+
+
+class SharedEmbedder(Embedder):
+    """One embedder shared by a retriever and its parts (a hybrid's dense part and its
+    phrasings embed the same query at the same time): ``embed_query`` keeps the last query's
+    vector, and a caller asking for it while it is being computed waits for it rather than
+    embedding it again. Everything else is the inner embedder's."""
+
+    def __init__(self, inner: Embedder) -> None:
+        super().__init__(inner.name, inner.settings)
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._last: tuple[str, FloatArray] | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> FloatArray:
+        with self._lock:
+            last = self._last
+            if last is not None and last[0] == text:
+                return last[1]
+            vector = self.inner.embed_query(text)
+            self._last = (text, vector)
+            return vector
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return self.inner.count_tokens(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        """The inner embedder's own attributes (its providers, its cache file, …)."""
+        if name == "inner":  # not set yet
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 @dataclass(frozen=True)
