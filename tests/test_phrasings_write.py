@@ -13,12 +13,14 @@ import pytest
 
 from lexrag.phrasings import Article, index_articles
 from lexrag.prompt import PHRASINGS_INSTRUCTION
+from lexrag.registry import Registry, build_retriever
 from lexrag.store import Store
 from lexrag_retrievers.phrasings import read_phrasings
 
 from . import test_search_within
 from .conftest import run_cli
 from .fakes import Fail, FakeUpstream, Reply
+from .fixtures_retrieval import index_config
 
 #: A model's answer as models give them: a preamble, numbers, bullets, quotes, emphasis, a line
 #: too long to be a phrase, an empty line, and one phrase more than was asked for.
@@ -155,3 +157,37 @@ def test_an_unknown_document_or_no_index_is_one_line(
     assert missing.stderr.strip().count("\n") == 0, missing.stderr
     assert "no index in" in missing.stderr
     assert not upstream.requests and not out.exists()
+
+
+hash_registry = test_search_within.hash_registry  # the plugins, with the hash embedder as "hash"
+TOPICS = [
+    "mèo hoang trèo cây",
+    "xe đạp mất bánh trước",
+    "hàng xóm xây nhà lấn đất",
+    "vịt bơi qua sông",
+    "diều giấy mắc dây điện",
+]
+
+
+def test_the_written_file_serves_the_phrasings_retriever(
+    index: Path,
+    articles: list[tuple[str, int]],
+    hash_registry: Registry,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    """Listed in ``[retrievers.phrasings] files``, the written file ranks each article first for
+    its own phrasings (no ingest in between)."""
+    out = tmp_path / "mine.jsonl"
+    upstream.script(*(Reply(f"1. {topic} thì phải làm sao\n2. hỏi luật về {topic}") for topic in TOPICS))
+    result = _write(index, upstream, out, "--limit", str(len(TOPICS)), "--concurrency", "1")
+    assert result.returncode == 0, result.stderr
+    config = index_config(
+        index, hash_registry, {"retrieval.embedder": "hash", "retrievers.phrasings.files": [str(out)]}
+    )
+    retriever = build_retriever(config, hash_registry, "phrasings")
+    try:
+        found = [retriever.search(f"{topic} thì sao", 1) for topic in TOPICS]
+    finally:
+        retriever.close()
+    assert [(h[0].chunk.citation.doc, h[0].chunk.citation.article) for h in found] == articles[: len(TOPICS)]
