@@ -40,36 +40,23 @@ SEVERANCE = ("bo-luat-lao-dong", 46)
 LAY_QUERY = "sếp đuổi, công ty đền bù bao nhiêu"
 #: Phrasings of a few sample articles; Điều 46's in lay words only.
 PHRASINGS = [
-    {
-        "doc": "bo-luat-lao-dong",
-        "article": 46,
-        "phrases": ["sếp đuổi thì công ty đền bù bao nhiêu", "bị đuổi có được bồi thường không"],
-    },
-    {
-        "doc": "bo-luat-lao-dong",
-        "article": 139,
-        "phrases": ["vợ đẻ em bé ở nhà bao lâu", "bầu bí được ở nhà mấy bữa"],
-    },
-    {
-        "doc": "bo-luat-lao-dong",
-        "article": 35,
-        "phrases": ["muốn nghỉ ngang có phải báo sếp trước không", "tự bỏ việc"],
-    },
-    {
-        "doc": "luat-hon-nhan-gia-dinh",
-        "article": 82,
-        "phrases": ["bỏ nhau rồi chồng cũ không gửi tiền nuôi con", "chu cấp cho con sau ly dị"],
-    },
-    {
-        "doc": "bo-luat-dan-su",
-        "article": 601,
-        "phrases": ["xe gây tai nạn ai đền", "chó nhà cắn người hàng xóm thì ai chịu"],
-    },
-    {
-        "doc": "khong-co-trong-chi-muc",
-        "article": 1,
-        "phrases": ["một văn bản không có trong chỉ mục", "bị bỏ qua"],
-    },
+    {"doc": doc, "article": article, "phrases": phrases}
+    for doc, article, phrases in [
+        (
+            "bo-luat-lao-dong",
+            46,
+            ["sếp đuổi thì công ty đền bù bao nhiêu", "bị đuổi có được bồi thường không"],
+        ),
+        ("bo-luat-lao-dong", 139, ["vợ đẻ em bé ở nhà bao lâu", "bầu bí được ở nhà mấy bữa"]),
+        ("bo-luat-lao-dong", 35, ["muốn nghỉ ngang có phải báo sếp trước không", "tự bỏ việc"]),
+        (
+            "luat-hon-nhan-gia-dinh",
+            82,
+            ["bỏ nhau rồi chồng cũ không gửi tiền nuôi con", "chu cấp cho con sau ly dị"],
+        ),
+        ("bo-luat-dan-su", 601, ["xe gây tai nạn ai đền", "chó nhà cắn người hàng xóm thì ai chịu"]),
+        ("khong-co-trong-chi-muc", 1, ["một văn bản không có trong chỉ mục", "bị bỏ qua"]),
+    ]
 ]
 
 
@@ -178,9 +165,9 @@ def test_a_malformed_phrasings_line_is_a_retrieval_error_naming_the_file_and_lin
     tmp_path: Path, index: Path, build: Callable[..., Any]
 ) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(
-        json.dumps(PHRASINGS[0], ensure_ascii=False) + '\n{"doc": "bo-luat-lao-dong", "article": \n'
-    )
+    # Line 2 is JSON (its parser names no line of the file) with an article that is no number.
+    second = {"doc": "bo-luat-lao-dong", "article": "bốn mươi sáu", "phrases": ["bị đuổi việc"]}
+    _write(bad, [PHRASINGS[0], second])
     for call in (lambda r: r.search(LAY_QUERY, 3), lambda r: r.sync()):
         with pytest.raises(RetrievalError) as raised:
             call(build("phrasings", _files(bad)))

@@ -9,6 +9,7 @@ hash embedder of :mod:`tests.fixtures_postgres` (cheap, deterministic)."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,30 @@ def pg_hash_url(pg_server: PgServer) -> str:
     finally:
         store.close()
     return url
+
+
+@pytest.fixture(scope="module")
+def hash_phrasings(hash_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phrasings file for every article of the sample corpus (its heading and first words):
+    the builtin phrasings are of other codes."""
+    store = Store.open(hash_index)
+    try:
+        phrases: dict[tuple[str, int], list[str]] = {}
+        for _, chunk in store.chunks():
+            c = chunk.citation
+            if c.article is not None and (c.doc, c.article) not in phrases:
+                phrases[(c.doc, c.article)] = [c.article_title or "", " ".join(chunk.text.split()[:12])]
+    finally:
+        store.close()
+    path = tmp_path_factory.mktemp("phrasings") / "sample.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"doc": doc, "article": article, "phrases": p}, ensure_ascii=False) + "\n"
+            for (doc, article), p in phrases.items()
+        ),
+        encoding="utf-8",
+    )
+    return path
 
 
 #: The PostgreSQL retrievers restricting whatever share of the index a filter allows (the
@@ -155,11 +180,14 @@ def _allowed_part(retriever: Retriever, query: str, k: int, docs: frozenset[str]
     return [h for h in everything if h.chunk.citation.doc in docs][:k]
 
 
-@pytest.mark.parametrize("name", ["bm25", "dense", "pg-bm25", "pg-dense"])
+@pytest.mark.parametrize("name", ["bm25", "dense", "pg-bm25", "pg-dense", "phrasings"])
 def test_a_restricted_search_is_the_allowed_part_of_the_full_ranking(
-    name: str, make_retriever: Callable[..., Retriever]
+    name: str, make_retriever: Callable[..., Retriever], request: pytest.FixtureRequest
 ) -> None:
-    retriever = make_retriever(name, PG_ALWAYS if name.startswith("pg-") else None)
+    extra: dict[str, Any] | None = PG_ALWAYS if name.startswith("pg-") else None
+    if name == "phrasings":
+        extra = {"retrievers.phrasings.files": [str(request.getfixturevalue("hash_phrasings"))]}
+    retriever = make_retriever(name, extra)
     checked = 0
     for query in QUERIES:
         ranked = _docs(retriever, query)
