@@ -188,6 +188,27 @@ def test_a_malformed_phrasings_line_is_a_retrieval_error_naming_the_file_and_lin
         assert expected in lines[0] and "files" in lines[0], lines[0]
 
 
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ({"doc": "d", "article": 46, "phrases": "bị đuổi việc"}, "phrases must be a list of strings"),
+        ({"doc": "d", "article": "46", "phrases": ["bị đuổi việc"]}, "article a whole number"),
+        ({"doc": "d", "article": 46.5, "phrases": ["bị đuổi việc"]}, "article a whole number"),
+        ({"doc": "d", "article": 46}, "'phrases'"),
+    ],
+)
+def test_a_phrasings_line_of_the_wrong_shape_is_refused_not_misread(
+    line: dict[str, Any], why: str, tmp_path: Path
+) -> None:
+    """A string of phrases would be read letter by letter, "46" or 46.5 as article 46."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        json.dumps({"doc": "d", "article": 1, "phrases": ["một"]}) + "\n" + json.dumps(line) + "\n"
+    )
+    with pytest.raises(ValueError, match=rf"bad.jsonl line 2: .*{re.escape(why)}"):
+        read_phrasings(path)
+
+
 def test_the_vectors_are_kept_beside_the_index_and_rebuilt_when_the_phrasings_change(
     index: Path, phrasings_file: Path, build: Callable[..., Any]
 ) -> None:

@@ -65,8 +65,12 @@ def read_phrasings(path: Path) -> dict[tuple[str, int], list[str]]:
                     continue
                 try:
                     entry = json.loads(line)
-                    key = (str(entry["doc"]), int(entry["article"]))
-                    phrases = [" ".join(str(p).split()) for p in entry["phrases"]]
+                    doc, article, phrases = entry["doc"], entry["article"], entry["phrases"]
+                    if not isinstance(doc, str) or type(article) is not int:
+                        raise ValueError("doc must be a string and article a whole number")
+                    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+                        raise ValueError("phrases must be a list of strings")
+                    key, phrases = (doc, article), [" ".join(p.split()) for p in phrases]
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ValueError(
                         f'{path} line {number}: expected {{"doc": …, "article": N, "phrases": […]}} ({exc})'
