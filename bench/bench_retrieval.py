@@ -99,22 +99,32 @@ def main() -> None:
         store = Store.open(index_dir, create=True)
         report = ingest(store, embedder, texts)
         store.close()
-        retriever = build_retriever(config, registry, "hybrid")
-        retriever.sync()
-        retriever.close()
+        # The phrasings' vectors (issue 17, fourth round) are timed apart: they are the
+        # articles' everyday phrasings embedded, not the chunks.
+        retriever = build_retriever(config, registry, "hybrid", embedder=lambda embedder=embedder: embedder)
+        for part, _ in getattr(retriever, "parts", []):
+            if part.name != "phrasings":
+                part.sync()
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        retriever.sync()
+        phrasings_s = time.perf_counter() - started
+        retriever.close()
         rate = report.chunks / seconds
         figures[name] = {
             "raw_chunks_per_s": round(raw, 2),
             "ingest_s": round(seconds, 1),
             "ingest_chunks_per_s": round(rate, 2),
             "ingest_vs_raw": round(rate / raw, 3),
+            "phrasings_s": round(phrasings_s, 1),
             "model": embedder.model_id,
         }
+        total = seconds + phrasings_s
         print(
             f"{label}: raw batch throughput {raw:.1f} chunks/s (every 4th chunk, {len(sample)}); "
             f"ingest {seconds:.1f} s for {report.chunks} chunks = {rate:.1f} chunks/s = {rate / raw:.2f}× raw "
-            f"(target ≥ 0.8×){'; target ' + str(int(INGEST_TARGET_S)) + ' s → ' + f'{INGEST_TARGET_S / seconds:.1f}× headroom' if name == 'e5-small' else ''}"
+            f"(target ≥ 0.8×); + the phrasings' vectors {phrasings_s:.1f} s = {total:.1f} s in all"
+            f"{'; target ' + str(int(INGEST_TARGET_S)) + ' s → ' + f'{INGEST_TARGET_S / total:.1f}× headroom' if name == 'e5-small' else ''}"
         )
 
     config = configs["e5-small"]
@@ -123,7 +133,9 @@ def main() -> None:
     rounds = 1 if args.quick else 3
 
     # --- search latency -----------------------------------------------------------------------
-    retrievers = {name: build_retriever(config, registry, name) for name in ("hybrid", "dense", "bm25")}
+    retrievers = {
+        name: build_retriever(config, registry, name) for name in ("hybrid", "dense", "bm25", "phrasings")
+    }
     embedder = build_embedder(config, registry)
     for name, r in retrievers.items():
         p50, p95 = p50_ms(lambda q, r=r: r.search(q, 5), questions, rounds)

@@ -116,10 +116,13 @@ ROCCHIO_BETAS = (0.1, 0.2, 0.3, 0.5)
 """Dense Rocchio: q + β × the mean vector of the dense part's own first three chunks."""
 MINILM = {"retrieval.embedder": "minilm"}
 _B, _D, _H = "retrievers.bm25", "retrievers.dense", "retrievers.hybrid"
+_P = "retrievers.phrasings"
 _E = "embedders.e5-small"
 RAW_DENSE = {f"{_E}.query_adapter": "none"}
 """The dense part without its query adapter (the default before it)."""
-BEFORE_ADAPTER = {**RAW_DENSE, f"{_H}.dense_weight": 1.5}
+NO_PHRASINGS = {f"{_H}.phrasings_weight": 0.0}
+"""The hybrid without its phrasings part (the default before it)."""
+BEFORE_ADAPTER = {**RAW_DENSE, **NO_PHRASINGS, f"{_H}.dense_weight": 1.5}
 """The default hybrid before the query adapter."""
 _X = "retrievers.bm25-experimental"
 
@@ -154,13 +157,40 @@ IDEAS: list[tuple[str, str, dict[str, Any], int]] = [
     (
         "hybrid: MiniLM, dense weight 0.3 (the previous default)",
         "hybrid",
-        {**MINILM, f"{_H}.dense_weight": 0.3},
+        {**MINILM, **NO_PHRASINGS, f"{_H}.dense_weight": 0.3},
         1500,
     ),
     (
         "hybrid: no query adapter, dense weight 1.5 (the previous default)",
         "hybrid",
         BEFORE_ADAPTER,
+        1500,
+    ),
+    ("hybrid: without phrasings (the previous default)", "hybrid", NO_PHRASINGS, 1500),
+    ("hybrid: phrasings weight 3 (not 5)", "hybrid", {f"{_H}.phrasings_weight": 3.0}, 1500),
+    ("hybrid: phrasings weight 8 (not 5)", "hybrid", {f"{_H}.phrasings_weight": 8.0}, 1500),
+    (
+        "hybrid: dense weight 0.7, phrasings weight 4",
+        "hybrid",
+        {f"{_H}.dense_weight": 0.7, f"{_H}.phrasings_weight": 4.0},
+        1500,
+    ),
+    (
+        "phrasings: BM25 over the phrasings alone",
+        "phrasings",
+        {f"{_P}.phrase_weight": 0.0, f"{_P}.article_weight": 0.0},
+        1500,
+    ),
+    (
+        "phrasings: best phrase vector alone",
+        "phrasings",
+        {f"{_P}.lexical_weight": 0.0, f"{_P}.article_weight": 0.0},
+        1500,
+    ),
+    (
+        "phrasings: article's phrasings vector alone",
+        "phrasings",
+        {f"{_P}.lexical_weight": 0.0, f"{_P}.phrase_weight": 0.0},
         1500,
     ),
     ("hybrid: query adapter, dense weight 1.5", "hybrid", {f"{_H}.dense_weight": 1.5}, 1500),
@@ -304,10 +334,12 @@ MAIN_PARTS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "hybrid, MiniLM, dense weight 0.3 (the previous default)",
         "hybrid",
-        {**MINILM, f"{_H}.dense_weight": 0.3},
+        {**MINILM, **NO_PHRASINGS, f"{_H}.dense_weight": 0.3},
     ),
+    ("phrasings (shipped third part)", "phrasings", {}),
     ("hybrid, no query adapter, dense weight 1.5 (before)", "hybrid", BEFORE_ADAPTER),
-    ("hybrid (the default: e5-small + adapter + bm25, score fusion)", "hybrid", {}),
+    ("hybrid without phrasings (before)", "hybrid", NO_PHRASINGS),
+    ("hybrid (the default: e5-small + adapter + bm25 + phrasings)", "hybrid", {}),
 ]
 
 
@@ -356,6 +388,7 @@ def fusion_ideas(
     dense = bench.retriever(index, "dense", RAW_DENSE)
     bm25 = bench.retriever(index, "bm25", {})
     whole = bench.retriever(bench.index({}, 20000), "dense", RAW_DENSE)
+    phrasings = bench.retriever(index, "phrasings", {})
     assert isinstance(dense, DenseRetriever) and isinstance(bm25, BM25Retriever)
     dense.sync()
     store = Store.open(index)
@@ -409,6 +442,7 @@ def fusion_ideas(
         **{f"dense + framed adapter {a}": QueryVectorPart(dense, adapted(a, framed)) for a in ADAPTER_ALPHAS},
         **{f"dense rocchio {b}": QueryVectorPart(dense, rocchio(b)) for b in ROCCHIO_BETAS},
         "dense, passage prefix": QueryVectorPart(dense, passage_prefix),
+        "phrasings": phrasings,
     }
     R = {name: [article_ranking(part, normalize(q.query)) for q in questions] for name, part in parts.items()}
     articles = ArticleBM25Baseline(index)
@@ -424,7 +458,7 @@ def fusion_ideas(
         R[label] = [article_ranking(other, normalize(q.query)) for q in questions]
         other.close()
     store.close()
-    for r in (dense, bm25, whole):
+    for r in (dense, bm25, whole, phrasings):
         r.close()
     # Leave the index's BM25 build in its default shape for whoever uses it next.
     bench.retriever(index, "bm25", {}).sync()
@@ -538,6 +572,23 @@ def fusion_ideas(
             for b in (0.1, 0.25, 0.5)
         },
         "+ whole-article bm25s (a third ranking)": third("article bm25s"),
+        "shipped adapter, + phrasings (a third ranking; fourth round)": {
+            f"w {w}, phrasings {a}": (
+                lambda j, w=w, a=a: fuse_articles(
+                    [R["dense + framed adapter 0.75"][j], R[B][j], R["phrasings"][j]], [w, 1.0, a]
+                )
+            )
+            for w in (0.7, 1.0, 1.2)
+            for a in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+        },
+        "shipped adapter, dense weight 1.2, + phrasings (fourth round)": {
+            f"w 1.2, phrasings {a}": (
+                lambda j, a=a: fuse_articles(
+                    [R["dense + framed adapter 0.75"][j], R[B][j], R["phrasings"][j]], [1.2, 1.0, a]
+                )
+            )
+            for a in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+        },
         "dense query with e5's passage prefix (instead)": mm(d="dense, passage prefix"),
     }
     for label, how in (
@@ -728,7 +779,7 @@ def main() -> None:
             "\nideas, one at a time against the defaults (Δ R@1, R@5, MRR against the same retriever's defaults)"
         )
         defaults: dict[str, dict[str, dict[str, Any]]] = {}
-        for retriever in ("bm25", "dense", "hybrid"):
+        for retriever in ("bm25", "dense", "phrasings", "hybrid"):
             index = bench.index({})
             r = bench.retriever(index, retriever, {})
             defaults[retriever] = {name: metrics(ranks(r, qs)) for name, qs in idea_sets.items()}
