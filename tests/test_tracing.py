@@ -208,7 +208,7 @@ def test_each_part_of_the_postgres_hybrid_retriever_has_a_span(
     pg_sample_url, pg_config, session_registry, spans
 ):
     retriever = build_retriever(pg_config(pg_sample_url), session_registry, "pg-hybrid")
-    assert _part_spans(retriever, spans) == ["pg-bm25", "pg-dense"]
+    assert _part_spans(retriever, spans) == ["pg-bm25", "pg-dense", "phrasings"]
 
 
 class _Collector(http.server.ThreadingHTTPServer):

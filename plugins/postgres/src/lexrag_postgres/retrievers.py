@@ -487,6 +487,11 @@ class PgHybridSettings(FusionSettings):
     backends rank alike; without the adapter 1.5 was best, and an English-only embedder (MiniLM)
     wants about 0.3."""
     lexical_weight: float = Field(default=1.0, ge=0)
+    phrasings: str = "phrasings"
+    """The retriever that ranks articles by the everyday words people ask in (lexrag-retrievers'
+    ``phrasings``, which reads this index too; its settings: [retrievers.phrasings])."""
+    phrasings_weight: float = Field(default=5.0, ge=0)
+    """Weight of the phrasings ranking (0: not searched), as lexrag-retrievers' hybrid."""
     candidates: int = Field(default=50, ge=1)
     """Hits taken from each ranking (after collapsing to one per article) before fusing."""
     collapse_articles: bool = True
@@ -499,6 +504,11 @@ class PgHybridRetriever(FusedRetriever):
     Settings = PgHybridSettings
     backends = BACKENDS
     thread_prefix = "pg-hybrid"
+
+    def part_weights(self) -> list[tuple[str, float]]:
+        """The dense and lexical parts, and the phrasings (their hits come with their chunks)."""
+        assert isinstance(self.options, PgHybridSettings)
+        return [*super().part_weights(), (self.options.phrasings, self.options.phrasings_weight)]
 
     def store_ranking(
         self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None
@@ -520,7 +530,10 @@ class PgHybridRetriever(FusedRetriever):
         }
 
     def sync(self) -> None:
-        for retriever, _ in self.parts[-1:]:  # one store: optimising it once is enough
+        """One PostgreSQL part optimises the store (every one reads the same); the others (the
+        phrasings) bring their own structures up to date."""
+        pg = [r for r, _ in self.parts if isinstance(r, PgRetriever)]
+        for retriever in [*pg[-1:], *(r for r, _ in self.parts if not isinstance(r, PgRetriever))]:
             retriever.sync()
 
 

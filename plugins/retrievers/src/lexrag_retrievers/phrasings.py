@@ -15,6 +15,12 @@ any question of the benchmark's sets. Entries whose article is not in the index 
 for other documents the retriever ranks nothing (and costs nothing) until their phrasings are
 given. The phrases' vectors are computed when the index changes (``lexrag ingest`` builds them
 with the other search indexes) and kept beside the store.
+
+It serves every index backend: over the embedded one it reads the SQLite store (chunk rowids,
+no text until the top is returned); over another (PostgreSQL) it reads the index through
+:class:`lexrag.IndexStore` when its generation moved on, keeps each article's first chunk, and
+each search costs one short statement (the generation) and no chunk read; the vectors are kept
+in ``[index] dir`` under a name of that index's own.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -34,7 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lexrag import (
     AccentRestorer,
     ArticleKey,
+    Chunk,
     Embedder,
+    Hit,
+    IndexStore,
     RetrievalContext,
     RetrievalError,
     fuse,
@@ -116,10 +126,11 @@ class PhrasingsSettings(BaseModel):
 class _Build:
     """The phrasings of the indexed articles: ``keys[i]`` is the article of row ``i`` of
     ``articles`` (its phrasings embedded together) and of ``starts[i]:starts[i+1]`` of
-    ``phrases`` (its phrases, one vector each); ``rowids[i]`` its first chunk."""
+    ``phrases`` (its phrases, one vector each); ``firsts[i]`` its first chunk: the rowid in the
+    embedded store, the chunk itself over another backend."""
 
     keys: list[ArticleKey]
-    rowids: np.ndarray
+    firsts: list[int | Chunk]
     starts: np.ndarray
     phrases: np.ndarray
     articles: np.ndarray
@@ -130,6 +141,8 @@ class _Build:
 
 class PhrasingsRetriever(StoreRetriever):
     Settings = PhrasingsSettings
+    #: Any backend's index: the embedded store directly, another through ``context.open_store``.
+    backends = None
 
     def __init__(self, name: str, settings: BaseModel, context: RetrievalContext) -> None:
         super().__init__(name, settings, context)
@@ -139,6 +152,21 @@ class PhrasingsRetriever(StoreRetriever):
         self._embedder: Embedder | None = None
         self._build: _Build | None = None
         self._entries: dict[tuple[str, int], list[str]] | None = None
+        self._index: IndexStore | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.context.backend == "embedded"
+
+    @property
+    def index(self) -> IndexStore:
+        """The configured index of a backend other than the embedded one (opened on first use)."""
+        with self._lock:
+            if self._index is None:
+                if self.context.open_store is None:
+                    raise RetrievalError(f"the retriever {self.name!r} has no index to read")
+                self._index = self.context.open_store()
+            return self._index
 
     @property
     def embedder(self) -> Embedder:
@@ -160,11 +188,43 @@ class PhrasingsRetriever(StoreRetriever):
             self._entries = merged
         return self._entries
 
+    def _first_chunks(self, docs: set[str]) -> Mapping[ArticleKey, int | Chunk]:
+        """The first chunk of each indexed article (of ``docs`` only, over another backend):
+        its rowid in the embedded store, else the chunk."""
+        if self.embedded:
+            rowids: dict[ArticleKey, int] = {}
+            for rowid, key in sorted(self.article_keys().items()):
+                rowids.setdefault(key, rowid)
+            return rowids
+        chunks: dict[ArticleKey, Chunk] = {}
+        for record in self.index.documents():
+            if record.id in docs:
+                for chunk in self.index.document_chunks(record.id)[0]:
+                    c = chunk.citation
+                    chunks.setdefault((c.doc, c.article if c.article is not None else chunk.id), chunk)
+        return chunks
+
+    def _vectors_name(self) -> str:
+        """The name the vectors are kept under in ``[index] dir``: another backend's index gets a
+        name of its own (``phrasings.<hash of where it is>``), so an embedded index in the same
+        directory keeps its own."""
+        if self.embedded:
+            return NAME
+        return f"{NAME}.{hashlib.sha256(self.index.describe().encode()).hexdigest()[:16]}"
+
+    def sync(self) -> None:
+        if self.embedded:
+            super().sync()
+            return
+        with self._lock:
+            generation = self.index.generation
+            if generation != self._generation:
+                self._refresh(generation)
+                self._generation = generation
+
     def _refresh(self, generation: int) -> None:
-        first: dict[ArticleKey, int] = {}
-        for rowid, key in sorted(self.article_keys().items()):
-            first.setdefault(key, rowid)
         entries = self.entries()
+        first = self._first_chunks({doc for doc, _ in entries})
         keys: list[ArticleKey] = sorted(
             (key for key in entries if key in first and entries[key]), key=lambda k: (k[0], str(k[1]))
         )
@@ -176,9 +236,9 @@ class PhrasingsRetriever(StoreRetriever):
         signature = hashlib.sha256(
             json.dumps([embedder.model_id, [[*key, t] for key, t in zip(keys, texts, strict=True)]]).encode()
         ).hexdigest()
-        index_dir = Path(self.context.index_dir)
+        index_dir, name = Path(self.context.index_dir), self._vectors_name()
         vectors: tuple[np.ndarray, np.ndarray] | None = None
-        current = read_pointer(index_dir, NAME)
+        current = read_pointer(index_dir, name)
         if current is not None and current[1].get("signature") == signature:
             with contextlib.suppress(OSError, ValueError):
                 vectors = (np.load(current[0] / "phrases.npy"), np.load(current[0] / "articles.npy"))
@@ -193,14 +253,15 @@ class PhrasingsRetriever(StoreRetriever):
                 np.save(directory / "articles.npy", articles)
 
             with contextlib.suppress(OSError):  # a read-only index directory: the vectors still serve
-                publish(index_dir, NAME, {"generation": generation, "signature": signature}, write)
+                index_dir.mkdir(parents=True, exist_ok=True)  # none yet beside another backend's index
+                publish(index_dir, name, {"generation": generation, "signature": signature}, write)
         import bm25s
 
         bm25 = bm25s.BM25(k1=self.options.k1, b=self.options.b)
         bm25.index([tokens(" ".join(t), bigrams=True, accents=True) for t in texts], show_progress=False)
         self._build = _Build(
             keys=keys,
-            rowids=np.asarray([first[key] for key in keys], dtype=np.int64),
+            firsts=[first[key] for key in keys],
             starts=np.cumsum([0, *(len(t) for t in texts)])[:-1],
             phrases=vectors[0],
             articles=vectors[1],
@@ -217,10 +278,28 @@ class PhrasingsRetriever(StoreRetriever):
     def scored(self, query: str, n: int, docs: frozenset[str] | None = None) -> list[tuple[int, float]]:
         """(rowid of the article's first chunk, fused score) of up to ``n`` articles, best first;
         with ``docs``, of those documents' articles only (same order and scores)."""
+        build, found = self._ranked(query, n, docs)
+        return [(r, score) for i, score in found if isinstance(r := build.firsts[i], int)] if build else []
+
+    def _search(self, query: str, k: int, docs: frozenset[str] | None) -> list[Hit]:
+        """Over another backend: the first chunk of each of the ``k`` best articles, kept since
+        the last change of the index (no chunk is read)."""
+        if self.embedded:
+            return super()._search(query, k, docs)
+        build, found = self._ranked(query, k, docs)
+        return (
+            [Hit(c, score) for i, score in found if isinstance(c := build.firsts[i], Chunk)] if build else []
+        )
+
+    def _ranked(
+        self, query: str, n: int, docs: frozenset[str] | None
+    ) -> tuple[_Build | None, list[tuple[int, float]]]:
+        """The build searched, and (its row, fused score) of up to ``n`` articles, best first;
+        with ``docs``, of those documents' articles only (same order and scores)."""
         self.sync()
         build = self._build
         if build is None or not query.strip():
-            return []
+            return build, []
         o = self.options
         text = build.restorer.restore(query) if typed_without_accents(query) else query
         signals: list[tuple[float, np.ndarray]] = []
@@ -245,19 +324,30 @@ class PhrasingsRetriever(StoreRetriever):
         for key, score, _, i in fused:
             if docs is not None and key[0] not in docs:
                 continue
-            out.append((int(build.rowids[i]), score))
+            out.append((i, score))
             if len(out) == n:
                 break
-        return out
+        return build, out
 
     def health(self) -> dict[str, Any]:
-        found = super().health()
+        if self.embedded:
+            found = super().health()
+        else:
+            try:
+                self.sync()
+                found = {"status": "ok", "retriever": self.name, "chunks": self.index.count_chunks()}
+            except Exception as exc:  # health reports every failure rather than raising it
+                found = {"status": "down", "retriever": self.name, "error": str(exc)}
         if found.get("status") == "ok":
             found["articles with phrasings"] = 0 if self._build is None else len(self._build.keys)
         return found
 
     def close(self) -> None:
         super().close()
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
         self._build = None
 
 
