@@ -44,6 +44,7 @@ from lexrag import (
     hookimpl,
     without_question_words,
 )
+from lexrag.retrieval import SharedEmbedder
 from lexrag_retrievers.derived import CHUNKS_PER_ARTICLE, collapse_articles
 from lexrag_retrievers.lexical import BM25Retriever, BM25Settings
 
@@ -671,24 +672,17 @@ def cached_vectors(
     return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys]), len(missing)
 
 
-class CachingEmbedder(Embedder):
+class CachingEmbedder(SharedEmbedder):
     """An embedder whose passage vectors are kept in SQLite by (model id, text): building an
-    index of the same texts again (another chunk size, another BM25) costs no embedding."""
+    index of the same texts again (another chunk size, another BM25) costs no embedding. The
+    rest is the inner embedder's (and the last query's vector is kept, as a retriever's parts
+    share it)."""
 
     def __init__(self, inner: Embedder, path: Path) -> None:
-        super().__init__(inner.name, inner.settings)
-        self.inner = inner
+        super().__init__(inner)
         self._db = open_vector_cache(path)
         self.embedded = 0
         self.seconds = 0.0
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
 
     def _timed_embed(self, texts: list[str]) -> FloatArray:
         started = time.perf_counter()
@@ -700,9 +694,6 @@ class CachingEmbedder(Embedder):
         vectors, embedded = cached_vectors(self._db, self.model_id, texts, self._timed_embed, dim=self.dim)
         self.embedded += embedded
         return vectors
-
-    def embed_query(self, text: str) -> FloatArray:
-        return self.inner.embed_query(text)
 
 
 def slug(text: str) -> str:

@@ -117,6 +117,8 @@ ROCCHIO_BETAS = (0.1, 0.2, 0.3, 0.5)
 MINILM = {"retrieval.embedder": "minilm"}
 _B, _D, _H = "retrievers.bm25", "retrievers.dense", "retrievers.hybrid"
 _P = "retrievers.phrasings"
+_SIGNALS = ("lexical_weight", "phrase_weight", "article_weight")
+"""The phrasings retriever's three signals' weights."""
 _E = "embedders.e5-small"
 RAW_DENSE = {f"{_E}.query_adapter": "none"}
 """The dense part without its query adapter (the default before it)."""
@@ -175,23 +177,18 @@ IDEAS: list[tuple[str, str, dict[str, Any], int]] = [
         {f"{_H}.dense_weight": 0.7, f"{_H}.phrasings_weight": 4.0},
         1500,
     ),
-    (
-        "phrasings: BM25 over the phrasings alone",
-        "phrasings",
-        {f"{_P}.phrase_weight": 0.0, f"{_P}.article_weight": 0.0},
-        1500,
-    ),
-    (
-        "phrasings: best phrase vector alone",
-        "phrasings",
-        {f"{_P}.lexical_weight": 0.0, f"{_P}.article_weight": 0.0},
-        1500,
-    ),
-    (
-        "phrasings: article's phrasings vector alone",
-        "phrasings",
-        {f"{_P}.lexical_weight": 0.0, f"{_P}.phrase_weight": 0.0},
-        1500,
+    *(
+        (
+            f"phrasings: {label} alone",
+            "phrasings",
+            {f"{_P}.{other}": 0.0 for other in _SIGNALS if other != signal},
+            1500,
+        )
+        for signal, label in (
+            ("lexical_weight", "BM25 over the phrasings"),
+            ("phrase_weight", "best phrase vector"),
+            ("article_weight", "article's phrasings vector"),
+        )
     ),
     ("hybrid: query adapter, dense weight 1.5", "hybrid", {f"{_H}.dense_weight": 1.5}, 1500),
     ("hybrid: dense weight 0.7", "hybrid", {f"{_H}.dense_weight": 0.7}, 1500),
