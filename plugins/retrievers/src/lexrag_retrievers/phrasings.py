@@ -216,8 +216,8 @@ class PhrasingsRetriever(StoreRetriever):
         if self.embedded:
             super().sync()
             return
+        generation = self.index.generation  # one short statement, outside the lock
         with self._lock:
-            generation = self.index.generation
             if generation != self._generation:
                 self._refresh(generation)
                 self._generation = generation
