@@ -396,9 +396,7 @@ def build_retriever(
             f"the retriever {name!r} reads the {'/'.join(sorted(cls.backends))} index, not this one; "
             f"choose one of {', '.join(fits) or 'none installed'} ([retrieval] retriever, --retriever)",
         )
-    if embedder is None:
-        embedder = _shared_embedder(config, registry)
-    shared = embedder
+    shared = embedder or _shared_embedder(config, registry)
     context = RetrievalContext(
         index_dir=config.settings.index.dir,
         build_embedder=shared,
