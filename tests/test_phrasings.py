@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from lexrag import ConfigError, Hit, RetrievalError, Retriever, Store
+from lexrag import ConfigError, Hit, RetrievalError, Retriever, Store, read_phrasings
 from lexrag.registry import Registry, build_retriever
-from lexrag_retrievers.phrasings import PhrasingsRetriever, builtin_path, read_phrasings
+from lexrag_retrievers.phrasings import PhrasingsRetriever, builtin_path
 
 from .conftest import run_cli
 from .fixtures_retrieval import index_config

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from lexrag import read_phrasings
 from lexrag.phrasings import Article, index_articles
 from lexrag.prompt import PHRASINGS_INSTRUCTION
 from lexrag.registry import Registry, build_retriever
 from lexrag.store import Store
-from lexrag_retrievers.phrasings import read_phrasings
 
 from . import test_search_within
 from .conftest import run_cli

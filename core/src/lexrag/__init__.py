@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .limitstore import Increment, LimitStore
     from .loaders import Loader
     from .onnxrt import cpu_threads, cuda_usable, execution_providers
+    from .phrasings import read_phrasings
     from .prompt import estimate_tokens, estimate_usage
     from .providers import GenerationParams, Provider, ProviderRequest
     from .retrieval import (
@@ -113,6 +114,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "LimitStore": ("limitstore", "LimitStore"),
     "Loader": ("loaders", "Loader"),
     "cpu_threads": ("onnxrt", "cpu_threads"),
+    "read_phrasings": ("phrasings", "read_phrasings"),
     "cuda_usable": ("onnxrt", "cuda_usable"),
     "execution_providers": ("onnxrt", "execution_providers"),
     "estimate_tokens": ("prompt", "estimate_tokens"),
@@ -257,6 +259,7 @@ __all__ = [
     "new_id",
     "normalize",
     "parse_retry_after",
+    "read_phrasings",
     "redact",
     "syllables",
     "terms",

@@ -12,19 +12,23 @@ whose call fails is counted and left out (the next run asks again), never ending
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import calllog, prompt
 from .calllog import CallRecord
 from .errors import InvalidRequestError, LexragError, NotFoundError
 from .providers import GenerationParams, ProviderRequest
 from .retrieval import Chunk, IndexStore
-from .router import Route, Router
+
+if TYPE_CHECKING:
+    from .router import Route, Router
 
 #: Characters of an article's text (after its heading) shown to the model.
 ARTICLE_CHARS = 700
@@ -125,28 +129,47 @@ def index_articles(store: IndexStore, docs: Sequence[str] = ()) -> list[Article]
     return out
 
 
-def written_articles(path: Path) -> set[ArticleId]:
-    """(document, article) of every line already in the phrasings file ``path`` (none when it
-    does not exist); an :class:`InvalidRequestError` names a line that is not one."""
-    if not path.exists():
-        return set()
-    done: set[ArticleId] = set()
+def read_phrasings(path: Path) -> dict[ArticleId, list[str]]:
+    """(document, article) → phrases of one phrasings file (``.jsonl``, or gzipped ``.jsonl.gz``):
+    what :func:`write_phrasings` writes and the ``phrasings`` retriever reads. A ValueError names
+    the file, and the line when one is not ``{"doc": str, "article": int, "phrases": [str, …]}``."""
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    out: dict[ArticleId, list[str]] = {}
     try:
-        with path.open(encoding="utf-8") as fh:
+        with opener(path, "rt", encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
                     entry = json.loads(line)
-                    done.add((str(entry["doc"]), int(entry["article"])))
+                    doc, article, phrases = entry["doc"], entry["article"], entry["phrases"]
+                    if not isinstance(doc, str) or type(article) is not int:
+                        raise ValueError("doc must be a string and article a whole number")
+                    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+                        raise ValueError("phrases must be a list of strings")
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise InvalidRequestError(
+                    raise ValueError(
                         f'{path} line {number}: expected {{"doc": …, "article": N, "phrases": […]}} '
-                        f"({exc}); mend or delete that line and run again"
+                        f"({exc}); mend or delete that line"
                     ) from None
+                out.setdefault((doc, article), []).extend(
+                    p for p in (" ".join(p.split()) for p in phrases) if p
+                )
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return done
+        why = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"cannot read the phrasings file {path} ({why})") from None
+    return out
+
+
+def written_articles(path: Path) -> set[ArticleId]:
+    """(document, article) of every line already in the phrasings file ``path`` (none when it
+    does not exist); an :class:`InvalidRequestError` names a line that is not one."""
+    if not path.exists():
+        return set()
+    try:
+        return set(read_phrasings(path))
+    except ValueError as exc:
+        raise InvalidRequestError(f"{exc}, then run again") from None
 
 
 def _ends_a_line(path: Path) -> bool:
@@ -281,6 +304,7 @@ __all__ = [
     "index_articles",
     "parse_phrases",
     "plan",
+    "read_phrasings",
     "write_phrasings",
     "written_articles",
 ]

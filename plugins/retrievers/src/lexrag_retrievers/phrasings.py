@@ -26,7 +26,6 @@ in ``[index] dir`` under a name of that index's own.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 from collections.abc import Mapping
@@ -48,6 +47,7 @@ from lexrag import (
     RetrievalContext,
     RetrievalError,
     fuse,
+    read_phrasings,
     typed_without_accents,
 )
 
@@ -61,34 +61,6 @@ BUILTIN = "lawquery_phrasings.jsonl.gz"
 
 def builtin_path() -> Path:
     return Path(str(files("lexrag_retrievers") / "data" / BUILTIN))
-
-
-def read_phrasings(path: Path) -> dict[tuple[str, int], list[str]]:
-    """(document, article) → phrases of one phrasings file (``.jsonl``, or gzipped ``.jsonl.gz``);
-    ValueError naming the file and line when it cannot be read."""
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    out: dict[tuple[str, int], list[str]] = {}
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    doc, article, phrases = entry["doc"], entry["article"], entry["phrases"]
-                    if not isinstance(doc, str) or type(article) is not int:
-                        raise ValueError("doc must be a string and article a whole number")
-                    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
-                        raise ValueError("phrases must be a list of strings")
-                    key, phrases = (doc, article), [" ".join(p.split()) for p in phrases]
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ValueError(
-                        f'{path} line {number}: expected {{"doc": …, "article": N, "phrases": […]}} ({exc})'
-                    ) from None
-                out.setdefault(key, []).extend(p for p in phrases if p)
-    except OSError as exc:
-        raise ValueError(f"cannot read the phrasings file {path} ({exc.strerror or exc})") from None
-    return out
 
 
 class PhrasingsSettings(BaseModel):
@@ -351,4 +323,4 @@ class PhrasingsRetriever(StoreRetriever):
         self._build = None
 
 
-__all__ = ["PhrasingsRetriever", "PhrasingsSettings", "builtin_path", "read_phrasings"]
+__all__ = ["PhrasingsRetriever", "PhrasingsSettings", "builtin_path"]
