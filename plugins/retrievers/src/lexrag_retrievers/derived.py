@@ -201,10 +201,14 @@ class StoreRetriever(Retriever):
     def _refresh(self, generation: int) -> None:
         raise NotImplementedError
 
+    def count_chunks(self) -> int:
+        """Chunks in the index this retriever reads."""
+        return self.store.count_chunks()
+
     def health(self) -> dict[str, Any]:
         try:
             self.sync()
-            return {"status": "ok", "retriever": self.name, "chunks": self.store.count_chunks()}
+            return {"status": "ok", "retriever": self.name, "chunks": self.count_chunks()}
         except Exception as exc:  # health reports every failure rather than raising it
             return {"status": "down", "retriever": self.name, "error": str(exc)}
 

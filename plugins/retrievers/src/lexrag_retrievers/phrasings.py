@@ -46,6 +46,7 @@ from lexrag import (
     IndexStore,
     RetrievalContext,
     RetrievalError,
+    article_key,
     fuse,
     read_phrasings,
     typed_without_accents,
@@ -172,8 +173,7 @@ class PhrasingsRetriever(StoreRetriever):
         for record in self.index.documents():
             if record.id in docs:
                 for chunk in self.index.document_chunks(record.id)[0]:
-                    c = chunk.citation
-                    chunks.setdefault((c.doc, c.article if c.article is not None else chunk.id), chunk)
+                    chunks.setdefault(article_key(chunk.citation, chunk.id), chunk)
         return chunks
 
     def _vectors_name(self) -> str:
@@ -301,15 +301,11 @@ class PhrasingsRetriever(StoreRetriever):
                 break
         return build, out
 
+    def count_chunks(self) -> int:
+        return self.store.count_chunks() if self.embedded else self.index.count_chunks()
+
     def health(self) -> dict[str, Any]:
-        if self.embedded:
-            found = super().health()
-        else:
-            try:
-                self.sync()
-                found = {"status": "ok", "retriever": self.name, "chunks": self.index.count_chunks()}
-            except Exception as exc:  # health reports every failure rather than raising it
-                found = {"status": "down", "retriever": self.name, "error": str(exc)}
+        found = super().health()
         if found.get("status") == "ok":
             found["articles with phrasings"] = 0 if self._build is None else len(self._build.keys)
         return found
